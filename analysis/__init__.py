@@ -1,0 +1,1 @@
+"""sidrec.analysis: bad-case analysis, plots, report, optimization strategies."""

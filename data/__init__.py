@@ -1,0 +1,1 @@
+"""sidrec.data: raw sources -> the canonical dataset directory; synthetic demo data."""

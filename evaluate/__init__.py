@@ -1,0 +1,1 @@
+"""sidrec.evaluate: constrained beam search, HR@K / NDCG@K, baselines."""

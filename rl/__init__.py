@@ -1,0 +1,1 @@
+"""sidrec.rl: GRPO with constrained beam-search rollouts and ranking rewards."""

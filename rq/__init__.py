@@ -1,0 +1,1 @@
+"""sidrec.rq: text embeddings, residual quantizers, SID assignment and quality report."""

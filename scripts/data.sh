@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Stepwise data stage, MiniOneRec-style: Amazon Reviews 2018 raw files -> dataset directory.
+# Usage: bash scripts/data.sh [CATEGORY] [RAW_DIR] [OUT]   (add --download to fetch the files)
+set -euo pipefail
+CATEGORY=${1:-Industrial_and_Scientific}
+RAW_DIR=${2:-raw/amazon18}
+OUT=${3:-outputs/${CATEGORY}/data}
+shift $(( $# < 3 ? $# : 3 ))
+sidrec data amazon18 --dataset "$CATEGORY" --raw-dir "$RAW_DIR" --out "$OUT" \
+  --user-k 5 --item-k 5 --st-year 2016 --st-month 10 --ed-year 2018 --ed-month 11 \
+  --split temporal "$@"
+sidrec data stats --data "$OUT"

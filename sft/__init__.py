@@ -1,0 +1,1 @@
+"""sidrec.sft: SFT example building, tokenizer extension, model loading, SFT training."""

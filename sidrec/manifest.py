@@ -1,0 +1,72 @@
+"""Run manifests: what an output directory was made from, with which settings, and when."""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import sidrec
+from sidrec.io import MANIFEST, write_json, write_yaml
+
+CONFIG_FILE = "config.yaml"
+
+
+def git_commit() -> str | None:
+    """The commit of the sidrec checkout this code runs from, or None outside a git tree."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass
+class Run:
+    """One run of a stage. Create it before the work, call :meth:`finish` into the output dir.
+
+    Example:
+        >>> run = Run("data.synth", config={"seed": 0}, inputs={}, seed=0)
+        >>> # ... write outputs into tmp ...
+        >>> # run.finish(tmp, counts={"items": 10})
+    """
+
+    stage: str
+    config: dict[str, Any]
+    inputs: dict[str, str]
+    seed: int | None
+    started: float = field(default_factory=time.time)
+
+    def finish(self, out: Path, counts: dict[str, Any], **extra: Any) -> dict[str, Any]:
+        """Write ``config.yaml`` and ``manifest.json`` into ``out`` and return the manifest."""
+        ended = time.time()
+        manifest = {
+            "stage": self.stage,
+            **extra,
+            "inputs": self.inputs,
+            "counts": counts,
+            "seed": self.seed,
+            "sidrec_version": sidrec.__version__,
+            "git_commit": git_commit(),
+            "python": platform.python_version(),
+            "started": _iso(self.started),
+            "ended": _iso(ended),
+            "seconds": round(ended - self.started, 3),
+        }
+        write_yaml(out / CONFIG_FILE, self.config)
+        write_json(out / MANIFEST, manifest)
+        return manifest

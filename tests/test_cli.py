@@ -1,0 +1,87 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import sidrec.data.dataset as dataset_mod
+
+from sidrec.cli import main
+from sidrec.config import load_config
+from sidrec.io import is_complete
+from sidrec.pipeline import run_pipeline
+
+SMALL = ["data.synth.n_items=200", "data.synth.n_users=150"]
+
+
+def test_data_synth_command_writes_a_dataset(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "d"
+    assert main(["data", "synth", "--out", str(out), "--n-items", "200", "--n-users", "100"]) == 0
+    counts = json.loads(capsys.readouterr().out)
+    assert counts["items"] == 200 and counts["users"] == 100
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["split"] == {"protocol": "loo", "max_history": 20}
+    assert manifest["seed"] == 42 and (out / "config.yaml").exists()
+    # re-running a complete output needs --overwrite
+    assert main(["data", "synth", "--out", str(out), "--n-items", "200", "--n-users", "100"]) == 2
+    assert "pass --overwrite" in capsys.readouterr().err
+
+
+def test_user_errors_print_one_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["data", "stats", "--data", str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("sidrec: error: ") and "dataset directory does not exist" in err
+    assert "Traceback" not in err
+
+
+def test_pipeline_resumes_and_rebuilds_on_change(tmp_path: Path) -> None:
+    cfg = load_config(None, [f"output_root={tmp_path}", *SMALL])
+    logs: list[str] = []
+    outputs = run_pipeline(cfg, log=logs.append)
+    assert is_complete(outputs["data"]) and logs[0].startswith("[data] building")
+    logs.clear()
+    run_pipeline(cfg, log=logs.append)
+    assert logs[0].startswith("[data] complete and unchanged")
+    logs.clear()
+    run_pipeline(load_config(None, [f"output_root={tmp_path}", *SMALL, "seed=1"]), log=logs.append)
+    assert logs[0].startswith("[data] building")
+
+
+def test_interrupted_stage_leaves_nothing_complete_and_reruns_cleanly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = load_config(None, [f"output_root={tmp_path}", *SMALL])
+
+    def killed(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(dataset_mod.Run, "finish", killed)
+    with pytest.raises(KeyboardInterrupt):
+        run_pipeline(cfg, log=lambda _: None)
+    data_dir = tmp_path / "demo" / "data"
+    assert not data_dir.exists()
+    monkeypatch.undo()
+    logs: list[str] = []
+    run_pipeline(cfg, log=logs.append)
+    assert logs[0].startswith("[data] building") and is_complete(data_dir)
+    assert sorted(p.name for p in (tmp_path / "demo").iterdir()) == ["config.yaml", "data"]
+
+
+def test_installed_entry_point() -> None:
+    bin_dir = Path(sys.executable).parent
+    done = subprocess.run(
+        [str(bin_dir / "sidrec"), "data", "--help"], capture_output=True, text=True, check=True
+    )
+    for cmd in (
+        "synth",
+        "amazon18",
+        "import-minionerec",
+        "import-letter",
+        "export-minionerec",
+        "stats",
+    ):
+        assert cmd in done.stdout
