@@ -17,18 +17,17 @@ CONFIG_FILE = "config.yaml"
 
 
 def git_commit() -> str | None:
-    """The commit of the sidrec checkout this code runs from, or None outside a git tree."""
+    """The commit of the sidrec checkout this code runs from; None for an installed wheel."""
+    root = Path(__file__).resolve().parents[1]
+    if not (root / ".git").exists():
+        return None
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=Path(__file__).resolve().parent,
-            capture_output=True,
-            text=True,
-            timeout=5,
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5
         )
     except (OSError, subprocess.TimeoutExpired):
         return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
+    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else None
 
 
 def _iso(ts: float) -> str:

@@ -1,4 +1,5 @@
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,8 @@ def test_complete_output_has_config_and_manifest(tmp_path: Path) -> None:
     assert manifest["stage"] == "test" and manifest["counts"] == {"n": 1}
     assert manifest["seed"] == 0 and manifest["sidrec_version"]
     assert manifest["started"] <= manifest["ended"]
+    if (Path(__file__).parents[1] / ".git").exists():  # a checkout records its commit
+        assert re.fullmatch(r"[0-9a-f]{40}", manifest["git_commit"])
     assert (out / "config.yaml").read_text().strip() == "a: 1"
 
 
