@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-from sidrec.data.dataset import items_frame, sequences_frame
 from tqdm import tqdm
 
+from sidrec.data.dataset import items_frame, sequences_frame
 from sidrec.errors import InputError, SidrecError
 
 DOWNLOAD_URL = "https://mcauleylab.ucsd.edu/public_datasets/data/amazon_v2"

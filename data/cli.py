@@ -6,11 +6,10 @@ import argparse
 import json
 from pathlib import Path
 
+from sidrec.config import defaults
 from sidrec.data import stage
 from sidrec.data.dataset import read_dataset
 from sidrec.data.stats import dataset_stats, format_stats
-
-from sidrec.config import defaults
 
 
 def _common(p: argparse.ArgumentParser) -> None:

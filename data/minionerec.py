@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-from sidrec.data.dataset import SPLITS, Dataset, examples_frame, items_frame, sequences_frame
 
+from sidrec.data.dataset import SPLITS, Dataset, examples_frame, items_frame, sequences_frame
 from sidrec.errors import InputError, SidrecError, require_file
 from sidrec.io import read_json
 from sidrec.sids import SidTable, read_index_json, sid_tokens

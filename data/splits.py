@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from enum import Enum
 
 import polars as pl
-from sidrec.data.dataset import Dataset, examples_frame
 
+from sidrec.data.dataset import Dataset, examples_frame
 from sidrec.errors import SidrecError
 
 Row = tuple[str, list[int], int]

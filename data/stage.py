@@ -14,7 +14,6 @@ from sidrec.data.letter import import_letter
 from sidrec.data.minionerec import export_minionerec, import_minionerec
 from sidrec.data.splits import assemble
 from sidrec.data.synth import generate
-
 from sidrec.errors import SidrecError
 from sidrec.io import atomic_dir
 from sidrec.manifest import Run

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-from sidrec.data.dataset import items_frame, sequences_frame
 
+from sidrec.data.dataset import items_frame, sequences_frame
 from sidrec.errors import SidrecError
 
 CATALOG_FILE = Path(__file__).with_name("synth_catalog.json")

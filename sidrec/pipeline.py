@@ -21,6 +21,8 @@ from sidrec.data.stage import build_from_config
 from sidrec.data.stats import dataset_stats, format_stats
 from sidrec.io import is_complete, write_yaml
 from sidrec.manifest import CONFIG_FILE
+from sidrec.rq.embed import embed_dataset
+from sidrec.rq.stage import build_sids, report_sids
 
 
 @dataclass(frozen=True)
@@ -36,7 +38,19 @@ def _show_data(path: Path) -> str:
     return format_stats(dataset_stats(ds), f"dataset {path} ({manifest['source']})")
 
 
-STAGES = (Stage("data", ("seed", "data"), build_from_config, _show_data),)
+def _embed(cfg: dict[str, Any], out: Path, overwrite: bool) -> None:
+    embed_dataset(out.parent / "data", out, cfg["embed"], overwrite=overwrite)
+
+
+def _sid(cfg: dict[str, Any], out: Path, overwrite: bool) -> None:
+    build_sids(out.parent / "embeddings", out, cfg["sid"], cfg["seed"], overwrite)
+
+
+STAGES = (
+    Stage("data", ("seed", "data"), build_from_config, _show_data),
+    Stage("embeddings", ("embed",), _embed),
+    Stage("sid", ("seed", "sid"), _sid, lambda p: report_sids(sid=p)[1]),
+)
 
 
 def run_pipeline(

@@ -4,14 +4,20 @@ import sys
 from pathlib import Path
 
 import pytest
-import sidrec.data.dataset as dataset_mod
 
+import sidrec.data.dataset as dataset_mod
 from sidrec.cli import main
 from sidrec.config import load_config
 from sidrec.io import is_complete
 from sidrec.pipeline import run_pipeline
 
-SMALL = ["data.synth.n_items=200", "data.synth.n_users=150"]
+SMALL = [
+    "data.synth.n_items=200",
+    "data.synth.n_users=150",
+    "embed.model=all-minilm-l6-v2",
+    "embed.max_seq_length=32",
+    "sid.codebook_size=16",
+]
 
 
 def test_data_synth_command_writes_a_dataset(
@@ -42,13 +48,22 @@ def test_pipeline_resumes_and_rebuilds_on_change(tmp_path: Path) -> None:
     cfg = load_config(None, [f"output_root={tmp_path}", *SMALL])
     logs: list[str] = []
     outputs = run_pipeline(cfg, log=logs.append)
-    assert is_complete(outputs["data"]) and logs[0].startswith("[data] building")
+    assert list(outputs) == ["data", "embeddings", "sid"]
+    assert all(is_complete(p) for p in outputs.values())
+    assert [m.split()[1] for m in logs if m.startswith("[")] == ["building"] * 3
     logs.clear()
     run_pipeline(cfg, log=logs.append)
-    assert logs[0].startswith("[data] complete and unchanged")
+    assert [m.split()[1] for m in logs if m.startswith("[")] == ["complete"] * 3
     logs.clear()
+    # a changed SID setting rebuilds only the SID stage
+    run_pipeline(
+        load_config(None, [f"output_root={tmp_path}", *SMALL, "sid.levels=2"]), log=logs.append
+    )
+    assert [m.split()[1] for m in logs if m.startswith("[")] == ["complete", "complete", "building"]
+    logs.clear()
+    # a changed seed rebuilds the data and everything after it
     run_pipeline(load_config(None, [f"output_root={tmp_path}", *SMALL, "seed=1"]), log=logs.append)
-    assert logs[0].startswith("[data] building")
+    assert [m.split()[1] for m in logs if m.startswith("[")] == ["building"] * 3
 
 
 def test_interrupted_stage_leaves_nothing_complete_and_reruns_cleanly(
@@ -68,7 +83,12 @@ def test_interrupted_stage_leaves_nothing_complete_and_reruns_cleanly(
     logs: list[str] = []
     run_pipeline(cfg, log=logs.append)
     assert logs[0].startswith("[data] building") and is_complete(data_dir)
-    assert sorted(p.name for p in (tmp_path / "demo").iterdir()) == ["config.yaml", "data"]
+    assert sorted(p.name for p in (tmp_path / "demo").iterdir()) == [
+        "config.yaml",
+        "data",
+        "embeddings",
+        "sid",
+    ]
 
 
 def test_installed_entry_point() -> None:

@@ -6,10 +6,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
+
 from sidrec.data.amazon18 import clean_title, k_core
 from sidrec.data.dataset import read_dataset
 from sidrec.data.stage import amazon18
-
 from sidrec.errors import InputError, SidrecError
 
 NAME = "Tiny_Category"

@@ -2,9 +2,9 @@ import json
 from pathlib import Path
 
 import pytest
+
 from sidrec.data.dataset import read_dataset
 from sidrec.data.stage import import_letter_dir
-
 from sidrec.errors import InputError
 from sidrec.sids import read_sid_dir
 

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+
 from sidrec.data.dataset import read_dataset
 from sidrec.data.stage import (
     export_minionerec_dir,
@@ -12,7 +13,6 @@ from sidrec.data.stage import (
     synth,
     write_imported_sids,
 )
-
 from sidrec.errors import InputError, SidrecError
 from sidrec.sids import SidTable, read_sid_dir
 

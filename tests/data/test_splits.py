@@ -1,7 +1,7 @@
 import polars as pl
 import pytest
-from sidrec.data.splits import assemble, split_sequences
 
+from sidrec.data.splits import assemble, split_sequences
 from sidrec.errors import SidrecError
 
 

@@ -3,11 +3,11 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+
+from sidrec.cli import main
 from sidrec.data.dataset import read_dataset
 from sidrec.data.stage import synth
 from sidrec.data.synth import generate
-
-from sidrec.cli import main
 from sidrec.errors import SidrecError
 
 

@@ -1,0 +1,80 @@
+"""``sidrec embed`` and ``sidrec sid ...``: a thin layer over :mod:`sidrec.rq.stage`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from sidrec.config import load_config
+from sidrec.rq.embed import embed_dataset
+from sidrec.rq.stage import build_sids, report_sids
+
+
+def _config(a: argparse.Namespace, section: str, flags: dict[str, object]) -> dict:
+    overrides = [f"{section}.{k}={json.dumps(v)}" for k, v in flags.items() if v is not None]
+    return load_config(a.config, [*overrides, *a.overrides])
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--overwrite", action="store_true", help="replace a complete output")
+    p.add_argument("--config", type=Path, help="a profile whose section supplies the settings")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+
+
+def _embed(a: argparse.Namespace) -> dict:
+    cfg = _config(a, "embed", {"model": a.model})
+    return embed_dataset(a.data, a.out, cfg["embed"], a.from_npy, a.overwrite)
+
+
+def _build(a: argparse.Namespace) -> dict:
+    cfg = _config(
+        a,
+        "sid",
+        {
+            "method": a.method,
+            "levels": a.levels,
+            "codebook_size": a.codebook_size,
+            "dedup": a.dedup,
+        },
+    )
+    report = build_sids(
+        a.emb, a.out, cfg["sid"], a.seed if a.seed is not None else cfg["seed"], a.overwrite
+    )
+    print(report_sids(sid=a.out)[1])
+    return {"counts": {"items": report["items"], "distinct_sids": report["distinct_sids"]}}
+
+
+def _report(a: argparse.Namespace) -> None:
+    report, table = report_sids(a.sid, a.index, a.png)
+    print(json.dumps(report, indent=2) if a.json else table)
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    """Register ``sidrec embed`` and ``sidrec sid``."""
+    p = sub.add_parser("embed", help="embed item text with a sentence-transformers model")
+    p.add_argument("--data", type=Path, required=True, help="dataset directory")
+    p.add_argument("--model", help="model name or path (offline: all-minilm-l6-v2)")
+    p.add_argument("--from-npy", type=Path, help="use a precomputed [N, D] .npy instead")
+    _common(p)
+    p.set_defaults(func=_embed)
+
+    sid = sub.add_parser("sid", help="build and score semantic IDs")
+    cmds = sid.add_subparsers(dest="sid_command", required=True, metavar="COMMAND")
+    p = cmds.add_parser("build", help="quantize embeddings into unique SIDs")
+    p.add_argument("--emb", type=Path, required=True, help="embedding directory")
+    p.add_argument("--method", choices=["rqkmeans", "rqkmeans-constrained"])
+    p.add_argument("--levels", type=int)
+    p.add_argument("--codebook-size", type=int)
+    p.add_argument("--dedup", choices=["reassign", "append"])
+    p.add_argument("--seed", type=int)
+    _common(p)
+    p.set_defaults(func=_build)
+
+    p = cmds.add_parser("report", help="codebook usage, entropy and collisions of SIDs")
+    p.add_argument("--sid", type=Path, help="a SID directory")
+    p.add_argument("--index", type=Path, help="or an external index.json (e.g. MiniOneRec's)")
+    p.add_argument("--png", type=Path, help="also draw code usage per level")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_report)

@@ -1,0 +1,75 @@
+import numpy as np
+import pytest
+
+from sidrec.errors import SidrecError
+from sidrec.rq.dedup import append_tokens, reassign_last_level
+from sidrec.rq.quantize import Method, encode, fit_residual, reconstruction_error
+
+
+@pytest.fixture(scope="module")
+def x() -> np.ndarray:
+    rng = np.random.default_rng(0)
+    centers = rng.normal(size=(12, 16))
+    return (centers[rng.integers(12, size=600)] + 0.3 * rng.normal(size=(600, 16))).astype(
+        np.float32
+    )
+
+
+@pytest.mark.parametrize("method", list(Method))
+def test_fit_is_deterministic_and_shaped(x: np.ndarray, method: Method) -> None:
+    a = fit_residual(x, method, levels=3, codebook_size=16, seed=5)
+    b = fit_residual(x, method, levels=3, codebook_size=16, seed=5)
+    assert a.codes.shape == (600, 3) and a.codebooks.shape == (3, 16, 16)
+    assert np.array_equal(a.codes, b.codes) and np.array_equal(a.codebooks, b.codebooks)
+    assert a.codes.min() >= 0 and a.codes.max() < 16
+
+
+def test_more_levels_reconstruct_better(x: np.ndarray) -> None:
+    q = fit_residual(x, Method.RQKMEANS, levels=3, codebook_size=16, seed=0)
+    errors = [reconstruction_error(x, q.codes[:, :k], q.codebooks[:k]) for k in (1, 2, 3)]
+    assert errors[0] > errors[1] > errors[2] > 0
+
+
+def test_encode_reproduces_unconstrained_codes(x: np.ndarray) -> None:
+    q = fit_residual(x, Method.RQKMEANS, levels=2, codebook_size=16, seed=0)
+    assert np.array_equal(encode(x, q.codebooks), q.codes)
+
+
+def test_constrained_clusters_respect_the_slack(x: np.ndarray) -> None:
+    q = fit_residual(x, Method.CONSTRAINED, levels=2, codebook_size=16, seed=0, slack=0.2)
+    for level in range(2):
+        sizes = np.bincount(q.codes[:, level], minlength=16)
+        assert sizes.min() >= np.floor(600 / 16 * 0.8) and sizes.max() <= np.ceil(600 / 16 * 1.2)
+
+
+def test_bad_sizes_are_rejected(x: np.ndarray) -> None:
+    with pytest.raises(SidrecError, match="codebook_size 1000 is larger than the 600 items"):
+        fit_residual(x, Method.RQKMEANS, 2, 1000, 0)
+    with pytest.raises(SidrecError, match="constrained_max_items=100"):
+        fit_residual(x, Method.CONSTRAINED, 2, 16, 0, constrained_max_items=100)
+
+
+def test_append_tokens_only_where_needed() -> None:
+    out = append_tokens([[1, 2], [3, 4], [1, 2], [1, 2]])
+    assert out == [[1, 2, 0], [3, 4], [1, 2, 1], [1, 2, 2]]
+
+
+def test_reassign_moves_all_but_the_closest_to_free_codes() -> None:
+    book = np.array([[0.0], [1.0], [2.0], [3.0]], dtype=np.float32)  # K=4 last-level codes
+    codes = np.array([[0, 1], [0, 1], [0, 1], [0, 3], [2, 1]])
+    residual = np.array([[1.4], [1.05], [0.2], [3.0], [1.0]], dtype=np.float32)
+    out = reassign_last_level(codes, residual, book)
+    assert out[1] == [0, 1]  # closest to code 1 keeps it
+    assert out[0] == [0, 2]  # next nearest free code (3 is taken by item 3)
+    assert out[2] == [0, 0]
+    assert out[3] == [0, 3] and out[4] == [2, 1]
+    assert len({tuple(c) for c in out}) == 5
+
+
+def test_reassign_falls_back_to_append_when_a_prefix_is_full() -> None:
+    book = np.array([[0.0], [1.0]], dtype=np.float32)
+    codes = np.array([[0, 0], [0, 0], [0, 0]])
+    out = reassign_last_level(codes, np.zeros((3, 1), dtype=np.float32), book)
+    assert len({tuple(c) for c in out}) == 3
+    assert sorted(len(c) for c in out) == [2, 3, 3]
+    assert not any(tuple(a) == tuple(b[: len(a)]) for a in out for b in out if a is not b)

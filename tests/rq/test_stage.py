@@ -1,0 +1,143 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from sidrec.cli import main
+from sidrec.config import load_config
+from sidrec.data.stage import import_minionerec_dir, synth
+from sidrec.errors import InputError, SidrecError
+from sidrec.rq.embed import embed_dataset, item_texts
+from sidrec.rq.stage import build_sids, report_sids
+from sidrec.sids import read_sid_dir
+
+EMBED = load_config(None, ["embed.model=all-minilm-l6-v2", "embed.max_seq_length=64"])["embed"]
+SID = load_config()["sid"]
+
+
+@pytest.fixture(scope="session")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("embcache")
+
+
+@pytest.fixture(scope="session")
+def demo_emb(tmp_path_factory: pytest.TempPathFactory, cache: Path) -> Path:
+    root = tmp_path_factory.mktemp("demo")
+    synth(root / "data", n_items=600, n_users=300, seed=0)
+    embed_dataset(root / "data", root / "emb", {**EMBED, "cache_dir": str(cache)})
+    return root / "emb"
+
+
+@pytest.fixture(scope="session")
+def industrial_emb(
+    minionerec_src: Path, tmp_path_factory: pytest.TempPathFactory, cache: Path
+) -> Path:
+    root = tmp_path_factory.mktemp("industrial")
+    import_minionerec_dir(root / "data", minionerec_src, "Industrial_and_Scientific")
+    embed_dataset(root / "data", root / "emb", {**EMBED, "cache_dir": str(cache)})
+    return root / "emb"
+
+
+def _sids(out: Path) -> list[str]:
+    return pl.read_parquet(out / "sids.parquet")["sid"].to_list()
+
+
+@pytest.mark.parametrize("method", ["rqkmeans", "rqkmeans-constrained"])
+@pytest.mark.parametrize("dedup", ["reassign", "append"])
+def test_demo_sids_are_unique_and_deterministic(
+    demo_emb: Path, tmp_path: Path, method: str, dedup: str
+) -> None:
+    cfg = {**SID, "method": method, "dedup": dedup, "codebook_size": 32}
+    report = build_sids(demo_emb, tmp_path / "a", cfg, seed=1)
+    build_sids(demo_emb, tmp_path / "b", cfg, seed=1)
+    sids = _sids(tmp_path / "a")
+    assert len(sids) == 600 and len(set(sids)) == 600
+    assert report["collision_rate"] == 0 and report["collision_rate_before_dedup"] > 0
+    assert sids == _sids(tmp_path / "b")
+    index = json.loads((tmp_path / "a" / "index.json").read_text())
+    assert len({"".join(v) for v in index.values()}) == 600
+    assert (tmp_path / "a" / "code_usage.png").stat().st_size > 1000
+    assert np.load(tmp_path / "a" / "codebooks.npz")["codebooks"].shape == (3, 32, 384)
+
+
+@pytest.mark.parametrize("method", ["rqkmeans", "rqkmeans-constrained"])
+def test_industrial_sids_are_unique_and_balanced(
+    industrial_emb: Path, tmp_path: Path, method: str
+) -> None:
+    report = build_sids(industrial_emb, tmp_path / "s", {**SID, "method": method}, seed=0)
+    assert report["items"] == 3686 and report["distinct_sids"] == 3686
+    assert report["collision_rate"] == 0
+    first = report["levels"][0]
+    if method == "rqkmeans-constrained":  # the goal for balanced methods
+        assert first["utilization"] >= 0.9 and first["entropy_pct"] >= 0.95
+    assert read_sid_dir(tmp_path / "s").codes == [
+        [int(t[3:-1]) for t in v]
+        for v in json.loads((tmp_path / "s" / "index.json").read_text()).values()
+    ]
+
+
+def test_minionerec_index_scores_as_shipped(minionerec_src: Path, tmp_path: Path) -> None:
+    index = minionerec_src / "index" / "Industrial_and_Scientific.index.json"
+    report, table = report_sids(index=index, png=tmp_path / "u.png")
+    assert report["shared_sids"] == 15 and report["levels"][0]["used"] == 48
+    assert "48/256" in table and (tmp_path / "u.png").exists()
+
+
+def test_embedding_cache_and_text_fallbacks(demo_emb: Path, cache: Path, tmp_path: Path) -> None:
+    again = embed_dataset(
+        demo_emb.parent / "data", tmp_path / "e", {**EMBED, "cache_dir": str(cache)}
+    )
+    assert again["counts"]["cache_hits"] == 600
+    assert np.array_equal(
+        np.load(tmp_path / "e" / "embeddings.npy"), np.load(demo_emb / "embeddings.npy")
+    )
+    items = pl.DataFrame(
+        {"title": ["A", ""], "description": ["", ""], "brand": ["", "Acme"], "categories": [[], []]}
+    )
+    assert item_texts(items, "{title}. {description}", 50) == (["A", "Acme"], 1)
+    with pytest.raises(SidrecError, match=r"unknown item fields \['price'\]"):
+        item_texts(items, "{price}", 50)
+
+
+def test_bad_embeddings_are_named(demo_emb: Path, tmp_path: Path) -> None:
+    emb = np.load(demo_emb / "embeddings.npy")
+    wrong = tmp_path / "wrong.npy"
+    np.save(wrong, emb[:10])
+    with pytest.raises(InputError, match=r"wrong\.npy: expected shape \[600, D\]"):
+        embed_dataset(demo_emb.parent / "data", tmp_path / "o", EMBED, from_npy=wrong)
+    emb = emb.copy()
+    emb[7, 3] = np.nan
+    np.save(wrong, emb)
+    with pytest.raises(InputError, match="1 rows hold NaN or inf \\(first: item 7\\)"):
+        embed_dataset(demo_emb.parent / "data", tmp_path / "o", EMBED, from_npy=wrong)
+    with pytest.raises(SidrecError, match="sid.method must be one of"):
+        build_sids(demo_emb, tmp_path / "s", {**SID, "method": "kmeans"}, seed=0)
+    assert not (tmp_path / "o").exists() and not (tmp_path / "s").exists()
+
+
+def test_sid_commands(demo_emb: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "sid"
+    assert (
+        main(
+            [
+                "sid",
+                "build",
+                "--emb",
+                str(demo_emb),
+                "--out",
+                str(out),
+                "--levels",
+                "2",
+                "--codebook-size",
+                "64",
+                "sid.kmeans_iters=5",
+            ]
+        )
+        == 0
+    )
+    assert "used/K" in capsys.readouterr().out
+    assert json.loads((out / "report.json").read_text())["levels"][1]["codebook_size"] == 64
+    assert main(["sid", "report", "--sid", str(out), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["distinct_sids"] == 600
