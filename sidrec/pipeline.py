@@ -79,11 +79,13 @@ def run_pipeline(
     return outputs
 
 
+def _run(a: argparse.Namespace) -> None:
+    run_pipeline(load_config(a.config, a.overrides), a.force)
+
+
 def add_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("pipeline", help="run every stage from one config (the one-shot run)")
     p.add_argument("--config", type=Path, required=True, help="a profile, e.g. configs/demo.yaml")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     p.add_argument("--force", action="store_true", help="rebuild every stage")
-    p.set_defaults(
-        func=lambda a: run_pipeline(load_config(a.config, a.overrides), a.force) and None
-    )
+    p.set_defaults(func=_run)
