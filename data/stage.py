@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from sidrec.data.amazon18 import load_amazon18
-from sidrec.data.dataset import Dataset, read_dataset, write_dataset
+from sidrec.data.dataset import read_dataset, write_dataset
 from sidrec.data.letter import import_letter
 from sidrec.data.minionerec import export_minionerec, import_minionerec
 from sidrec.data.splits import assemble
@@ -218,16 +218,3 @@ def build_from_config(
     if source == "minionerec":
         return import_minionerec_dir(out, overwrite=overwrite, **params)
     return import_letter_dir(out, max_history=d["max_history"], overwrite=overwrite, **params)
-
-
-__all__ = [
-    "Dataset",
-    "SOURCES",
-    "amazon18",
-    "build_from_config",
-    "export_minionerec_dir",
-    "import_letter_dir",
-    "import_minionerec_dir",
-    "synth",
-    "write_imported_sids",
-]

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from sidrec.config import load_config
 from sidrec.rq.embed import embed_dataset
+from sidrec.rq.report import format_report
 from sidrec.rq.stage import build_sids, report_sids
 
 
@@ -42,7 +43,7 @@ def _build(a: argparse.Namespace) -> dict:
     report = build_sids(
         a.emb, a.out, cfg["sid"], a.seed if a.seed is not None else cfg["seed"], a.overwrite
     )
-    print(report_sids(sid=a.out)[1])
+    print(format_report(report))
     return {"counts": {"items": report["items"], "distinct_sids": report["distinct_sids"]}}
 
 

