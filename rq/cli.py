@@ -9,7 +9,7 @@ from pathlib import Path
 from sidrec.config import load_config
 from sidrec.rq.embed import embed_dataset
 from sidrec.rq.report import format_report
-from sidrec.rq.stage import build_sids, report_sids
+from sidrec.rq.stage import assign_sids, build_sids, report_sids
 
 
 def _config(a: argparse.Namespace, section: str, flags: dict[str, object]) -> dict:
@@ -47,6 +47,18 @@ def _build(a: argparse.Namespace) -> dict:
     return {"counts": {"items": report["items"], "distinct_sids": report["distinct_sids"]}}
 
 
+def _assign(a: argparse.Namespace) -> dict:
+    report = assign_sids(a.sid, a.emb, a.out, a.overwrite)
+    print(format_report(report))
+    return {
+        "counts": {
+            "items": report["items"],
+            "new_items": report["assigned_items"],
+            "distinct_sids": report["distinct_sids"],
+        }
+    }
+
+
 def _report(a: argparse.Namespace) -> None:
     report, table = report_sids(a.sid, a.index, a.png)
     print(json.dumps(report, indent=2) if a.json else table)
@@ -65,13 +77,27 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     cmds = sid.add_subparsers(dest="sid_command", required=True, metavar="COMMAND")
     p = cmds.add_parser("build", help="quantize embeddings into unique SIDs")
     p.add_argument("--emb", type=Path, required=True, help="embedding directory")
-    p.add_argument("--method", choices=["rqkmeans", "rqkmeans-constrained"])
+    p.add_argument(
+        "--method", choices=["rqkmeans", "rqkmeans-constrained", "rqkmeans-plus", "rqvae"]
+    )
     p.add_argument("--levels", type=int)
     p.add_argument("--codebook-size", type=int)
     p.add_argument("--dedup", choices=["reassign", "append"])
     p.add_argument("--seed", type=int)
     _common(p)
     p.set_defaults(func=_build)
+
+    p = cmds.add_parser("assign", help="give SIDs to new items with the frozen quantizer")
+    p.add_argument("--sid", type=Path, required=True, help="the existing SID directory")
+    p.add_argument(
+        "--emb",
+        type=Path,
+        required=True,
+        help="embeddings of the grown catalog (old items first, then new ones)",
+    )
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--overwrite", action="store_true", help="replace a complete output")
+    p.set_defaults(func=_assign)
 
     p = cmds.add_parser("report", help="codebook usage, entropy and collisions of SIDs")
     p.add_argument("--sid", type=Path, help="a SID directory")

@@ -1,15 +1,19 @@
 """Residual k-means quantizers: each level clusters what the levels before it left unexplained.
 
-``rqkmeans`` uses faiss k-means; ``rqkmeans-constrained`` uses k-means-constrained so every
-cluster holds N/K items give or take ``slack`` (balanced codes, fewer collisions).
+``rqkmeans`` uses faiss k-means. ``rqkmeans-constrained`` balances the clusters: with
+k-means-constrained (an exact min-cost flow: every cluster holds N/K items give or take
+``slack``) up to ``constrained_max_items`` items, and past that with Sinkhorn-balanced k-means,
+which scales linearly in N and keeps clusters close to N/K.
 """
 
 from __future__ import annotations
 
+import sys
 from enum import Enum
 from typing import NamedTuple
 
 import numpy as np
+from scipy.special import logsumexp
 
 from sidrec.errors import SidrecError
 
@@ -17,6 +21,8 @@ from sidrec.errors import SidrecError
 class Method(str, Enum):
     RQKMEANS = "rqkmeans"
     CONSTRAINED = "rqkmeans-constrained"
+    PLUS = "rqkmeans-plus"
+    RQVAE = "rqvae"
 
 
 class Quantized(NamedTuple):
@@ -51,16 +57,52 @@ def _kmeans(x: np.ndarray, k: int, seed: int, iters: int) -> np.ndarray:
     return km.centroids.astype(np.float32)
 
 
+def sinkhorn_assign(dist: np.ndarray, epsilon: float = 0.05, iters: int = 50) -> np.ndarray:
+    """Assign N points to K clusters with near-equal sizes (entropic optimal transport).
+
+    Args:
+        dist: float [N, K] squared distances.
+        epsilon: entropy weight, relative to the spread of the distances (smaller = harder).
+        iters: Sinkhorn iterations.
+
+    Returns:
+        int64 [N] cluster of each point: the argmax of the transport plan whose column sums
+        are N/K each.
+    """
+    n, k = dist.shape
+    scale = float(dist.std()) or 1.0
+    log_kernel = -dist / (epsilon * scale)
+    log_u, log_v = np.zeros(n), np.zeros(k)
+    log_col = np.log(n / k)
+    for _ in range(iters):
+        log_u = -logsumexp(log_kernel + log_v[None, :], axis=1)
+        log_v = log_col - logsumexp(log_kernel + log_u[:, None], axis=0)
+    return np.argmax(log_kernel + log_v[None, :], axis=1).astype(np.int64)
+
+
+def _sinkhorn_kmeans(x: np.ndarray, k: int, seed: int, iters: int) -> tuple[np.ndarray, np.ndarray]:
+    centroids = _kmeans(x, k, seed, iters)
+    for _ in range(max(3, iters // 4)):
+        dist = (x**2).sum(1)[:, None] - 2 * x @ centroids.T + (centroids**2).sum(1)[None, :]
+        labels = sinkhorn_assign(dist)
+        sums = np.zeros_like(centroids)
+        np.add.at(sums, labels, x)
+        counts = np.bincount(labels, minlength=k)[:, None]
+        centroids = np.where(counts > 0, sums / np.maximum(counts, 1), centroids)
+    return centroids.astype(np.float32), labels
+
+
 def _balanced_kmeans(
     x: np.ndarray, k: int, seed: int, iters: int, slack: float, max_items: int
 ) -> tuple[np.ndarray, np.ndarray]:
     n = x.shape[0]
     if n > max_items:
-        raise SidrecError(
-            f"rqkmeans-constrained solves a min-cost flow over {n:,} items x {k} clusters per "
-            f"iteration, which grows too slow past sid.constrained_max_items={max_items:,}; use "
-            "--method rqkmeans for this catalog, or raise the limit if you can wait"
+        print(
+            f"rqkmeans-constrained: {n:,} items is past sid.constrained_max_items={max_items:,}, "
+            "where the exact min-cost flow grows too slow; using Sinkhorn-balanced k-means",
+            file=sys.stderr,
         )
+        return _sinkhorn_kmeans(x, k, seed, iters)
     from k_means_constrained import KMeansConstrained
 
     size_min = int(np.floor(n / k * (1 - slack)))
@@ -119,12 +161,18 @@ def fit_residual(
     return Quantized(codes, np.stack(books))
 
 
-def encode(x: np.ndarray, codebooks: np.ndarray) -> np.ndarray:
-    """Codes [N, L] of x [N, D] under frozen codebooks [L, K, D] (nearest centroid per level)."""
+def encode(x: np.ndarray, codebooks: np.ndarray, balance_last: bool = False) -> np.ndarray:
+    """Codes [N, L] of x [N, D] under frozen codebooks [L, K, D] (nearest centroid per level;
+    with ``balance_last``, Sinkhorn-balanced assignment in the last level)."""
     residual = x.astype(np.float32, copy=True)
-    codes = np.empty((x.shape[0], codebooks.shape[0]), dtype=np.int64)
+    levels = codebooks.shape[0]
+    codes = np.empty((x.shape[0], levels), dtype=np.int64)
     for level, centroids in enumerate(codebooks):
-        codes[:, level] = _nearest(residual, centroids)
+        if balance_last and level == levels - 1:
+            dist = ((residual[:, None, :] - centroids[None, :, :]) ** 2).sum(-1)
+            codes[:, level] = sinkhorn_assign(dist)
+        else:
+            codes[:, level] = _nearest(residual, centroids)
         residual -= centroids[codes[:, level]]
     return codes
 

@@ -1,23 +1,34 @@
-"""``sidrec sid build`` and ``sidrec sid report``: embeddings -> unique SIDs, and their quality."""
+"""``sidrec sid build|assign|report``: embeddings -> unique SIDs, new items, and quality."""
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from sidrec.errors import SidrecError
+from sidrec.errors import InputError, SidrecError, require_file
 from sidrec.io import atomic_dir, read_json
 from sidrec.manifest import Run
 from sidrec.rq.dedup import DedupRule, append_tokens, reassign_last_level
 from sidrec.rq.embed import load_embeddings
-from sidrec.rq.quantize import Method, fit_residual, reconstruction_error
+from sidrec.rq.neural import latents, load_model, save_model, train_quantizer
+from sidrec.rq.quantize import Method, encode, fit_residual, reconstruction_error
 from sidrec.rq.report import format_report, plot_code_usage
-from sidrec.sids import SidTable, read_index_json, read_sid_dir, sid_summary, write_sid_dir
+from sidrec.sids import (
+    REPORT_FILE,
+    SidTable,
+    read_index_json,
+    read_sid_dir,
+    sid_summary,
+    write_sid_dir,
+)
 
 CODEBOOKS_FILE = "codebooks.npz"
+MODEL_FILE = "quantizer.pt"
+TRAIN_LOG = "train_log.json"
 USAGE_PNG = "code_usage.png"
 
 
@@ -29,6 +40,27 @@ def _enum(kind: type, value: str, key: str) -> Any:
         raise SidrecError(f"{key} must be one of {choices}; got {value!r}") from None
 
 
+def _sizes(codes: list[list[int]], levels: int, codebook_size: int) -> list[int]:
+    """K per level, plus the de-duplication level's size where some SIDs have one."""
+    extra = [c[levels] for c in codes if len(c) > levels]
+    return [codebook_size] * levels + ([max(1 + max(extra), 2)] if extra else [])
+
+
+def _residual_before_last(z: np.ndarray, codes: np.ndarray, books: np.ndarray) -> np.ndarray:
+    last = books.shape[0] - 1
+    return z - sum((books[lv][codes[:, lv]] for lv in range(last)), np.zeros_like(z))
+
+
+def _write(
+    tmp: Path, codes: list[list[int]], books: np.ndarray, method: str, report: dict[str, Any]
+) -> dict[str, Any]:
+    sizes = _sizes(codes, books.shape[0], books.shape[1])
+    np.savez(tmp / CODEBOOKS_FILE, codebooks=books, method=method)
+    full = write_sid_dir(tmp, SidTable(codes, sizes), report)
+    plot_code_usage(codes, sizes, tmp / USAGE_PNG, f"{method}, {len(codes):,} items")
+    return full
+
+
 def build_sids(
     emb_dir: str | Path, out: str | Path, cfg: dict[str, Any], seed: int, overwrite: bool = False
 ) -> dict[str, Any]:
@@ -37,44 +69,99 @@ def build_sids(
     rule = _enum(DedupRule, cfg["dedup"], "sid.dedup")
     run = Run("sid.build", {**cfg, "seed": seed}, inputs={"emb": str(emb_dir)}, seed=seed)
     x = load_embeddings(emb_dir)
-    start = time.time()
-    q = fit_residual(
-        x,
-        method,
-        cfg["levels"],
-        cfg["codebook_size"],
-        seed,
-        cfg["kmeans_iters"],
-        cfg["constrained_slack"],
-        cfg["constrained_max_items"],
+    with atomic_dir(out, overwrite=overwrite) as tmp:
+        start = time.time()
+        extra: dict[str, Any] = {}
+        if method in (Method.RQKMEANS, Method.CONSTRAINED):
+            z = x
+            base, books = fit_residual(
+                x,
+                method,
+                cfg["levels"],
+                cfg["codebook_size"],
+                seed,
+                cfg["kmeans_iters"],
+                cfg["constrained_slack"],
+                cfg["constrained_max_items"],
+            )
+        else:
+            model, log = train_quantizer(x, cfg, seed, log_path=tmp / TRAIN_LOG)
+            save_model(model, tmp / MODEL_FILE)
+            z = latents(model, x)
+            books = model.codebooks.detach().numpy()
+            balance = method is Method.RQVAE and cfg["sinkhorn_last_level"]
+            base = encode(z, books, balance_last=balance)
+            extra = {"final_train_loss": {k: log[-1][k] for k in ("recon", "quant")}}
+        before = sid_summary(base.tolist(), [cfg["codebook_size"]] * cfg["levels"])
+        if rule is DedupRule.REASSIGN:
+            codes = reassign_last_level(base, _residual_before_last(z, base, books), books[-1])
+        else:
+            codes = append_tokens(base.tolist())
+        report = {
+            "method": method.value,
+            "levels": cfg["levels"],
+            "codebook_size": cfg["codebook_size"],
+            "dedup": rule.value,
+            "collision_rate_before_dedup": before["collision_rate"],
+            "shared_sids_before_dedup": before["shared_sids"],
+            "items_with_extra_token": sum(len(c) > cfg["levels"] for c in codes),
+            "reconstruction_error": reconstruction_error(z, base, books),
+            **extra,
+            "seconds": round(time.time() - start, 3),
+        }
+        full = _write(tmp, codes, books, method.value, report)
+        run.finish(tmp, {"items": len(codes), "distinct_sids": full["distinct_sids"]})
+    return full
+
+
+def assign_sids(
+    sid: str | Path, emb_dir: str | Path, out: str | Path, overwrite: bool = False
+) -> dict[str, Any]:
+    """Give SIDs to the items a catalog gained, without retraining or changing existing SIDs.
+
+    ``emb_dir`` embeds the whole grown catalog: rows 0..N-1 are the items ``sid`` already codes,
+    rows N.. the new ones. New items are coded with the frozen codebooks (and encoder), then
+    made unique against every existing SID by the ``reassign`` rule, falling back to an extra
+    token where a prefix is full (existing SIDs cannot move, so ``append`` is not used).
+    """
+    sid = require_file(sid, "SID directory")
+    run = Run(
+        "sid.assign",
+        {"sid": str(sid), "emb": str(emb_dir)},
+        inputs={"sid": str(sid), "emb": str(emb_dir)},
+        seed=None,
     )
-    before = sid_summary(q.codes.tolist(), [cfg["codebook_size"]] * cfg["levels"])
-    if rule is DedupRule.REASSIGN:
-        last = q.codebooks.shape[0] - 1
-        residual = x - sum(q.codebooks[lv][q.codes[:, lv]] for lv in range(last))
-        codes = reassign_last_level(q.codes, residual, q.codebooks[last])
-    else:
-        codes = append_tokens(q.codes.tolist())
-    depth = max(len(c) for c in codes)
-    sizes = [cfg["codebook_size"]] * cfg["levels"]
-    if depth > cfg["levels"]:
-        sizes.append(max(1 + max(c[-1] for c in codes if len(c) == depth), 2))
+    existing = read_sid_dir(sid)
+    saved = np.load(require_file(Path(sid) / CODEBOOKS_FILE, "codebooks (built by sid build?)"))
+    books, method = saved["codebooks"], str(saved["method"])
+    x = load_embeddings(emb_dir)
+    n_old = len(existing.codes)
+    if x.shape[0] <= n_old:
+        raise InputError(
+            Path(emb_dir),
+            f"has {x.shape[0]} rows; expected more than the "
+            f"{n_old} items the SID directory already codes",
+        )
+    model_file = Path(sid) / MODEL_FILE
+    z = latents(load_model(model_file), x[n_old:]) if model_file.exists() else x[n_old:]
+    base = encode(z, books)
+    new = reassign_last_level(
+        base, _residual_before_last(z, base, books), books[-1], fixed=existing.codes
+    )
+    codes = [*existing.codes, *new]
     report = {
-        "method": method.value,
-        "levels": cfg["levels"],
-        "codebook_size": cfg["codebook_size"],
-        "dedup": rule.value,
-        "collision_rate_before_dedup": before["collision_rate"],
-        "shared_sids_before_dedup": before["shared_sids"],
-        "items_with_extra_token": sum(len(c) > cfg["levels"] for c in codes),
-        "reconstruction_error": reconstruction_error(x, q.codes, q.codebooks),
-        "seconds": round(time.time() - start, 3),
+        **read_json(Path(sid) / REPORT_FILE),
+        "assigned_items": len(new),
+        "assigned_from": str(sid),
     }
     with atomic_dir(out, overwrite=overwrite) as tmp:
-        np.savez(tmp / CODEBOOKS_FILE, codebooks=q.codebooks, method=method.value, dedup=rule.value)
-        full = write_sid_dir(tmp, SidTable(codes, sizes), report)
-        plot_code_usage(codes, sizes, tmp / USAGE_PNG, f"{method.value}, {len(codes):,} items")
-        run.finish(tmp, {"items": len(codes), "distinct_sids": full["distinct_sids"]})
+        if model_file.exists():
+            shutil.copy2(model_file, tmp / MODEL_FILE)
+        full = _write(tmp, codes, books, method, report)
+        run.finish(
+            tmp,
+            {"items": len(codes), "new_items": len(new), "distinct_sids": full["distinct_sids"]},
+        )
     return full
 
 
@@ -87,7 +174,7 @@ def report_sids(
         raise SidrecError("give exactly one of --sid DIR or --index FILE")
     if sid is not None:
         table = read_sid_dir(sid)
-        saved = Path(sid) / "report.json"
+        saved = Path(sid) / REPORT_FILE
         report = read_json(saved) if saved.exists() else {}
     else:
         table = read_index_json(index)

@@ -1,9 +1,17 @@
 import numpy as np
 import pytest
+import torch
 
 from sidrec.errors import SidrecError
 from sidrec.rq.dedup import append_tokens, reassign_last_level
-from sidrec.rq.quantize import Method, encode, fit_residual, reconstruction_error
+from sidrec.rq.neural import Arch, RQModel
+from sidrec.rq.quantize import (
+    Method,
+    encode,
+    fit_residual,
+    reconstruction_error,
+    sinkhorn_assign,
+)
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +53,24 @@ def test_constrained_clusters_respect_the_slack(x: np.ndarray) -> None:
 def test_bad_sizes_are_rejected(x: np.ndarray) -> None:
     with pytest.raises(SidrecError, match="codebook_size 1000 is larger than the 600 items"):
         fit_residual(x, Method.RQKMEANS, 2, 1000, 0)
-    with pytest.raises(SidrecError, match="constrained_max_items=100"):
-        fit_residual(x, Method.CONSTRAINED, 2, 16, 0, constrained_max_items=100)
+
+
+def test_large_catalogs_switch_to_sinkhorn_balancing(
+    x: np.ndarray, capsys: pytest.CaptureFixture[str]
+) -> None:
+    plain = fit_residual(x, Method.RQKMEANS, 1, 16, 0)
+    q = fit_residual(x, Method.CONSTRAINED, 1, 16, 0, constrained_max_items=100)
+    assert "using Sinkhorn-balanced k-means" in capsys.readouterr().err
+    spread = [np.bincount(c.codes[:, 0], minlength=16).std() for c in (plain, q)]
+    assert spread[1] < 0.5 * spread[0]  # far more even than plain k-means
+
+
+def test_sinkhorn_assign_balances_a_skewed_problem() -> None:
+    rng = np.random.default_rng(0)
+    dist = rng.random((400, 4)) + np.array([0.0, 1.0, 1.0, 1.0])  # everyone prefers cluster 0
+    sizes = np.bincount(sinkhorn_assign(dist), minlength=4)
+    assert np.argmin(dist, axis=1).tolist().count(0) == 400
+    assert sizes.min() >= 80 and sizes.max() <= 120
 
 
 def test_append_tokens_only_where_needed() -> None:
@@ -73,3 +97,32 @@ def test_reassign_falls_back_to_append_when_a_prefix_is_full() -> None:
     assert len({tuple(c) for c in out}) == 3
     assert sorted(len(c) for c in out) == [2, 3, 3]
     assert not any(tuple(a) == tuple(b[: len(a)]) for a in out for b in out if a is not b)
+
+
+def test_new_items_avoid_fixed_sids() -> None:
+    book = np.array([[0.0], [1.0], [2.0]], dtype=np.float32)
+    fixed = [[0, 1], [0, 2]]
+    # a new item on an existing SID moves to the nearest code nobody holds
+    out = reassign_last_level(np.array([[0, 1]]), np.array([[1.2]], dtype=np.float32), book, fixed)
+    assert out == [[0, 0]]
+    # with the prefix full, it cannot take an existing SID and there is no room: a clear error
+    with pytest.raises(SidrecError, match="rebuild the SIDs"):
+        reassign_last_level(
+            np.array([[0, 1]]), np.zeros((1, 1), np.float32), book, [*fixed, [0, 0]]
+        )
+    # a full prefix: join the nearest group that already carries extra tokens
+    out = reassign_last_level(
+        np.array([[0, 2]]),
+        np.array([[2.0]], np.float32),
+        book,
+        [[0, 0], [0, 1, 0], [0, 1, 1], [0, 2]],
+    )
+    assert out == [[0, 1, 2]]
+    # where the existing items already carry extra tokens, a new one takes the next token
+    assert append_tokens([[5, 5]], fixed=[[5, 5, 0], [5, 5, 1]]) == [[5, 5, 2]]
+
+
+def test_rqkmeans_plus_starts_at_the_identity(x: np.ndarray) -> None:
+    model = RQModel(Arch("rqkmeans-plus", 16, 32, 16, 2, 4))
+    xt = torch.from_numpy(x)
+    assert torch.equal(model.encoder(xt), xt) and torch.equal(model.decoder(xt), xt)

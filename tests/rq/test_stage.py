@@ -10,11 +10,12 @@ from sidrec.config import load_config
 from sidrec.data.stage import import_minionerec_dir, synth
 from sidrec.errors import InputError, SidrecError
 from sidrec.rq.embed import embed_dataset, item_texts
-from sidrec.rq.stage import build_sids, report_sids
+from sidrec.rq.stage import assign_sids, build_sids, report_sids
 from sidrec.sids import read_sid_dir
 
 EMBED = load_config(None, ["embed.model=all-minilm-l6-v2", "embed.max_seq_length=64"])["embed"]
-SID = load_config()["sid"]
+SID = {**load_config()["sid"], "epochs": 5}
+METHODS = ["rqkmeans", "rqkmeans-constrained", "rqkmeans-plus", "rqvae"]
 
 
 @pytest.fixture(scope="session")
@@ -44,7 +45,7 @@ def _sids(out: Path) -> list[str]:
     return pl.read_parquet(out / "sids.parquet")["sid"].to_list()
 
 
-@pytest.mark.parametrize("method", ["rqkmeans", "rqkmeans-constrained"])
+@pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("dedup", ["reassign", "append"])
 def test_demo_sids_are_unique_and_deterministic(
     demo_emb: Path, tmp_path: Path, method: str, dedup: str
@@ -59,10 +60,17 @@ def test_demo_sids_are_unique_and_deterministic(
     index = json.loads((tmp_path / "a" / "index.json").read_text())
     assert len({"".join(v) for v in index.values()}) == 600
     assert (tmp_path / "a" / "code_usage.png").stat().st_size > 1000
-    assert np.load(tmp_path / "a" / "codebooks.npz")["codebooks"].shape == (3, 32, 384)
+    latent = 32 if method == "rqvae" else 384
+    assert np.load(tmp_path / "a" / "codebooks.npz")["codebooks"].shape == (3, 32, latent)
+    trained = method in ("rqkmeans-plus", "rqvae")
+    assert (tmp_path / "a" / "quantizer.pt").exists() == trained
+    if trained:
+        log = json.loads((tmp_path / "a" / "train_log.json").read_text())
+        assert len(log) == 5 and len(log[-1]["utilization"]) == 3
+        assert log[-1]["recon"] < log[0]["recon"]
 
 
-@pytest.mark.parametrize("method", ["rqkmeans", "rqkmeans-constrained"])
+@pytest.mark.parametrize("method", METHODS)
 def test_industrial_sids_are_unique_and_balanced(
     industrial_emb: Path, tmp_path: Path, method: str
 ) -> None:
@@ -70,7 +78,7 @@ def test_industrial_sids_are_unique_and_balanced(
     assert report["items"] == 3686 and report["distinct_sids"] == 3686
     assert report["collision_rate"] == 0
     first = report["levels"][0]
-    if method == "rqkmeans-constrained":  # the goal for balanced methods
+    if method in ("rqkmeans-constrained", "rqkmeans-plus"):  # the goal for balanced methods
         assert first["utilization"] >= 0.9 and first["entropy_pct"] >= 0.95
     assert read_sid_dir(tmp_path / "s").codes == [
         [int(t[3:-1]) for t in v]
@@ -141,3 +149,46 @@ def test_sid_commands(demo_emb: Path, tmp_path: Path, capsys: pytest.CaptureFixt
     assert json.loads((out / "report.json").read_text())["levels"][1]["codebook_size"] == 64
     assert main(["sid", "report", "--sid", str(out), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["distinct_sids"] == 600
+
+
+@pytest.mark.parametrize("method", ["rqkmeans-constrained", "rqvae"])
+def test_assign_new_items_keeps_existing_sids(demo_emb: Path, tmp_path: Path, method: str) -> None:
+    emb = np.load(demo_emb / "embeddings.npy")
+    old = tmp_path / "old_emb"
+    old.mkdir()
+    np.save(old / "embeddings.npy", emb[:540])  # 10% of the catalog held out
+    cfg = {**SID, "method": method, "codebook_size": 16, "levels": 2}
+    build_sids(old, tmp_path / "sid", cfg, seed=0)
+    report = assign_sids(tmp_path / "sid", demo_emb, tmp_path / "grown")
+    before, after = _sids(tmp_path / "sid"), _sids(tmp_path / "grown")
+    assert after[:540] == before
+    assert len(after) == 600 and len(set(after)) == 600
+    assert report["assigned_items"] == 60 and report["collision_rate"] == 0
+    # no SID is a prefix of another, so constrained decoding can always tell items apart
+    assert not any(a != b and b.startswith(a) for a in after for b in after)
+    with pytest.raises(InputError, match="expected more than the 600 items"):
+        assign_sids(tmp_path / "grown", demo_emb, tmp_path / "again")
+
+
+def test_sid_assign_command(demo_emb: Path, tmp_path: Path) -> None:
+    old = tmp_path / "old_emb"
+    old.mkdir()
+    np.save(old / "embeddings.npy", np.load(demo_emb / "embeddings.npy")[:500])
+    build_sids(old, tmp_path / "sid", {**SID, "codebook_size": 16}, seed=0)
+    assert (
+        main(
+            [
+                "sid",
+                "assign",
+                "--sid",
+                str(tmp_path / "sid"),
+                "--emb",
+                str(demo_emb),
+                "--out",
+                str(tmp_path / "grown"),
+            ]
+        )
+        == 0
+    )
+    manifest = json.loads((tmp_path / "grown" / "manifest.json").read_text())
+    assert manifest["counts"]["new_items"] == 100

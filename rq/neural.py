@@ -1,0 +1,184 @@
+"""Trained residual quantizers (torch): RQ-VAE and RQ-Kmeans+.
+
+Both are an encoder, ``levels`` codebooks applied to the encoder's output residual by residual,
+and a decoder, trained on reconstruction plus the RQ codebook and commitment losses with
+straight-through gradients.
+
+- ``rqvae``: MLP encoder to a small latent (``latent_dim``) and MLP decoder back; codebooks
+  initialised by residual k-means on the untrained encoder's latents; optionally a
+  Sinkhorn-balanced last level when coding.
+- ``rqkmeans-plus``: encoder ``z = x + MLP(x)`` and decoder ``x' = q + MLP(q)`` whose last layers
+  start at zero, so training starts exactly at the balanced RQ-Kmeans solution (codebooks from
+  ``rqkmeans-constrained`` on x) and only moves where that lowers the loss.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from sidrec.rq.quantize import Method, fit_residual
+
+
+class Arch(NamedTuple):
+    """What is needed to rebuild a trained quantizer."""
+
+    method: str
+    in_dim: int
+    hidden_dim: int
+    latent_dim: int
+    levels: int
+    codebook_size: int
+
+
+def _mlp(dims: list[int]) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(dims[:-1], dims[1:], strict=True)):
+        layers.append(nn.Linear(a, b))
+        if i < len(dims) - 2:
+            layers.append(nn.ReLU())
+    return nn.Sequential(*layers)
+
+
+class _Residual(nn.Module):
+    """``x + MLP(x)`` with the MLP's last layer at zero, so it starts as the identity."""
+
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.mlp = _mlp([dim, hidden, dim])
+        nn.init.zeros_(self.mlp[-1].weight)
+        nn.init.zeros_(self.mlp[-1].bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.mlp(x)
+
+
+class RQModel(nn.Module):
+    """Encoder -> residual quantization -> decoder."""
+
+    def __init__(self, arch: Arch) -> None:
+        super().__init__()
+        self.arch = arch
+        if arch.method == Method.PLUS.value:
+            self.encoder: nn.Module = _Residual(arch.in_dim, arch.hidden_dim)
+            self.decoder: nn.Module = _Residual(arch.in_dim, arch.hidden_dim)
+        else:
+            self.encoder = _mlp([arch.in_dim, arch.hidden_dim, arch.latent_dim])
+            self.decoder = _mlp([arch.latent_dim, arch.hidden_dim, arch.in_dim])
+        self.codebooks = nn.Parameter(torch.zeros(arch.levels, arch.codebook_size, arch.latent_dim))
+
+    def quantize(
+        self, z: torch.Tensor, beta: float
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Quantize latents z [B, d] level by level.
+
+        Returns:
+            straight-through quantized z [B, d], codes [B, L], codebook + beta * commitment loss.
+        """
+        residual, total = z, torch.zeros_like(z)
+        loss = z.new_zeros(())
+        codes = []
+        for book in self.codebooks:
+            idx = torch.cdist(residual.detach(), book.detach()).argmin(dim=1)
+            chosen = book[idx]
+            loss = loss + ((chosen - residual.detach()) ** 2).mean()
+            loss = loss + beta * ((residual - chosen.detach()) ** 2).mean()
+            total = total + chosen
+            residual = residual - chosen.detach()
+            codes.append(idx)
+        return z + (total - z).detach(), torch.stack(codes, dim=1), loss
+
+
+def _usage(codes: torch.Tensor, k: int) -> list[float]:
+    return [float((torch.bincount(c, minlength=k) > 0).float().mean()) for c in codes.T]
+
+
+def train_quantizer(
+    x: np.ndarray, cfg: dict[str, Any], seed: int, log_path: Path | None = None
+) -> tuple[RQModel, list[dict[str, Any]]]:
+    """Train an RQ-VAE or RQ-Kmeans+ (``cfg`` = the ``sid`` section) on x [N, D].
+
+    Returns the trained model (on the CPU, in eval mode) and the per-epoch log: loss terms and
+    per-level codebook utilization.
+    """
+    torch.manual_seed(seed)
+    method = Method(cfg["method"])
+    plus = method is Method.PLUS
+    arch = Arch(
+        method.value,
+        x.shape[1],
+        cfg["hidden_dim"],
+        x.shape[1] if plus else cfg["latent_dim"],
+        cfg["levels"],
+        cfg["codebook_size"],
+    )
+    model = RQModel(arch)
+    xt = torch.from_numpy(x)
+    with torch.no_grad():
+        z0 = model.encoder(xt).numpy()
+    init = fit_residual(
+        z0,
+        Method.CONSTRAINED if plus else Method.RQKMEANS,
+        arch.levels,
+        arch.codebook_size,
+        seed,
+        cfg["kmeans_iters"],
+        cfg["constrained_slack"],
+        cfg["constrained_max_items"],
+    )
+    with torch.no_grad():
+        model.codebooks.copy_(torch.from_numpy(init.codebooks))
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model.to(device)
+    xt = xt.to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
+    gen = torch.Generator().manual_seed(seed)
+    log: list[dict[str, Any]] = []
+    bar = tqdm(range(cfg["epochs"]), desc=f"train {method.value}", mininterval=2)
+    for epoch in bar:
+        model.train()
+        sums = {"recon": 0.0, "quant": 0.0}
+        all_codes = []
+        for batch in torch.randperm(len(xt), generator=gen).split(cfg["batch_size"]):
+            xb = xt[batch.to(device)]
+            zq, codes, quant = model.quantize(model.encoder(xb), cfg["commitment_beta"])
+            recon = ((model.decoder(zq) - xb) ** 2).mean()
+            opt.zero_grad()
+            (recon + quant).backward()
+            opt.step()
+            sums["recon"] += recon.item() * len(batch)
+            sums["quant"] += quant.item() * len(batch)
+            all_codes.append(codes)
+        entry = {
+            "epoch": epoch + 1,
+            **{k: v / len(xt) for k, v in sums.items()},
+            "utilization": _usage(torch.cat(all_codes), arch.codebook_size),
+        }
+        log.append(entry)
+        bar.set_postfix(recon=f"{entry['recon']:.4f}", quant=f"{entry['quant']:.4f}")
+    if log_path is not None:
+        log_path.write_text(json.dumps(log, indent=1) + "\n")
+    return model.cpu().eval(), log
+
+
+@torch.inference_mode()
+def latents(model: RQModel, x: np.ndarray) -> np.ndarray:
+    """The encoder's output for x [N, D] -> float32 [N, d]."""
+    return model.encoder(torch.from_numpy(x)).numpy().astype(np.float32)
+
+
+def save_model(model: RQModel, path: Path) -> None:
+    torch.save({"arch": model.arch._asdict(), "state": model.state_dict()}, path)
+
+
+def load_model(path: Path) -> RQModel:
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    model = RQModel(Arch(**blob["arch"]))
+    model.load_state_dict(blob["state"])
+    return model.eval()
