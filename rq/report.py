@@ -20,6 +20,9 @@ def format_report(report: dict[str, Any]) -> str:
         f"method {report.get('method', '?')}: {report['items']:,} items, "
         f"{report['distinct_sids']:,} distinct SIDs, {report['shared_sids']} shared "
         f"(largest bucket {report['largest_bucket']})",
+        f"{report['distinct_prefixes']:,} distinct prefixes (all levels but the last), "
+        f"{report['mean_items_per_prefix']:.2f} items per prefix on average, "
+        f"{report['max_items_per_prefix']} at most",
     ]
     if "collision_rate_before_dedup" in report:
         tail.append(

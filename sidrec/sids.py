@@ -90,7 +90,9 @@ def sid_summary(codes: Sequence[Sequence[int]], codebook_sizes: Sequence[int]) -
         codebook_sizes: K per level.
 
     Returns:
-        ``collision_rate`` (1 - distinct SIDs / items), ``shared_sids`` (SIDs held by 2+ items),
+        ``distinct_prefixes`` and the max / mean items per prefix (a prefix = every level but
+        the last), ``collision_rate`` (1 - distinct SIDs / items), ``shared_sids`` (SIDs held
+        by 2+ items),
         ``items_in_shared_sids``, ``largest_bucket`` (most items behind one SID), and per level
         ``used``, ``utilization`` (used / K), ``entropy_bits`` and ``entropy_pct`` (of log2 K).
 
@@ -118,8 +120,13 @@ def sid_summary(codes: Sequence[Sequence[int]], codebook_sizes: Sequence[int]) -
             }
         )
     shared = [v for v in buckets.values() if v > 1]
+    depth = min(len(c) for c in codes)
+    prefixes = Counter(tuple(c[: depth - 1]) for c in codes)
     return {
         "items": n,
+        "distinct_prefixes": len(prefixes),
+        "max_items_per_prefix": max(prefixes.values()),
+        "mean_items_per_prefix": n / len(prefixes),
         "distinct_sids": len(buckets),
         "collision_rate": 1 - len(buckets) / n,
         "shared_sids": len(shared),

@@ -39,6 +39,9 @@ def test_summary_matches_hand_computed_values() -> None:
     assert a["entropy_bits"] == pytest.approx(0.811278, abs=1e-6)
     assert a["entropy_pct"] == pytest.approx(0.405639, abs=1e-6)
     assert b["largest_code_share"] == 0.75
+    # prefixes (first level): 0 holds 3 items, 3 holds 1
+    assert s["distinct_prefixes"] == 2 and s["max_items_per_prefix"] == 3
+    assert s["mean_items_per_prefix"] == 2.0
 
 
 def test_sid_dir_round_trip(tmp_path: Path) -> None:

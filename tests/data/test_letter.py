@@ -58,6 +58,7 @@ def test_beauty_sids_are_letters(beauty: tuple[Path, Path, dict]) -> None:
     report = json.loads((sid / "report.json").read_text())
     assert report["distinct_sids"] == 12088 and report["shared_sids"] == 11
     assert [lv["used"] for lv in report["levels"]] == [197, 256, 256, 256]
+    assert report["distinct_prefixes"] == 11696 and report["max_items_per_prefix"] == 27
     assert len(read_sid_dir(sid).codes) == 12101
 
 

@@ -1,0 +1,35 @@
+"""The benchmark scripts run end to end and print what BENCHMARKS.md asks for (slow)."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _load(name: str) -> object:
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_sid_quality_benchmark(minionerec_src: Path, tmp_path: Path) -> None:
+    bench = _load("sid_quality")
+    result = bench.run(
+        minionerec_src,
+        [
+            "embed.model=all-minilm-l6-v2",
+            "embed.max_seq_length=32",
+            f"embed.cache_dir={tmp_path}",
+            "sid.epochs=2",
+        ],
+    )
+    assert set(result["results"]) == {*bench.METHODS, "minionerec_shipped"}
+    for method in bench.METHODS:
+        assert result["results"][method]["collision_rate_after_dedup"] == 0
+    shipped = result["results"]["minionerec_shipped"]
+    assert shipped["shared_sids"] == 15 and shipped["levels"][0]["used"] == 48
+    assert result["machine"]["cpus"] and "embed_model" in result["settings"]
