@@ -23,6 +23,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from sidrec.errors import SidrecError
 from sidrec.rq.quantize import Method, fit_residual
 
 
@@ -107,6 +108,11 @@ def train_quantizer(
     Returns the trained model (on the CPU, in eval mode) and the per-epoch log: loss terms and
     per-level codebook utilization.
     """
+    if cfg["epochs"] < 1 or cfg["batch_size"] < 1:
+        raise SidrecError(
+            f"{cfg['method']} trains: sid.epochs and sid.batch_size must be at least 1, got "
+            f"{cfg['epochs']} and {cfg['batch_size']}"
+        )
     torch.manual_seed(seed)
     method = Method(cfg["method"])
     plus = method is Method.PLUS

@@ -120,6 +120,8 @@ def test_bad_embeddings_are_named(demo_emb: Path, tmp_path: Path) -> None:
     np.save(wrong, emb)
     with pytest.raises(InputError, match="1 rows hold NaN or inf \\(first: item 7\\)"):
         embed_dataset(demo_emb.parent / "data", tmp_path / "o", EMBED, from_npy=wrong)
+    with pytest.raises(SidrecError, match="sid.epochs and sid.batch_size must be at least 1"):
+        build_sids(demo_emb, tmp_path / "s", {**SID, "method": "rqvae", "epochs": 0}, seed=0)
     with pytest.raises(SidrecError, match="sid.method must be one of"):
         build_sids(demo_emb, tmp_path / "s", {**SID, "method": "kmeans"}, seed=0)
     assert not (tmp_path / "o").exists() and not (tmp_path / "s").exists()
