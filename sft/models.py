@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from tokenizers import Regex, Tokenizer, pre_tokenizers
+from tokenizers.models import WordLevel
 from transformers import (
     MODEL_FOR_CAUSAL_LM_MAPPING,
     AutoConfig,
@@ -46,6 +48,8 @@ CHATML_TEMPLATE = (
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
+SID_SPECIALS = ("<pad>", "<unk>", "<eos>")
+SID_TOKEN = r"<[a-z]_\d+>"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 OFFLINE_MODELS = ("tiny-qwen2", "smollm2-135m")
 
@@ -89,8 +93,33 @@ def qwen2_tokenizer(cache_dir: Path) -> PreTrainedTokenizerFast:
     return tok
 
 
-def _tiny_qwen2(cfg: dict[str, Any], cache_dir: Path, seed: int) -> tuple[PreTrainedModel, Any]:
-    tok = qwen2_tokenizer(cache_dir)
+def sid_tokenizer(table: SidTable) -> PreTrainedTokenizerFast:
+    """A word-level tokenizer whose vocabulary is ``<pad>``, ``<unk>``, ``<eos>`` and the SID
+    tokens of ``table`` (ids 3, 4, ... in :func:`sid_vocabulary` order); text between SID tokens
+    is whitespace-split and unknown."""
+    vocab = {t: i for i, t in enumerate([*SID_SPECIALS, *sid_vocabulary(table)])}
+    backend = Tokenizer(WordLevel(vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Split(Regex(SID_TOKEN), "isolated")]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend, pad_token="<pad>", unk_token="<unk>", eos_token="<eos>"
+    )
+
+
+def _tiny_qwen2(
+    cfg: dict[str, Any], cache_dir: Path, seed: int, table: SidTable | None
+) -> tuple[PreTrainedModel, Any]:
+    params = dict(cfg["tiny_qwen2"])
+    vocab = params.pop("vocab")
+    if vocab == "qwen2":
+        tok = qwen2_tokenizer(cache_dir)
+    elif vocab == "sid":
+        if table is None:
+            raise SidrecError("model.tiny_qwen2.vocab=sid needs the SID table")
+        tok = sid_tokenizer(table)
+    else:
+        raise SidrecError(f"model.tiny_qwen2.vocab must be qwen2 or sid, got {vocab!r}")
     torch.manual_seed(seed)
     config = Qwen2Config(
         vocab_size=len(tok),
@@ -98,7 +127,7 @@ def _tiny_qwen2(cfg: dict[str, Any], cache_dir: Path, seed: int) -> tuple[PreTra
         bos_token_id=None,
         eos_token_id=tok.eos_token_id,
         pad_token_id=tok.pad_token_id,
-        **cfg["tiny_qwen2"],
+        **params,
     )
     return Qwen2ForCausalLM(config), tok
 
@@ -146,18 +175,20 @@ def set_generation_defaults(model: PreTrainedModel, tok: Any, gen: dict[str, Any
     )
 
 
-def load_base_model(cfg: dict[str, Any], seed: int = 0) -> tuple[PreTrainedModel, Any]:
+def load_base_model(
+    cfg: dict[str, Any], seed: int = 0, table: SidTable | None = None
+) -> tuple[PreTrainedModel, Any]:
     """Model and tokenizer for ``cfg["model"]["name_or_path"]`` (``cfg`` = a resolved config).
 
     The tokenizer always has a pad token, and the generation config is exactly
-    ``cfg["generation"]``.
+    ``cfg["generation"]``. ``table`` is needed by a SID-only vocabulary.
     """
     m = cfg["model"]
     name = m["name_or_path"]
     cache_dir = Path(os.path.expanduser(m["cache_dir"]))
     cache_dir.mkdir(parents=True, exist_ok=True)
     if name == "tiny-qwen2":
-        model, tok = _tiny_qwen2(m, cache_dir, seed)
+        model, tok = _tiny_qwen2(m, cache_dir, seed, table)
     elif name == "smollm2-135m":
         model, tok = _smollm2(cache_dir)
     else:
@@ -189,7 +220,8 @@ def add_sid_tokens(
     """
     if init not in ("mean", "title-mean"):
         raise SidrecError(f"model.sid_token_init must be mean or title-mean, got {init!r}")
-    tokens = [t for t in sid_vocabulary(table) if t not in tok.get_vocab()]
+    vocab = tok.get_vocab()
+    tokens = [t for t in sid_vocabulary(table) if t not in vocab]
     old = len(tok)
     added = tok.add_tokens(tokens)
     model.resize_token_embeddings(len(tok), mean_resizing=False)

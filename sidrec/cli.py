@@ -15,12 +15,14 @@ def build_parser() -> argparse.ArgumentParser:
     from sidrec import pipeline
     from sidrec.data import cli as data_cli
     from sidrec.rq import cli as rq_cli
+    from sidrec.sft import cli as sft_cli
 
     parser = argparse.ArgumentParser(prog="sidrec", description=sidrec.__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"sidrec {sidrec.__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     data_cli.add_commands(sub)
     rq_cli.add_commands(sub)
+    sft_cli.add_commands(sub)
     pipeline.add_command(sub)
     return parser
 

@@ -108,3 +108,10 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -
             nested = {p: nested}
         _merge(cfg, nested, "", f"override {item!r}")
     return cfg
+
+
+def stage_path(cfg: dict[str, Any], name: str) -> Path:
+    """Where stage ``name`` reads or writes: ``paths.<name>``, or by default
+    ``<output_root>/<run_name>/<name>``."""
+    given = cfg["paths"].get(name)
+    return Path(given).expanduser() if given else Path(cfg["output_root"]) / cfg["run_name"] / name

@@ -1,0 +1,59 @@
+"""``sidrec convert`` and ``sidrec sft``: a thin layer over :mod:`sidrec.sft.convert` and
+:mod:`sidrec.sft.train`. Paths default to ``paths.*`` in the config."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from sidrec.config import load_config, stage_path
+from sidrec.io import is_complete
+from sidrec.sft.convert import convert
+from sidrec.sft.train import train_sft
+
+
+def _paths(a: argparse.Namespace, cfg: dict[str, Any], names: tuple[str, ...]) -> list[Path]:
+    return [getattr(a, n) or stage_path(cfg, n) for n in names]
+
+
+def _convert(a: argparse.Namespace) -> dict:
+    cfg = load_config(a.config, a.overrides)
+    data, sid, out = _paths(a, cfg, ("data", "sid", "examples"))
+    return convert(data, sid, out, cfg, a.overwrite)
+
+
+def _sft(a: argparse.Namespace) -> dict:
+    cfg = load_config(a.config, a.overrides)
+    examples, out = _paths(a, cfg, ("examples", "sft"))
+    if not is_complete(examples):
+        data, sid = stage_path(cfg, "data"), stage_path(cfg, "sid")
+        print(f"[sft] no examples at {examples}: converting {data} + {sid}")
+        convert(data, sid, examples, cfg)
+    return train_sft(examples, out, cfg, resume=a.resume, overwrite=a.overwrite)
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    """Register ``sidrec convert`` and ``sidrec sft``."""
+    p = sub.add_parser("convert", help="SFT examples from a dataset and its SIDs")
+    p.add_argument("--data", type=Path, help="dataset directory (default: paths.data)")
+    p.add_argument("--sid", type=Path, help="SID directory (default: paths.sid)")
+    p.add_argument("--out", dest="examples", type=Path, help="default: paths.examples")
+    p.add_argument("--overwrite", action="store_true", help="replace a complete output")
+    p.add_argument("--config", type=Path, help="a profile (convert.*, sft.format, seed)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    p.set_defaults(func=_convert)
+
+    p = sub.add_parser("sft", help="fine-tune a causal LM to emit the next item's SID")
+    p.add_argument("--config", type=Path, required=True, help="a profile, e.g. configs/demo.yaml")
+    p.add_argument(
+        "--examples",
+        type=Path,
+        help="examples directory (default: paths.examples;"
+        " converted from paths.data and paths.sid when missing)",
+    )
+    p.add_argument("--out", dest="sft", type=Path, help="default: paths.sft")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    p.add_argument("--overwrite", action="store_true", help="discard an earlier run and restart")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    p.set_defaults(func=_sft)

@@ -1,0 +1,243 @@
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from sidrec.config import load_config
+from sidrec.errors import SidrecError
+from sidrec.io import read_json
+from sidrec.prompts import PromptSpec
+from sidrec.sft.convert import convert
+from sidrec.sft.models import add_sid_tokens, load_base_model, sid_vocabulary
+from sidrec.sft.train import CompletionWindowCollator, tokenize_examples, train_sft
+from sidrec.sids import read_sid_dir
+
+TINY = [
+    "model.name_or_path=tiny-qwen2",
+    "model.tiny_qwen2.hidden_size=32",
+    "model.tiny_qwen2.intermediate_size=64",
+    "model.tiny_qwen2.num_hidden_layers=1",
+    "model.tiny_qwen2.num_attention_heads=2",
+    "model.tiny_qwen2.num_key_value_heads=1",
+    "swanlab.mode=disabled",
+    "convert.max_valid_examples=48",
+    "sft.global_batch_size=16",
+    "sft.per_device_batch_size=8",
+    "sft.learning_rate=0.003",
+    "sft.eval_steps=10",
+    "sft.logging_steps=5",
+]
+
+
+def _cfg(cache: Path, *overrides: str) -> dict:
+    return load_config(None, [*TINY, f"model.cache_dir={cache}", *overrides])
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture(scope="module")
+def examples(small_run: dict[str, Path], cache: Path) -> Path:
+    out = small_run["root"] / "examples"
+    convert(small_run["data"], small_run["sid"], out, _cfg(cache))
+    return out
+
+
+def test_completion_mask_and_window(small_run: dict[str, Path], cache: Path) -> None:
+    model, tok = load_base_model(_cfg(cache))
+    table = read_sid_dir(small_run["sid"])
+    add_sid_tokens(model, tok, table)
+    import polars as pl
+
+    df = pl.DataFrame(
+        {
+            "prompt": ["Next after <a_1><b_2><c_3>?", "<a_1><b_2><c_3>"],
+            "completion": ["<a_4><b_5><c_6>", "<a_0><b_0><c_1><a_2><b_2><c_2>"],
+            "task": ["sid_history", "sid_sequence"],
+        }
+    )
+    data, dropped = tokenize_examples(df, tok, chat=True, max_length=512)
+    assert dropped == 0
+    ids, mask = data["input_ids"][0], data["completion_mask"][0]
+    sid = tok.convert_tokens_to_ids(["<a_4>", "<b_5>", "<c_6>"])
+    assert [i for i, m in zip(ids, mask, strict=True) if m] == [*sid, tok.eos_token_id]
+    assert tok.decode(ids[: mask.index(1)]).startswith("<|im_start|>user\nNext after")
+    seq_ids, seq_mask = data["input_ids"][1], data["completion_mask"][1]
+    assert sum(seq_mask) == 6 and seq_ids[-1] != tok.eos_token_id  # no chat, no EOS
+    assert len(seq_ids) == 9
+    _, too_long = tokenize_examples(df, tok, chat=True, max_length=8)
+    assert too_long == 2
+
+    # the collator's window holds every label; the loss equals the full-logits loss
+    labels = [
+        [-100 if m == 0 else t for t, m in zip(i, k, strict=True)]
+        for i, k in zip(data["input_ids"], data["completion_mask"], strict=True)
+    ]
+    batch = CompletionWindowCollator(tok.pad_token_id)(
+        [{"input_ids": i, "labels": lab} for i, lab in zip(data["input_ids"], labels, strict=True)]
+    )
+    assert batch["logits_to_keep"] == 7 and batch["labels"].shape == (2, 7)
+    assert (batch["labels"] != -100).sum() == 4 + 6
+    with torch.no_grad():
+        windowed = model(**batch).loss
+        full = model(
+            input_ids=batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            position_ids=batch["position_ids"],
+            labels=torch.nn.functional.pad(
+                batch["labels"], (batch["input_ids"].shape[1] - 7, 0), value=-100
+            ),
+        ).loss
+    assert torch.allclose(windowed, full, atol=1e-5)
+
+
+def test_sft_trains_and_writes_a_complete_model(
+    examples: Path, small_run: dict[str, Path], cache: Path, tmp_path: Path
+) -> None:
+    cfg = _cfg(cache, "sft.max_steps=40", "swanlab.mode=local")
+    out = tmp_path / "sft"
+    manifest = train_sft(examples, out, cfg)
+    assert manifest["eval_loss_best"] < manifest["eval_loss_first"] - 1.0  # it learns
+    assert manifest["counts"]["steps"] == 40
+    for name in (
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "generation_config.json",
+        "prompting.json",
+        "train_log.json",
+        "config.yaml",
+        "manifest.json",
+    ):
+        assert (out / name).is_file(), name
+    assert any((out / "swanlog").iterdir())
+    assert not (out / "checkpoints").exists()
+    tok = AutoTokenizer.from_pretrained(out)
+    table = read_sid_dir(small_run["sid"])
+    sid = table.sids[0]
+    assert len(tok(sid, add_special_tokens=False)["input_ids"]) == len(table.codes[0])
+    model = AutoModelForCausalLM.from_pretrained(out)
+    assert model.config.vocab_size >= len(tok)
+    assert model.generation_config.do_sample is False
+    spec = PromptSpec.load(out)
+    assert spec.chat_template and "{history}" in spec.template
+    log = read_json(out / "train_log.json")
+    assert any("train_tokens_per_second" in h for h in log) and any("eval_loss" in h for h in log)
+    with pytest.raises(SidrecError, match="already complete"):
+        train_sft(examples, out, cfg)
+
+
+def test_embeddings_mode_moves_only_sid_rows(
+    examples: Path, small_run: dict[str, Path], cache: Path, tmp_path: Path
+) -> None:
+    cfg = _cfg(cache, "sft.max_steps=3", "sft.mode=embeddings")
+    train_sft(examples, tmp_path / "sft", cfg)
+    table = read_sid_dir(small_run["sid"])
+    base, tok = load_base_model(cfg, cfg["seed"], table)
+    add_sid_tokens(base, tok, table)
+    tuned = AutoModelForCausalLM.from_pretrained(tmp_path / "sft")
+    rows = tok.convert_tokens_to_ids(sid_vocabulary(table))
+    before = base.get_input_embeddings().weight
+    after = tuned.get_input_embeddings().weight
+    other = torch.ones(before.shape[0], dtype=torch.bool)
+    other[rows] = False
+    assert torch.equal(before[other], after[other])
+    assert not torch.allclose(before[rows], after[rows])
+    for (name, p), q in zip(
+        base.model.layers.named_parameters(), tuned.model.layers.parameters(), strict=True
+    ):
+        assert torch.equal(p, q), name
+
+
+def test_lora_mode_is_merged(
+    examples: Path, small_run: dict[str, Path], cache: Path, tmp_path: Path
+) -> None:
+    cfg = _cfg(cache, "sft.max_steps=3", "sft.mode=lora", "sft.lora.r=4")
+    train_sft(examples, tmp_path / "sft", cfg)
+    assert not (tmp_path / "sft" / "adapter_config.json").exists()
+    table = read_sid_dir(small_run["sid"])
+    base, tok = load_base_model(cfg, cfg["seed"], table)
+    add_sid_tokens(base, tok, table)
+    tuned = AutoModelForCausalLM.from_pretrained(tmp_path / "sft")
+    rows = tok.convert_tokens_to_ids(sid_vocabulary(table))
+    assert not torch.allclose(
+        base.get_input_embeddings().weight[rows], tuned.get_input_embeddings().weight[rows]
+    )
+    q = "model.layers.0.self_attn.q_proj.weight"
+    assert not torch.equal(base.state_dict()[q], tuned.state_dict()[q])
+
+
+def test_bad_settings_fail_before_training(examples: Path, cache: Path, tmp_path: Path) -> None:
+    out = tmp_path / "sft"
+    with pytest.raises(
+        SidrecError,
+        match="global_batch_size=20 must be a positive multiple of per_device_batch_size=8",
+    ):
+        train_sft(examples, out, _cfg(cache, "sft.global_batch_size=20"))
+    with pytest.raises(SidrecError, match="sft.mode must be one of"):
+        train_sft(examples, out, _cfg(cache, "sft.mode=half"))
+    with pytest.raises(SidrecError, match="holds sft.format=prompt examples"):
+        train_sft(examples, out, _cfg(cache, "sft.format=sequence"))
+    with pytest.raises(SidrecError, match="base model path does not exist"):
+        train_sft(examples, out, _cfg(cache, f"model.name_or_path={tmp_path / 'none'}"))
+    assert not out.exists()
+
+
+def _cli(cfg_file: Path, examples: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "sidrec.cli",
+        "sft",
+        "--config",
+        str(cfg_file),
+        "--examples",
+        str(examples),
+        "--out",
+        str(out),
+        *extra,
+    ]
+
+
+def test_killed_run_resumes_from_its_last_checkpoint(
+    examples: Path, cache: Path, tmp_path: Path
+) -> None:
+    cfg_file = tmp_path / "cfg.yaml"
+    overrides = _cfg(cache, "sft.max_steps=60", "sft.eval_steps=5")
+    cfg_file.write_text(
+        yaml.safe_dump({k: overrides[k] for k in ("model", "sft", "swanlab", "convert")})
+    )
+    out = tmp_path / "sft"
+    proc = subprocess.Popen(
+        _cli(cfg_file, examples, out),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.time() + 300
+    while not list(out.glob("checkpoints/checkpoint-*/trainer_state.json")):
+        assert proc.poll() is None, "training ended before its first checkpoint"
+        assert time.time() < deadline
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (out / "manifest.json").exists()
+    again = subprocess.run(_cli(cfg_file, examples, out), capture_output=True, text=True)
+    assert again.returncode == 2 and "pass --resume" in again.stderr
+    resumed = subprocess.run(
+        _cli(cfg_file, examples, out, "--resume"), capture_output=True, text=True
+    )
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    manifest = read_json(out / "manifest.json")
+    assert manifest["resumed_from"].startswith("checkpoint-")
+    assert int(manifest["resumed_from"].split("-")[1]) < 60
+    assert manifest["counts"]["steps"] == 60
