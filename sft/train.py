@@ -198,7 +198,9 @@ def train_sft(
             f"{examples} holds sft.format={manifest.get('format')} examples but the config says "
             f"sft.format={s['format']}; run convert again"
         )
-    state = PartialState()
+    # without a GPU, processes started by torchrun meet over gloo (accelerate needs cpu=True)
+    cpu = not torch.cuda.is_available()
+    state = PartialState(cpu=cpu)
     accum = accumulation_steps(
         s["global_batch_size"], s["per_device_batch_size"], state.num_processes
     )
@@ -257,6 +259,7 @@ def train_sft(
         max_length=None,
         dataloader_num_workers=s["dataloader_workers"],
         report_to="none",
+        use_cpu=cpu,
         prediction_loss_only=True,
         seed=cfg["seed"],
         data_seed=cfg["seed"],

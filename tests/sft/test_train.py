@@ -241,3 +241,33 @@ def test_killed_run_resumes_from_its_last_checkpoint(
     assert manifest["resumed_from"].startswith("checkpoint-")
     assert int(manifest["resumed_from"].split("-")[1]) < 60
     assert manifest["counts"]["steps"] == 60
+
+
+def test_two_processes_train_through_the_launch_script(
+    examples: Path, cache: Path, tmp_path: Path
+) -> None:
+    """scripts/sft.sh with torchrun: two CPU processes meet over gloo (DDP), one global batch."""
+    cfg_file = tmp_path / "cfg.yaml"
+    cfg = _cfg(cache, "sft.max_steps=6", "sft.eval_steps=3")
+    cfg_file.write_text(yaml.safe_dump({k: cfg[k] for k in ("model", "sft", "swanlab", "convert")}))
+    out = tmp_path / "sft"
+    env = {
+        **os.environ,
+        "LAUNCHER": "torchrun",
+        "NPROC": "2",
+        "CUDA_VISIBLE_DEVICES": "",
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
+    script = Path(__file__).resolve().parents[2] / "scripts" / "sft.sh"
+    run = subprocess.run(
+        ["bash", str(script), str(cfg_file), "--examples", str(examples), "--out", str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    manifest = read_json(out / "manifest.json")
+    assert manifest["processes"] == 2
+    assert manifest["gradient_accumulation_steps"] == 1  # 16 = 8 per device x 2 processes
+    assert manifest["counts"]["steps"] == 6
+    assert AutoModelForCausalLM.from_pretrained(out).config.vocab_size > 151_000
