@@ -17,7 +17,7 @@ from sidrec.data.synth import generate
 from sidrec.errors import SidrecError
 from sidrec.io import atomic_dir
 from sidrec.manifest import Run
-from sidrec.sids import SidTable, read_sid_dir, write_sid_dir
+from sidrec.sids import SidTable, read_index_json, read_sid_dir, write_sid_dir
 
 SOURCES = ("synth", "amazon18", "minionerec", "letter")
 
@@ -218,3 +218,23 @@ def build_from_config(
     if source == "minionerec":
         return import_minionerec_dir(out, overwrite=overwrite, **params)
     return import_letter_dir(out, max_history=d["max_history"], overwrite=overwrite, **params)
+
+
+def import_sids_from_config(
+    cfg: dict[str, Any], out: str | Path, overwrite: bool = False
+) -> dict[str, Any]:
+    """``sid.method=imported``: the SIDs shipped with a LETTER or MiniOneRec source, as a SID
+    directory (kept as shipped, shared SIDs included)."""
+    d = cfg["data"]
+    source, params = d["source"], d.get(d["source"]) or {}
+    if source == "letter":
+        index = Path(params["src"]) / f"{params['dataset']}.index.json"
+    elif source == "minionerec":
+        index = Path(params["src"]) / "index" / f"{params['dataset']}.index.json"
+    else:
+        raise SidrecError(
+            f"sid.method=imported needs a source that ships SIDs (letter, minionerec), "
+            f"not data.source={source}"
+        )
+    table = read_index_json(index)
+    return write_imported_sids(out, table, source, {"index": str(index)}, overwrite)

@@ -260,6 +260,8 @@ def train_sft(
         dataloader_num_workers=s["dataloader_workers"],
         report_to="none",
         use_cpu=cpu,
+        # batches of similar lengths: little padding when lengths vary (whole sequences)
+        train_sampling_strategy="group_by_length" if s["group_by_length"] else "random",
         prediction_loss_only=True,
         seed=cfg["seed"],
         data_seed=cfg["seed"],

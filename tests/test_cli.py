@@ -47,22 +47,28 @@ def test_user_errors_print_one_line_and_exit_2(
 def test_pipeline_resumes_and_rebuilds_on_change(tmp_path: Path) -> None:
     cfg = load_config(None, [f"output_root={tmp_path}", *SMALL])
     logs: list[str] = []
-    outputs = run_pipeline(cfg, log=logs.append)
+    outputs = run_pipeline(cfg, log=logs.append, until="sid")
     assert list(outputs) == ["data", "embeddings", "sid"]
     assert all(is_complete(p) for p in outputs.values())
     assert [m.split()[1] for m in logs if m.startswith("[")] == ["building"] * 3
     logs.clear()
-    run_pipeline(cfg, log=logs.append)
+    run_pipeline(cfg, log=logs.append, until="sid")
     assert [m.split()[1] for m in logs if m.startswith("[")] == ["complete"] * 3
     logs.clear()
     # a changed SID setting rebuilds only the SID stage
     run_pipeline(
-        load_config(None, [f"output_root={tmp_path}", *SMALL, "sid.levels=2"]), log=logs.append
+        load_config(None, [f"output_root={tmp_path}", *SMALL, "sid.levels=2"]),
+        log=logs.append,
+        until="sid",
     )
     assert [m.split()[1] for m in logs if m.startswith("[")] == ["complete", "complete", "building"]
     logs.clear()
     # a changed seed rebuilds the data and everything after it
-    run_pipeline(load_config(None, [f"output_root={tmp_path}", *SMALL, "seed=1"]), log=logs.append)
+    run_pipeline(
+        load_config(None, [f"output_root={tmp_path}", *SMALL, "seed=1"]),
+        log=logs.append,
+        until="sid",
+    )
     assert [m.split()[1] for m in logs if m.startswith("[")] == ["building"] * 3
 
 
@@ -76,12 +82,12 @@ def test_interrupted_stage_leaves_nothing_complete_and_reruns_cleanly(
 
     monkeypatch.setattr(dataset_mod.Run, "finish", killed)
     with pytest.raises(KeyboardInterrupt):
-        run_pipeline(cfg, log=lambda _: None)
+        run_pipeline(cfg, log=lambda _: None, until="sid")
     data_dir = tmp_path / "demo" / "data"
     assert not data_dir.exists()
     monkeypatch.undo()
     logs: list[str] = []
-    run_pipeline(cfg, log=logs.append)
+    run_pipeline(cfg, log=logs.append, until="sid")
     assert logs[0].startswith("[data] building") and is_complete(data_dir)
     assert sorted(p.name for p in (tmp_path / "demo").iterdir()) == [
         "config.yaml",
