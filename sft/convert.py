@@ -115,19 +115,16 @@ def _pick(n: int, weight: float, rng: np.random.Generator) -> np.ndarray:
     return np.concatenate([np.tile(np.arange(n), int(whole)), extra]).astype(np.int64)
 
 
-def _fill(
-    task: str,
-    rows: list[dict[str, str]],
-    templates: list[str],
-    rng: np.random.Generator | None,
-) -> list[Row]:
-    choice = rng.integers(len(templates), size=len(rows)) if rng is not None else None
-    out = []
-    for i, row in enumerate(rows):
-        template = templates[int(choice[i]) if choice is not None else 0]
-        fields = {k: v for k, v in row.items() if k != "completion"}
-        out.append((template.format(**fields), row["completion"]))
-    return out
+def _fill(rows: list[dict[str, str]], templates: list[str], rng: np.random.Generator) -> list[Row]:
+    """Each row's prompt from a template drawn with ``rng``, and its completion."""
+    choice = rng.integers(len(templates), size=len(rows))
+    return [
+        (
+            templates[int(i)].format(**{k: v for k, v in row.items() if k != "completion"}),
+            row["completion"],
+        )
+        for i, row in zip(choice, rows, strict=True)
+    ]
 
 
 def user_sequences(ds: Dataset) -> list[list[int]]:
@@ -234,7 +231,7 @@ def build_examples(
             if skipped:
                 counts["skipped_no_title"][task] = skipped
             picked = [rows[i] for i in _pick(len(rows), weight, rng)]
-            add("train", task, _fill(task, picked, templates[task], rng))
+            add("train", task, _fill(picked, templates[task], rng))
     spec = main_prompt_spec(cfg, chat_template=False)
     valid = ds.valid
     limit = conv["max_valid_examples"]

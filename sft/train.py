@@ -9,7 +9,6 @@ the input embeddings and of the output head train).
 
 from __future__ import annotations
 
-import math
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -205,8 +204,12 @@ def train_sft(
         s["global_batch_size"], s["per_device_batch_size"], state.num_processes
     )
     bf16 = use_bf16(s["bf16"])
-    sid_dir = Path(manifest["inputs"]["sid"])
-    table = read_sid_dir(sid_dir)
+    # an unfinished run is refused (or cleared, or resumed) before any model is loaded
+    if state.is_main_process:
+        prepare_output(out, resume, overwrite)
+    state.wait_for_everyone()
+    last = last_checkpoint(out) if resume else None
+    table = read_sid_dir(manifest["inputs"]["sid"])
     ds, _ = read_dataset(manifest["inputs"]["data"])
     titles = [t or "" for t in ds.items["title"].to_list()]
 
@@ -220,14 +223,10 @@ def train_sft(
     train, dropped = tokenize_examples(train_df, tok, chat, s["max_length"])
     valid, dropped_valid = tokenize_examples(valid_df, tok, chat, s["max_length"])
     _check_unknown_tokens(train, tok, examples / "train.parquet")
+    _check_unknown_tokens(valid, tok, examples / "valid.parquet")
     if len(train) == 0:
         raise SidrecError(f"every training example is longer than sft.max_length={s['max_length']}")
     model = _apply_mode(model, cfg, sid_ids)
-
-    if state.is_main_process:
-        prepare_output(out, resume, overwrite)
-    state.wait_for_everyone()
-    last = last_checkpoint(out) if resume else None
 
     has_valid = len(valid) > 0
     args = SFTConfig(
@@ -317,10 +316,11 @@ def train_sft(
         if trainer.state.best_model_checkpoint
         else None,
         train_seconds=result.metrics.get("train_runtime"),
+        # evaluations included
         tokens_per_second=(
             trainer.state.num_input_tokens_seen / result.metrics["train_runtime"]
             if result.metrics.get("train_runtime")
-            else math.nan
+            else None
         ),
         processes=state.num_processes,
         gradient_accumulation_steps=accum,

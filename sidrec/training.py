@@ -21,11 +21,11 @@ SWANLAB_MODES = ("local", "cloud", "offline", "disabled")
 
 
 def prepare_output(out: Path, resume: bool, overwrite: bool) -> None:
-    """Make ``out`` ready for a training run (on the main process only).
+    """Check ``out`` before a training run (main process only); the trainer creates it.
 
     A run in progress keeps its checkpoints in ``out/checkpoints``; the directory counts as
     complete only once its manifest is written. Without ``resume`` an interrupted run is not
-    silently discarded: pass ``--resume`` to continue it or ``--overwrite`` to restart.
+    silently discarded: pass ``--resume`` to continue it or ``--overwrite`` to clear it.
     """
     if out.exists() and not out.is_dir():
         raise SidrecError(f"{out}: exists and is not a directory")
@@ -41,7 +41,6 @@ def prepare_output(out: Path, resume: bool, overwrite: bool) -> None:
                 f"{out}: holds an unfinished run; pass --resume to continue it from its last "
                 "checkpoint or --overwrite to start again"
             )
-    out.mkdir(parents=True, exist_ok=True)
 
 
 def last_checkpoint(out: Path) -> str | None:
