@@ -1,0 +1,359 @@
+"""Constrained beam search over a catalog's SIDs, shared by ``rl`` and ``evaluate``.
+
+A :class:`PrefixIndex` is a trie of every distinct SID, kept as tensors on the model's device:
+
+- each trie node has a CSR row of outgoing edges ``(token, child)``; the node reached by a
+  generated prefix is found with one ``searchsorted`` per generated token (no loop over beams);
+- the allowed next tokens of the nodes of the first ``dense_depth`` levels (large fan-out, few
+  nodes) come from a dense mask table, those of the deeper nodes (the "tail": many nodes, small
+  fan-out) from a fixed-width window over their CSR row;
+- a complete SID allows end-of-sequence, and when nothing longer continues it, only that; a
+  prefix that left the trie (or a finished sequence padded with end-of-sequence) allows only
+  end-of-sequence, so the allowed set is never empty and never silently unconstrained.
+
+Tokens are handled in a local vocabulary (the SID tokens the catalog uses, then end-of-sequence)
+and scattered back to the model's vocabulary once per step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList, PreTrainedModel
+
+from sidrec.errors import SidrecError
+from sidrec.sids import SidTable, code_token
+
+# dense mask rows are kept for the first levels while the table stays below this many cells
+DENSE_CELLS = 1 << 26
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """The distinct SIDs of a table and the items behind each.
+
+    ``codes[s]`` is SID ``s``'s code list; ``items[s]`` its items (ascending; several where
+    items share a SID); ``item_sid[i]`` the SID index of item ``i``.
+    """
+
+    codes: list[tuple[int, ...]]
+    items: list[list[int]]
+    item_sid: np.ndarray
+
+    @classmethod
+    def from_table(cls, table: SidTable) -> Catalog:
+        index: dict[tuple[int, ...], int] = {}
+        items: list[list[int]] = []
+        item_sid = np.empty(len(table.codes), dtype=np.int64)
+        for item, codes in enumerate(table.codes):
+            s = index.setdefault(tuple(codes), len(index))
+            if s == len(items):
+                items.append([])
+            items[s].append(item)
+            item_sid[item] = s
+        return cls(list(index), items, item_sid)
+
+    @property
+    def representative(self) -> np.ndarray:
+        """Per SID, the one item the strict rule credits (the smallest item id)."""
+        return np.array([its[0] for its in self.items], dtype=np.int64)
+
+
+class PrefixIndex:
+    """A trie of a catalog's SIDs that gives the allowed next tokens of a batch of beams.
+
+    Args:
+        catalog: the distinct SIDs.
+        token_ids: per level, the model's token id of each code (``token_ids[lv][code]``).
+        eos_token_id: the model's end-of-sequence token.
+        vocab_size: the width of the model's logits.
+        device: where the tensors live.
+        dense_depth: levels whose nodes use the dense mask table.
+
+    Example:
+        >>> cat = Catalog.from_table(SidTable([[0, 1], [0, 2], [1, 1]], [2, 3]))
+        >>> idx = PrefixIndex(cat, [[10, 11], [12, 13, 14]], eos_token_id=2, vocab_size=16)
+        >>> idx.allowed_tokens(torch.tensor([[10], [11]])).nonzero().tolist()
+        [[0, 13], [0, 14], [1, 13]]
+    """
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        token_ids: Sequence[Sequence[int]],
+        eos_token_id: int,
+        vocab_size: int,
+        device: str | torch.device = "cpu",
+        dense_depth: int = 2,
+    ) -> None:
+        if not catalog.codes:
+            raise SidrecError("a prefix index needs at least one SID")
+        self.catalog = catalog
+        self.eos_token_id = eos_token_id
+        depth = max(len(c) for c in catalog.codes)
+        # local vocabulary: the (level, code) pairs in use, then end-of-sequence
+        pairs = sorted({(lv, c) for codes in catalog.codes for lv, c in enumerate(codes)})
+        local = {p: i for i, p in enumerate(pairs)}
+        self.eos_local = len(pairs)
+        width = len(pairs) + 1
+        to_global = [token_ids[lv][c] for lv, c in pairs] + [eos_token_id]
+        if len(set(to_global)) != width or max(to_global) >= vocab_size:
+            raise SidrecError(
+                f"SID and end-of-sequence token ids must be distinct and below the vocabulary "
+                f"size {vocab_size}"
+            )
+        # padded local token paths, -1 past a SID's end: (n_sids, depth)
+        paths = np.full((len(catalog.codes), depth), -1, dtype=np.int64)
+        for s, codes in enumerate(catalog.codes):
+            paths[s, : len(codes)] = [local[(lv, c)] for lv, c in enumerate(codes)]
+        lengths = (paths >= 0).sum(1)
+
+        # nodes level by level: node ids of depth d follow those of depth d - 1
+        node_of_sid = np.zeros(len(paths), dtype=np.int64)  # node of each SID's prefix so far
+        parents, tokens, children = [], [], []
+        n_nodes, level_start = 1, [0, 1]
+        for d in range(depth):
+            live = lengths > d
+            keys = np.stack([node_of_sid[live], paths[live, d]], 1)
+            uniq, inverse = np.unique(keys, axis=0, return_inverse=True)
+            child = n_nodes + np.arange(len(uniq))
+            parents.append(uniq[:, 0])
+            tokens.append(uniq[:, 1])
+            children.append(child)
+            node_of_sid[live] = child[inverse.reshape(-1)]
+            n_nodes += len(uniq)
+            level_start.append(n_nodes)
+        # now node_of_sid holds each SID's last node; end is reached after end-of-sequence
+        # (and by any prefix outside the trie) and only allows end-of-sequence
+        end = n_nodes
+        n_nodes += 1
+        parents.append(np.append(node_of_sid, end))
+        tokens.append(np.full(len(paths) + 1, self.eos_local))
+        children.append(np.full(len(paths) + 1, end))
+        parent = np.concatenate(parents)
+        token = np.concatenate(tokens)
+        child = np.concatenate(children)
+        order = np.lexsort((token, parent))
+        parent, token, child = parent[order], token[order], child[order]
+        indptr = np.zeros(n_nodes + 1, dtype=np.int64)
+        np.add.at(indptr, parent + 1, 1)
+        indptr = np.cumsum(indptr)
+        fan_out = np.diff(indptr)
+
+        dense_levels = min(dense_depth, depth)
+        while dense_levels > 0 and level_start[dense_levels] * width > DENSE_CELLS:
+            dense_levels -= 1
+        self.n_dense = level_start[dense_levels]
+        dense = np.zeros((max(self.n_dense, 1), width), dtype=bool)
+        in_dense = parent < self.n_dense
+        dense[parent[in_dense], token[in_dense]] = True
+        self.tail_width = int(fan_out[self.n_dense :].max())
+        sid_of_node = np.full(n_nodes, -1, dtype=np.int64)
+        sid_of_node[node_of_sid] = np.arange(len(paths))
+        eos_only = (fan_out == 1) & (token[indptr[:-1].clip(max=len(token) - 1)] == self.eos_local)
+
+        to_local = np.full(vocab_size, -1, dtype=np.int64)
+        to_local[to_global] = np.arange(width)
+        dev = torch.device(device)
+        self.width = width
+        self.end = end
+        self.depth = depth
+        self.n_nodes = n_nodes
+        self.to_global = torch.as_tensor(to_global, device=dev)
+        self.to_local = torch.as_tensor(to_local, device=dev)
+        self.edge_key = torch.as_tensor(parent * width + token, device=dev)
+        self.edge_token = torch.as_tensor(token, device=dev)
+        self.edge_child = torch.as_tensor(child, device=dev)
+        self.indptr = torch.as_tensor(indptr, device=dev)
+        self.dense = torch.as_tensor(dense, device=dev)
+        self.sid_of_node = torch.as_tensor(sid_of_node, device=dev)
+        self.eos_only = torch.as_tensor(eos_only, device=dev)
+
+    @classmethod
+    def for_tokenizer(
+        cls,
+        table: SidTable,
+        tok: object,
+        vocab_size: int,
+        device: str | torch.device = "cpu",
+        dense_depth: int = 2,
+    ) -> PrefixIndex:
+        """The index of ``table``'s SIDs, with token ids from ``tok`` (which has the SID tokens)."""
+        ids = [
+            tok.convert_tokens_to_ids([code_token(lv, c) for c in range(k)])
+            for lv, k in enumerate(table.codebook_sizes)
+        ]
+        unk = getattr(tok, "unk_token_id", None)
+        if any(i is None or i == unk for level in ids for i in level):
+            raise SidrecError("the tokenizer lacks SID tokens of this SID table (wrong --sid?)")
+        catalog = Catalog.from_table(table)
+        return cls(catalog, ids, tok.eos_token_id, vocab_size, device, dense_depth)
+
+    def to(self, device: str | torch.device) -> PrefixIndex:
+        """Move every tensor to ``device`` (in place); returns ``self``."""
+        for name, value in vars(self).items():
+            if isinstance(value, torch.Tensor):
+                setattr(self, name, value.to(device))
+        return self
+
+    def _step(self, node: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """Children of ``node`` (B,) along ``tokens`` (B,) model ids; ``end`` where none."""
+        local = self.to_local[tokens]
+        key = node * self.width + local
+        pos = torch.searchsorted(self.edge_key, key).clamp(max=len(self.edge_key) - 1)
+        hit = (self.edge_key[pos] == key) & (local >= 0)
+        return torch.where(hit, self.edge_child[pos], self.end)
+
+    def nodes(self, generated: torch.Tensor) -> torch.Tensor:
+        """Trie node reached by each row of ``generated`` (B, t) model token ids -> (B,)."""
+        node = torch.zeros(generated.shape[0], dtype=torch.long, device=generated.device)
+        for j in range(generated.shape[1]):
+            node = self._step(node, generated[:, j])
+        return node
+
+    def allowed_local(self, node: torch.Tensor) -> torch.Tensor:
+        """Allowed next tokens of ``node`` (B,) as a mask over the local vocabulary (B, width)."""
+        dense = self.dense[node.clamp(max=self.dense.shape[0] - 1)]
+        offsets = torch.arange(self.tail_width, device=node.device)
+        start = self.indptr[node]
+        valid = offsets < (self.indptr[node + 1] - start)[:, None]
+        edge = (start[:, None] + offsets).clamp(max=len(self.edge_token) - 1)
+        # invalid window slots write into a spare column that is dropped
+        cols = torch.where(valid, self.edge_token[edge], self.width)
+        tail = torch.zeros(node.shape[0], self.width + 1, dtype=torch.bool, device=node.device)
+        tail.scatter_(1, cols, True)
+        return torch.where((node < self.n_dense)[:, None], dense, tail[:, : self.width])
+
+    def allowed_tokens(self, generated: torch.Tensor) -> torch.Tensor:
+        """Allowed next model tokens after each row of ``generated`` (B, t) -> mask (B, V)."""
+        mask = self.allowed_local(self.nodes(generated))
+        full = torch.zeros(
+            generated.shape[0], self.to_local.shape[0], dtype=torch.bool, device=mask.device
+        )
+        full[:, self.to_global] = mask
+        return full
+
+    def constrain(self, scores: torch.Tensor, generated: torch.Tensor) -> torch.Tensor:
+        """``scores`` (B, V) log-probabilities with disallowed tokens at -inf.
+
+        Where end-of-sequence is the only way on (a complete SID), it scores 0: an item's score
+        is the log-probability of its SID, whatever the model says about ending.
+        """
+        node = self.nodes(generated)
+        mask = self.allowed_local(node)
+        local = scores[:, self.to_global].masked_fill(~mask, float("-inf"))
+        local[:, self.eos_local] = torch.where(self.eos_only[node], 0.0, local[:, self.eos_local])
+        out = torch.full_like(scores, float("-inf"))
+        out[:, self.to_global] = local
+        return out
+
+    def sids_of(self, generated: torch.Tensor) -> torch.Tensor:
+        """SID index spelled by each row of ``generated`` (B, t), up to its first
+        end-of-sequence; -1 for a row that is not a complete catalog SID."""
+        node = torch.zeros(generated.shape[0], dtype=torch.long, device=generated.device)
+        sid = torch.full_like(node, -1)
+        done = torch.zeros_like(node, dtype=torch.bool)
+        for j in range(generated.shape[1]):
+            tokens = generated[:, j]
+            ending = ~done & (tokens == self.eos_token_id)
+            sid = torch.where(ending, self.sid_of_node[node], sid)
+            done |= ending
+            node = torch.where(done, node, self._step(node, tokens))
+        return sid
+
+
+class SidConstraint(LogitsProcessor):
+    """A ``generate`` logits processor that lets only catalog SIDs be generated.
+
+    ``prompt_length`` is the (left-padded) prompt width: tokens after it are the generated ones.
+    """
+
+    def __init__(self, index: PrefixIndex, prompt_length: int) -> None:
+        self.index = index
+        self.prompt_length = prompt_length
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        return self.index.constrain(scores, input_ids[:, self.prompt_length :])
+
+
+def beam_config(num_beams: int, max_new_tokens: int, eos: int, pad: int) -> GenerationConfig:
+    """Plain beam search returning every beam, scored by the sum of token log-probabilities
+    (length penalty 0), nothing inherited from the model's defaults; greedy for one beam."""
+    beams = {"length_penalty": 0.0, "early_stopping": False} if num_beams > 1 else {}
+    return GenerationConfig(
+        do_sample=False,
+        num_beams=num_beams,
+        num_return_sequences=num_beams,
+        **beams,
+        max_new_tokens=max_new_tokens,
+        top_k=None,
+        top_p=None,
+        temperature=None,
+        repetition_penalty=None,
+        eos_token_id=eos,
+        pad_token_id=pad,
+        output_scores=True,
+        return_dict_in_generate=True,
+    )
+
+
+def left_pad(prompts: Sequence[Sequence[int]], pad: int, device: torch.device) -> dict:
+    """``input_ids`` and ``attention_mask`` (B, P) for token lists, padded on the left."""
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for row, p in enumerate(prompts):
+        if p:
+            ids[row, width - len(p) :] = torch.as_tensor(p)
+            mask[row, width - len(p) :] = 1
+    return {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
+
+
+@torch.inference_mode()
+def beam_search(
+    model: PreTrainedModel,
+    index: PrefixIndex,
+    prompts: Sequence[Sequence[int]],
+    num_beams: int,
+    pad_token_id: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The top ``num_beams`` catalog SIDs for each prompt under constrained beam search.
+
+    Args:
+        model: a causal LM that knows the SID tokens.
+        index: the catalog's prefix index, on the model's device.
+        prompts: B token-id lists (not padded).
+        num_beams: K, at most the number of distinct SIDs.
+        pad_token_id: the padding token.
+
+    Returns:
+        ``sids`` (B, K) SID indices, best first, and their ``scores`` (B, K): the SID's
+        log-probability under the model (length penalty 0).
+    """
+    n_sids = len(index.catalog.codes)
+    if num_beams > n_sids:
+        raise SidrecError(f"num_beams={num_beams} exceeds the catalog's {n_sids} distinct SIDs")
+    batch = left_pad(prompts, pad_token_id, model.device)
+    width = batch["input_ids"].shape[1]
+    out = model.generate(
+        **batch,
+        generation_config=beam_config(num_beams, index.depth + 1, index.eos_token_id, pad_token_id),
+        logits_processor=LogitsProcessorList([SidConstraint(index, width)]),
+    )
+    generated = out.sequences[:, width:]
+    sids = index.sids_of(generated).view(len(prompts), num_beams)
+    if num_beams > 1:
+        scores = out.sequences_scores.view(len(prompts), num_beams).float()
+    else:
+        # greedy: the chosen tokens' processed log-probabilities, up to end-of-sequence
+        steps = torch.stack(out.scores, 1).gather(2, generated[:, :, None])[:, :, 0]
+        is_eos = (generated == index.eos_token_id).int()
+        after_eos = (is_eos.cumsum(1) - is_eos) > 0
+        scores = steps.masked_fill(after_eos, 0.0).sum(1, keepdim=True)
+    if bool((sids < 0).any()):
+        raise SidrecError("constrained beam search produced a sequence that is not a catalog SID")
+    order = scores.argsort(dim=1, descending=True)
+    return sids.gather(1, order), scores.gather(1, order)

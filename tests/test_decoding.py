@@ -1,0 +1,161 @@
+"""The prefix index and constrained beam search: only catalog SIDs, K distinct, exact masks."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+from transformers import Qwen2Config, Qwen2ForCausalLM
+
+from sidrec.decoding import Catalog, PrefixIndex, beam_search
+from sidrec.errors import SidrecError
+from sidrec.sft.models import sid_tokenizer
+from sidrec.sids import SidTable, code_token, sid_tokens
+
+
+def random_table(rng: np.random.Generator, n: int, sizes: list[int], extra: float) -> SidTable:
+    """``n`` distinct SIDs over ``sizes``; a share ``extra`` have the last level, the others
+    stop one level short (uneven lengths: some SIDs are prefixes of others)."""
+    depth = len(sizes) - 1
+    seen: set[tuple[int, ...]] = set()
+    codes: list[list[int]] = []
+    while len(codes) < n:
+        c = tuple(int(rng.integers(k)) for k in sizes[:depth])
+        if rng.random() < extra:
+            c = (*c, int(rng.integers(sizes[depth])))
+        if c not in seen:
+            seen.add(c)
+            codes.append(list(c))
+    return SidTable(codes, sizes)
+
+
+def tiny_model(tok: object, seed: int) -> Qwen2ForCausalLM:
+    torch.manual_seed(seed)
+    cfg = Qwen2Config(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        tie_word_embeddings=True,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
+    return Qwen2ForCausalLM(cfg).eval()
+
+
+def brute_allowed(codes: list[list[int]], prefix: list[int]) -> set[object]:
+    """Allowed next codes (or "eos") after ``prefix`` by scanning every SID."""
+    if "eos" in prefix:
+        return {"eos"}
+    n = len(prefix)
+    nxt: set[object] = {tuple(c[: n + 1]) for c in codes if c[:n] == prefix and len(c) > n}
+    out: set[object] = {t[-1] for t in nxt}
+    if prefix in codes or not any(c[:n] == prefix for c in codes):
+        out.add("eos")
+    return out
+
+
+def token_id(tok: object, level: int, code: object) -> int:
+    return tok.eos_token_id if code == "eos" else tok.convert_tokens_to_ids(code_token(level, code))
+
+
+CASES = [
+    ("one item", 1, [4, 4, 4], 1.0),
+    ("few, shared prefixes", 6, [2, 2, 3], 1.0),
+    ("uneven lengths", 40, [3, 3, 4], 0.5),
+    ("many items", 500, [8, 8, 8, 4], 0.3),
+]
+
+
+@pytest.mark.parametrize("name,n,sizes,extra", CASES, ids=[c[0] for c in CASES])
+@pytest.mark.parametrize("dense_depth", [0, 1, 2])
+def test_mask_equals_brute_force(
+    name: str, n: int, sizes: list[int], extra: float, dense_depth: int
+) -> None:
+    rng = np.random.default_rng(n)
+    table = random_table(rng, n, sizes, extra)
+    tok = sid_tokenizer(table)
+    index = PrefixIndex.for_tokenizer(table, tok, len(tok), dense_depth=dense_depth)
+    # every prefix of every SID, each complete SID plus eos, and random (mostly off-trie) ones
+    prefixes = {tuple(c[:d]) for c in table.codes for d in range(len(c) + 1)}
+    prefixes |= {(*c, "eos") for c in table.codes[:20]}
+    for _ in range(50):
+        d = int(rng.integers(1, len(sizes) + 1))
+        prefixes.add(tuple(int(rng.integers(k)) for k in sizes[:d]))
+    by_len = itertools.groupby(sorted(prefixes, key=lambda p: (len(p), str(p))), key=len)
+    for length, group in by_len:
+        group = list(group)
+        ids = [[token_id(tok, lv, c) for lv, c in enumerate(p)] for p in group]
+        mask = index.allowed_tokens(torch.tensor(ids, dtype=torch.long).view(len(group), length))
+        assert mask.any(1).all(), "an allowed set is empty"
+        for p, row in zip(group, mask, strict=True):
+            want = {token_id(tok, len(p), a) for a in brute_allowed(table.codes, list(p))}
+            assert set(row.nonzero().flatten().tolist()) == want, p
+
+
+@pytest.mark.parametrize("name,n,sizes,extra", CASES, ids=[c[0] for c in CASES])
+def test_beam_search_returns_k_distinct_catalog_sids(
+    name: str, n: int, sizes: list[int], extra: float
+) -> None:
+    rng = np.random.default_rng(7 + n)
+    table = random_table(rng, n, sizes, extra)
+    tok = sid_tokenizer(table)
+    model = tiny_model(tok, seed=n)
+    index = PrefixIndex.for_tokenizer(table, tok, model.config.vocab_size)
+    k = min(n, 20)
+    # prompts of different lengths (left padding), histories of random catalog SIDs
+    prompts = [
+        tok("".join(table.sids[int(i)] for i in rng.integers(n, size=h)))["input_ids"]
+        for h in (1, 3, 6, 2)
+    ]
+    sids, scores = beam_search(model, index, prompts, k, tok.pad_token_id)
+    assert sids.shape == scores.shape == (len(prompts), k)
+    assert torch.isfinite(scores).all()
+    assert (scores[:, :-1] >= scores[:, 1:]).all()
+    for row in sids.tolist():
+        assert len(set(row)) == k
+        assert all(0 <= s < len(index.catalog.codes) for s in row)
+
+
+def test_beam_scores_are_sid_log_probabilities() -> None:
+    """With as many beams as SIDs every SID comes back, scored by its teacher-forced
+    log-probability (the forced end-of-sequence adds nothing)."""
+    rng = np.random.default_rng(3)
+    table = random_table(rng, 12, [3, 3, 3], 1.0)
+    tok = sid_tokenizer(table)
+    model = tiny_model(tok, seed=1)
+    index = PrefixIndex.for_tokenizer(table, tok, model.config.vocab_size)
+    prompt = tok(table.sids[0] + table.sids[5])["input_ids"]
+    sids, scores = beam_search(model, index, [prompt], 12, tok.pad_token_id)
+    got = dict(zip(sids[0].tolist(), scores[0].tolist(), strict=True))
+    assert sorted(got) == list(range(12))
+    for s, codes in enumerate(index.catalog.codes):
+        target = tok.convert_tokens_to_ids(sid_tokens(codes))
+        ids = torch.tensor([prompt + target])
+        with torch.no_grad():
+            logp = model(ids).logits[0, :-1].log_softmax(-1)
+        want = sum(float(logp[len(prompt) - 1 + j, t]) for j, t in enumerate(target))
+        assert got[s] == pytest.approx(want, abs=1e-4)
+
+
+def test_shared_sids_map_to_every_item_and_one_representative() -> None:
+    cat = Catalog.from_table(SidTable([[1, 2], [0, 1], [1, 2], [1, 2]], [2, 3]))
+    assert cat.codes == [(1, 2), (0, 1)]
+    assert cat.items == [[0, 2, 3], [1]]
+    assert cat.item_sid.tolist() == [0, 1, 0, 0]
+    assert cat.representative.tolist() == [0, 1]
+
+
+def test_too_many_beams_and_missing_tokens_are_refused() -> None:
+    table = SidTable([[0, 1], [1, 0]], [2, 2])
+    tok = sid_tokenizer(table)
+    index = PrefixIndex.for_tokenizer(table, tok, len(tok))
+    with pytest.raises(SidrecError, match="num_beams=3 exceeds"):
+        beam_search(tiny_model(tok, 0), index, [[3]], 3, tok.pad_token_id)
+    wider = SidTable([[0, 1], [1, 0], [2, 2]], [3, 3])
+    with pytest.raises(SidrecError, match="lacks SID tokens"):
+        PrefixIndex.for_tokenizer(wider, tok, len(tok))
