@@ -14,6 +14,7 @@ from sidrec.errors import SidrecError
 def build_parser() -> argparse.ArgumentParser:
     from sidrec import pipeline
     from sidrec.data import cli as data_cli
+    from sidrec.evaluate import cli as evaluate_cli
     from sidrec.rq import cli as rq_cli
     from sidrec.sft import cli as sft_cli
 
@@ -23,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     data_cli.add_commands(sub)
     rq_cli.add_commands(sub)
     sft_cli.add_commands(sub)
+    evaluate_cli.add_commands(sub)
     pipeline.add_command(sub)
     return parser
 

@@ -27,16 +27,11 @@ def is_complete(out: Path) -> bool:
     return (out / MANIFEST).is_file()
 
 
-@contextmanager
-def atomic_dir(out: str | Path, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary directory that replaces ``out`` only if the block succeeds.
+def check_output(out: Path, overwrite: bool = False) -> None:
+    """Raise unless ``out`` may be (re)written: absent, empty, or complete with ``overwrite``.
 
-    Leftovers of earlier interrupted runs of the same output are removed first. An existing
-    complete output is kept unless ``overwrite``; a non-empty directory that is not a sidrec
-    output is never replaced.
+    A non-empty directory that is not a sidrec output is never replaced.
     """
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     if out.exists():
         if not out.is_dir():
             raise SidrecError(f"{out}: exists and is not a directory")
@@ -48,6 +43,18 @@ def atomic_dir(out: str | Path, overwrite: bool = False) -> Iterator[Path]:
                 )
             if not overwrite:
                 raise SidrecError(f"{out}: already complete; pass --overwrite to replace it")
+
+
+@contextmanager
+def atomic_dir(out: str | Path, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary directory that replaces ``out`` only if the block succeeds.
+
+    Leftovers of earlier interrupted runs of the same output are removed first; ``out`` is
+    checked with :func:`check_output`.
+    """
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    check_output(out, overwrite)
     for stale in out.parent.glob(f".{out.name}{_TMP_MARK}*"):
         shutil.rmtree(stale, ignore_errors=True)
     tmp = out.parent / f".{out.name}{_TMP_MARK}{os.getpid()}"

@@ -1,11 +1,11 @@
 """``sidrec pipeline``: every stage that exists, in order, from one config.
 
-Stages: data -> embeddings -> sid -> examples -> sft. Outputs go to ``paths.<stage>``, by
-default ``<output_root>/<run_name>/<stage>``. A stage whose output is complete and whose config
-sections are unchanged since the last run is skipped, so an interrupted pipeline resumes where
-it stopped (training from its last checkpoint); a changed stage is rebuilt, and so is every
-stage after it. With ``sid.method=imported`` the source's own SIDs are used and nothing is
-embedded.
+Stages: data -> embeddings -> sid -> examples -> sft -> evaluate. Outputs go to
+``paths.<stage>``, by default ``<output_root>/<run_name>/<stage>``. A stage whose output is
+complete and whose config sections are unchanged since the last run is skipped, so an
+interrupted pipeline resumes where it stopped (training from its last checkpoint); a changed
+stage is rebuilt, and so is every stage after it. With ``sid.method=imported`` the source's own
+SIDs are used and nothing is embedded.
 """
 
 from __future__ import annotations
@@ -23,7 +23,9 @@ from sidrec.data.dataset import read_dataset
 from sidrec.data.stage import build_from_config, import_sids_from_config
 from sidrec.data.stats import dataset_stats, format_stats
 from sidrec.errors import SidrecError
-from sidrec.io import is_complete, write_yaml
+from sidrec.evaluate.generative import evaluate_model
+from sidrec.evaluate.ranking import RESULTS_FILE
+from sidrec.io import is_complete, read_json, write_yaml
 from sidrec.manifest import CONFIG_FILE
 from sidrec.rq.embed import embed_dataset
 from sidrec.rq.stage import build_sids, report_sids
@@ -73,12 +75,24 @@ def _sft(cfg: dict[str, Any], out: Path, fresh: bool) -> None:
     train_sft(stage_path(cfg, "examples"), out, cfg, resume=not fresh, overwrite=fresh)
 
 
+def _evaluate(cfg: dict[str, Any], out: Path, fresh: bool) -> None:
+    paths = [stage_path(cfg, name) for name in ("sft", "data", "sid")]
+    evaluate_model(*paths, out, cfg, overwrite=True)
+
+
+def _show_results(out: Path) -> str:
+    results = read_json(out / RESULTS_FILE)
+    metrics = "  ".join(f"{k} {v:.4f}" for k, v in results["metrics"].items())
+    return f"{results['split']} ({results['users']} users, {results['seconds']} s): {metrics}"
+
+
 STAGES = (
     Stage("data", ("seed", "data"), lambda c, o, f: build_from_config(c, o, True), _show_data),
     Stage("embeddings", ("embed",), _embed, needed=lambda c: not _imported(c)),
     Stage("sid", ("seed", "sid"), _sid, lambda p: report_sids(sid=p)[1]),
     Stage("examples", ("seed", "convert", "sft"), _examples),
     Stage("sft", ("seed", "model", "generation", "sft"), _sft),
+    Stage("evaluate", ("seed", "evaluate"), _evaluate, _show_results),
 )
 
 

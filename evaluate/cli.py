@@ -1,0 +1,61 @@
+"""``sidrec evaluate`` and ``sidrec baseline sasrec``: a thin layer over
+:mod:`sidrec.evaluate.generative` and :mod:`sidrec.evaluate.sasrec`. Paths default to
+``paths.*`` in the config."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from sidrec.config import load_config, stage_path
+from sidrec.evaluate.generative import evaluate_model
+from sidrec.evaluate.sasrec import train_sasrec
+
+
+def _evaluate(a: argparse.Namespace) -> dict:
+    overrides = list(a.overrides)
+    for key, value in (("num_beams", a.num_beams), ("batch_size", a.batch_size)):
+        if value is not None:
+            overrides.append(f"evaluate.{key}={value}")
+    if a.split is not None:
+        overrides.append(f"evaluate.split={a.split}")
+    cfg = load_config(a.config, overrides)
+    model = a.model or stage_path(cfg, "sft")
+    data = a.data or stage_path(cfg, "data")
+    sid = a.sid or stage_path(cfg, "sid")
+    out = a.out or stage_path(cfg, "evaluate")
+    results = evaluate_model(model, data, sid, out, cfg, a.overwrite)
+    return results.get("metrics", {})
+
+
+def _sasrec(a: argparse.Namespace) -> dict:
+    cfg = load_config(a.config, a.overrides)
+    data = a.data or stage_path(cfg, "data")
+    out = a.out or stage_path(cfg, "sasrec")
+    return train_sasrec(data, out, cfg, a.overwrite)["metrics"]
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    """Register ``sidrec evaluate`` and ``sidrec baseline sasrec``."""
+    p = sub.add_parser("evaluate", help="HR@K / NDCG@K of a SID model by constrained beam search")
+    p.add_argument("--model", type=Path, help="an sft (or rl) output (default: paths.sft)")
+    p.add_argument("--data", type=Path, help="dataset directory (default: paths.data)")
+    p.add_argument("--sid", type=Path, help="SID directory (default: paths.sid)")
+    p.add_argument("--out", type=Path, help="default: paths.evaluate")
+    p.add_argument("--num-beams", type=int, help="K (default: evaluate.num_beams)")
+    p.add_argument("--batch-size", type=int, help="users per batch (default: evaluate.batch_size)")
+    p.add_argument("--split", choices=("valid", "test"), help="default: evaluate.split")
+    p.add_argument("--overwrite", action="store_true", help="replace a complete output")
+    p.add_argument("--config", type=Path, help="a profile (evaluate.*, seed, paths)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    p.set_defaults(func=_evaluate)
+
+    p = sub.add_parser("baseline", help="traditional reference models")
+    base = p.add_subparsers(dest="baseline", required=True, metavar="MODEL")
+    p = base.add_parser("sasrec", help="SASRec with full-softmax cross-entropy")
+    p.add_argument("--data", type=Path, help="dataset directory (default: paths.data)")
+    p.add_argument("--out", type=Path, help="default: paths.sasrec")
+    p.add_argument("--overwrite", action="store_true", help="replace a complete output")
+    p.add_argument("--config", type=Path, help="a profile (sasrec.*, evaluate.split, seed)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    p.set_defaults(func=_sasrec)

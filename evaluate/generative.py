@@ -1,0 +1,119 @@
+"""``sidrec evaluate``: top-K recommendations of a trained SID model by constrained beam search.
+
+The model is queried exactly as it was trained (its ``prompting.json``). Rows are sorted by
+prompt length and batched; under ``accelerate launch`` or ``torchrun`` each process decodes a
+shard of the rows and the main process merges them and writes the results.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from accelerate import PartialState
+from accelerate.utils import gather_object
+from tqdm.auto import tqdm
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from sidrec.data.dataset import read_dataset
+from sidrec.decoding import PrefixIndex, beam_search
+from sidrec.errors import InputError, SidrecError, require_file
+from sidrec.evaluate.ranking import device_name, query_rows, write_ranking
+from sidrec.io import atomic_dir, check_output
+from sidrec.manifest import Run
+from sidrec.prompts import PromptSpec, encode_prompt
+from sidrec.sids import read_sid_dir
+from sidrec.training import use_bf16
+
+
+def load_sid_model(model_dir: str | Path, device: torch.device, bf16: bool) -> tuple[Any, Any]:
+    """A trained SID model (``sidrec sft`` or ``rl`` output) and its tokenizer, for inference."""
+    model_dir = require_file(model_dir, "model directory")
+    require_file(Path(model_dir) / "config.json", "model config (is this an sft output?)")
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    dtype = torch.bfloat16 if bf16 else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(device).eval()
+    return model, tok
+
+
+def evaluate_model(
+    model_dir: str | Path,
+    data: str | Path,
+    sid: str | Path,
+    out: str | Path,
+    cfg: dict[str, Any],
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Evaluate the model in ``model_dir`` on ``cfg["evaluate"]["split"]`` of ``data`` with the
+    SIDs in ``sid``; write ``results.json``, ``predictions.parquet``, the config and a manifest
+    into ``out``. Returns the results (an empty dict on processes other than the main one)."""
+    e = cfg["evaluate"]
+    out = Path(out)
+    state = PartialState(cpu=not torch.cuda.is_available())
+    if state.is_main_process:
+        check_output(out, overwrite)
+    ds, _ = read_dataset(data)
+    table = read_sid_dir(sid)
+    if len(table.codes) != ds.items.height:
+        raise InputError(
+            sid, f"{len(table.codes)} SIDs for a dataset of {ds.items.height} items ({data})"
+        )
+    bf16 = use_bf16(e["bf16"])
+    model, tok = load_sid_model(model_dir, state.device, bf16)
+    spec = PromptSpec.load(model_dir)
+    index = PrefixIndex.for_tokenizer(
+        table, tok, model.config.vocab_size, state.device, e["dense_depth"]
+    )
+    rows = query_rows(ds, e["split"], e["max_users"], cfg["seed"])
+    sids = table.sids
+    prompts = [
+        encode_prompt(tok, spec.history_text([sids[i] for i in h]), spec.chat_template)
+        for h in rows["history"].to_list()
+    ]
+    run = Run("evaluate", cfg, {"model": str(model_dir), "data": str(data), "sid": str(sid)}, None)
+    k = e["num_beams"]
+    started = time.perf_counter()
+    with state.split_between_processes(list(range(len(prompts)))) as shard:
+        shard = sorted(shard, key=lambda i: len(prompts[i]))
+        found: list[tuple[int, list[int], list[float]]] = []
+        batches = range(0, len(shard), e["batch_size"])
+        for b in tqdm(batches, desc="evaluate", disable=not state.is_main_process):
+            part = shard[b : b + e["batch_size"]]
+            top, scores = beam_search(model, index, [prompts[i] for i in part], k, tok.pad_token_id)
+            found += zip(part, top.tolist(), scores.tolist(), strict=True)
+    found = gather_object(found)
+    seconds = time.perf_counter() - started
+    if not state.is_main_process:
+        return {}
+    found.sort(key=lambda r: r[0])
+    if [r[0] for r in found] != list(range(len(prompts))):
+        raise SidrecError("the processes' shards did not cover every evaluation row once")
+    top = np.array([r[1] for r in found], dtype=np.int64)
+    scores = np.array([r[2] for r in found], dtype=np.float64)
+    catalog = index.catalog
+    items = catalog.representative[top]
+    ranked_sids = [[sids[i] for i in row] for row in items.tolist()]
+    target_sids = [sids[t] for t in rows["target"].to_list()]
+    shared = sum(len(its) > 1 for its in catalog.items)
+    info = {
+        "method": "sidrec",
+        "model": str(model_dir),
+        "split": e["split"],
+        "num_beams": k,
+        "batch_size": e["batch_size"],
+        "max_users": e["max_users"],
+        "shared_sids": shared,
+        "items_in_shared_sids": sum(len(its) for its in catalog.items if len(its) > 1),
+        "seconds": round(seconds, 3),
+        "queries_per_second": round(len(prompts) / seconds, 2),
+        "device": device_name(),
+        "processes": state.num_processes,
+        "bf16": bf16,
+    }
+    with atomic_dir(out, overwrite) as tmp:
+        results = write_ranking(tmp, rows, items, scores, info, ranked_sids, target_sids)
+        run.finish(tmp, {"users": rows.height}, results=results)
+    return results

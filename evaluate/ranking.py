@@ -1,0 +1,100 @@
+"""What every recommender's evaluation shares: the query rows, the target's rank, and the
+``results.json`` + ``predictions.parquet`` pair that ``sidrec analyze`` and ``sidrec compare``
+read."""
+
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import torch
+
+from sidrec.data.dataset import SPLITS, Dataset
+from sidrec.errors import SidrecError
+from sidrec.evaluate.metrics import cutoffs, hr_ndcg, target_ranks
+from sidrec.io import write_json
+
+RESULTS_FILE = "results.json"
+PREDICTIONS_FILE = "predictions.parquet"
+
+
+def query_rows(ds: Dataset, split: str, max_users: int, seed: int) -> pl.DataFrame:
+    """The rows of ``split`` to evaluate: all, or a seeded sample of ``max_users`` (> 0)."""
+    if split not in SPLITS[1:]:
+        raise SidrecError(f"evaluation split must be valid or test, got {split!r}")
+    rows = ds.split(split)
+    if rows.height == 0:
+        raise SidrecError(f"the dataset's {split} split is empty")
+    if 0 < max_users < rows.height:
+        keep = np.sort(np.random.default_rng(seed).choice(rows.height, max_users, replace=False))
+        rows = rows[keep]
+    return rows
+
+
+def device_name() -> str:
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name()
+    return f"cpu ({platform.processor() or platform.machine()})"
+
+
+def write_ranking(
+    out: Path,
+    rows: pl.DataFrame,
+    items: np.ndarray,
+    scores: np.ndarray,
+    info: dict[str, Any],
+    sids: list[list[str]] | None = None,
+    target_sids: list[str] | None = None,
+) -> dict[str, Any]:
+    """Score a ranking and write ``predictions.parquet`` and ``results.json`` into ``out``.
+
+    Args:
+        rows: the query rows (user_id, history, target), N of them.
+        items: (N, K) ranked item ids, best first.
+        scores: (N, K) their scores.
+        info: method, settings and timing, copied into the results.
+        sids: per row, the ranked SIDs (generative models): then ``metrics`` use the papers'
+            rule (a predicted SID matches when it equals the target's SID) and
+            ``metrics_strict`` credit a shared SID to one item only (the ranked item).
+        target_sids: per row, the target's SID (with ``sids``).
+
+    Returns:
+        The results dictionary.
+    """
+    targets = rows["target"].to_numpy()
+    ks = cutoffs(items.shape[1])
+    strict = target_ranks(items, targets)
+    cols: dict[str, Any] = {
+        "user_id": rows["user_id"],
+        "history": rows["history"],
+        "target": rows["target"],
+        "ranked_items": items.tolist(),
+        "scores": scores.astype(np.float32).tolist(),
+    }
+    results: dict[str, Any] = {**info, "users": rows.height, "ks": ks}
+    if sids is None:
+        rank = strict
+        results["match_rule"] = "item"
+    else:
+        assert target_sids is not None
+        width = max(len(s) for s in target_sids + [x for r in sids for x in r])
+        ranked = np.array(sids, dtype=f"<U{width}")
+        rank = target_ranks(ranked, np.array(target_sids, dtype=f"<U{width}"))
+        cols |= {"target_sid": target_sids, "ranked_sids": sids, "rank_strict": strict}
+        results["match_rule"] = "sid (a predicted SID matches when it equals the target's SID)"
+    cols["rank"] = rank
+    results["metrics"] = hr_ndcg(rank, ks)
+    if sids is not None:
+        results["metrics_strict"] = hr_ndcg(strict, ks)
+    # ranks are 1-based; null where the target is not among the K predictions
+    frame = pl.DataFrame(cols).with_columns(
+        pl.when(pl.col(c) > 0).then(pl.col(c)).cast(pl.Int32).alias(c)
+        for c in ("rank", "rank_strict")
+        if c in cols
+    )
+    frame.write_parquet(out / PREDICTIONS_FILE)
+    write_json(out / RESULTS_FILE, results)
+    return results

@@ -1,0 +1,183 @@
+"""``sidrec baseline sasrec``: SASRec (Kang & McAuley, 2018), the traditional reference.
+
+A causal transformer over item ids, trained with full-softmax cross-entropy on each user's
+training sequence (the loss on every item after the first: the same examples as every prefix
+of the training split), the epoch kept by validation NDCG@10, and evaluated with the same rows,
+metrics and files as ``sidrec evaluate``.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from sidrec.data.dataset import read_dataset
+from sidrec.evaluate.metrics import hr_ndcg, target_ranks
+from sidrec.evaluate.ranking import device_name, query_rows, write_ranking
+from sidrec.io import atomic_dir, check_output, write_json
+from sidrec.manifest import Run
+from sidrec.sft.convert import sequence_windows, user_sequences
+
+VALID_K = 10
+
+
+class SASRec(nn.Module):
+    """Item embeddings (shared with the output layer), learned positions and pre-norm
+    transformer blocks under a causal mask; item ``i`` is token ``i + 1``, 0 is padding."""
+
+    def __init__(
+        self, n_items: int, hidden: int, layers: int, heads: int, dropout: float, max_len: int
+    ) -> None:
+        super().__init__()
+        self.item = nn.Embedding(n_items + 1, hidden, padding_idx=0)
+        self.position = nn.Embedding(max_len, hidden)
+        self.dropout = nn.Dropout(dropout)
+        block = nn.TransformerEncoderLayer(
+            hidden, heads, 4 * hidden, dropout, activation="gelu", batch_first=True, norm_first=True
+        )
+        self.blocks = nn.TransformerEncoder(block, layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(hidden)
+        self.heads = heads
+
+    def forward(self, seq: torch.Tensor) -> torch.Tensor:
+        """Hidden states (B, L, H) of left-padded token sequences ``seq`` (B, L)."""
+        b, length = seq.shape
+        x = self.item(seq) * self.item.embedding_dim**0.5
+        x = self.dropout(x + self.position(torch.arange(length, device=seq.device)))
+        # causal, padding keys hidden; every position sees itself (no all-masked row)
+        future = torch.ones(length, length, dtype=torch.bool, device=seq.device).triu(1)
+        blocked = future | (seq == 0)[:, None, :]
+        blocked &= ~torch.eye(length, dtype=torch.bool, device=seq.device)
+        mask = blocked.repeat_interleave(self.heads, 0)
+        return self.norm(self.blocks(x, mask=mask))
+
+    def scores(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Scores (N, n_items) of every item for hidden states (N, H)."""
+        return hidden @ self.item.weight[1:].T
+
+
+def _pad_left(rows: list[list[int]], width: int) -> torch.Tensor:
+    out = torch.zeros(len(rows), width, dtype=torch.long)
+    for r, row in enumerate(rows):
+        if row:
+            out[r, width - len(row) :] = torch.as_tensor(row[-width:])
+    return out
+
+
+def _windows(seqs: list[list[int]], max_len: int) -> list[tuple[list[int], list[int]]]:
+    """(inputs, targets) per training window, items as tokens, targets -100 where no loss."""
+    out = []
+    for seq in seqs:
+        for start, first, end in sequence_windows(len(seq), max_len + 1):
+            inputs = [i + 1 for i in seq[start : end - 1]]
+            targets = [seq[j] if j >= first else -100 for j in range(start + 1, end)]
+            out.append((inputs, targets))
+    return out
+
+
+@torch.no_grad()
+def rank_items(
+    model: SASRec, histories: list[list[int]], k: int, max_len: int, batch: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``k`` items (N, k) and scores (N, k) after each history, full ranking."""
+    model.eval()
+    dev = next(model.parameters()).device
+    items, scores = [], []
+    for b in range(0, len(histories), batch):
+        part = [[i + 1 for i in h[-max_len:]] for h in histories[b : b + batch]]
+        hidden = model(_pad_left(part, max_len).to(dev))[:, -1]
+        top = model.scores(hidden).topk(k, dim=1)
+        items.append(top.indices.cpu().numpy())
+        scores.append(top.values.float().cpu().numpy())
+    return np.concatenate(items), np.concatenate(scores)
+
+
+def train_sasrec(
+    data: str | Path, out: str | Path, cfg: dict[str, Any], overwrite: bool = False
+) -> dict[str, Any]:
+    """Train SASRec on ``data``'s training sequences, keep the epoch with the best validation
+    NDCG@10, evaluate it on ``cfg["evaluate"]["split"]`` and write the model, ``train_log.json``,
+    ``results.json`` and ``predictions.parquet`` into ``out``. Returns the results."""
+    s = cfg["sasrec"]
+    out = Path(out)
+    check_output(out, overwrite)
+    ds, _ = read_dataset(data)
+    run = Run("baseline.sasrec", cfg, {"data": str(data)}, cfg["seed"])
+    torch.manual_seed(cfg["seed"])
+    rng = np.random.default_rng(cfg["seed"])
+    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    n_items = ds.items.height
+    model = SASRec(n_items, s["hidden"], s["layers"], s["heads"], s["dropout"], s["max_len"])
+    model.to(dev)
+    opt = torch.optim.AdamW(
+        model.parameters(), lr=s["learning_rate"], weight_decay=s["weight_decay"]
+    )
+    windows = _windows(user_sequences(ds), s["max_len"])
+    valid = query_rows(ds, "valid", s["max_valid_users"], cfg["seed"])
+    valid_hist = valid["history"].to_list()
+    valid_target = valid["target"].to_numpy()
+    best, best_state, waited, log = -1.0, None, 0, []
+    started = time.perf_counter()
+    for epoch in tqdm(range(1, s["epochs"] + 1), desc="sasrec"):
+        model.train()
+        total, count = 0.0, 0
+        order = rng.permutation(len(windows))
+        for b in range(0, len(windows), s["batch_size"]):
+            part = [windows[i] for i in order[b : b + s["batch_size"]]]
+            width = max(len(x) for x, _ in part)
+            seq = _pad_left([x for x, _ in part], width).to(dev)
+            target = torch.full((len(part), width), -100, dtype=torch.long)
+            for r, (_, t) in enumerate(part):
+                target[r, width - len(t) :] = torch.as_tensor(t)
+            target = target.to(dev)
+            keep = target >= 0
+            hidden = model(seq)[keep]
+            loss = nn.functional.cross_entropy(model.scores(hidden), target[keep])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += float(loss) * int(keep.sum())
+            count += int(keep.sum())
+        items, _ = rank_items(model, valid_hist, VALID_K, s["max_len"], s["eval_batch_size"])
+        metrics = hr_ndcg(target_ranks(items, valid_target), [VALID_K])
+        log.append({"epoch": epoch, "train_loss": total / max(count, 1), **metrics})
+        score = metrics[f"NDCG@{VALID_K}"]
+        if score > best:
+            best, waited = score, 0
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            waited += 1
+            if 0 < s["patience"] <= waited:
+                break
+    train_seconds = time.perf_counter() - started
+    model.load_state_dict(best_state)
+    e = cfg["evaluate"]
+    rows = query_rows(ds, e["split"], e["max_users"], cfg["seed"])
+    started = time.perf_counter()
+    items, scores = rank_items(
+        model, rows["history"].to_list(), s["top_k"], s["max_len"], s["eval_batch_size"]
+    )
+    info = {
+        "method": "sasrec",
+        "split": e["split"],
+        "top_k": s["top_k"],
+        "max_users": e["max_users"],
+        "best_epoch": max(log, key=lambda r: r[f"NDCG@{VALID_K}"])["epoch"],
+        "epochs_run": len(log),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "train_seconds": round(train_seconds, 3),
+        "seconds": round(time.perf_counter() - started, 3),
+        "device": device_name(),
+    }
+    with atomic_dir(out, overwrite) as tmp:
+        torch.save(model.state_dict(), tmp / "model.pt")
+        write_json(tmp / "train_log.json", log)
+        results = write_ranking(tmp, rows, items, scores, info)
+        run.finish(tmp, {"users": rows.height, "train_windows": len(windows)}, results=results)
+    return results

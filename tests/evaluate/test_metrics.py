@@ -1,0 +1,58 @@
+"""HR@K / NDCG@K against hand-computed values, and the two matching rules for shared SIDs."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from sidrec.evaluate.metrics import cutoffs, hr_ndcg, target_ranks
+from sidrec.evaluate.ranking import write_ranking
+from sidrec.io import read_json
+
+
+def test_ranks_and_metrics_by_hand() -> None:
+    ranked = np.array([[7, 1, 2], [1, 2, 7], [4, 5, 6], [9, 7, 8]])
+    targets = np.array([7, 7, 7, 8])
+    ranks = target_ranks(ranked, targets)
+    assert ranks.tolist() == [1, 3, 0, 3]  # rank 1, rank K, missing, rank K
+    m = hr_ndcg(ranks, [1, 3])
+    assert m["HR@1"] == 0.25 and m["NDCG@1"] == 0.25
+    assert m["HR@3"] == 0.75
+    assert m["NDCG@3"] == pytest.approx((1 + 2 * (1 / math.log2(4))) / 4)
+    assert m["NDCG@3"] == pytest.approx(0.5)
+
+
+def test_cutoffs_fit_the_beams() -> None:
+    assert cutoffs(20) == [1, 3, 5, 10, 20]
+    assert cutoffs(50) == [1, 3, 5, 10, 20, 50]
+    assert cutoffs(4) == [1, 3]
+
+
+def test_shared_sid_counts_once_under_the_strict_rule(tmp_path: Path) -> None:
+    """Items 0 and 2 share a SID (representative: item 0). A user whose target is item 2 and
+    who is recommended that SID is a hit by SID equality, a miss by the strict rule."""
+    rows = pl.DataFrame(
+        {"user_id": ["u", "v"], "history": [[1], [1]], "target": [2, 0]},
+        schema={"user_id": pl.String, "history": pl.List(pl.Int64), "target": pl.Int64},
+    )
+    sid = {0: "<a_0>", 1: "<a_1>", 2: "<a_0>"}
+    items = np.array([[0, 1], [1, 0]])
+    results = write_ranking(
+        tmp_path,
+        rows,
+        items,
+        np.array([[-0.1, -2.0], [-0.5, -0.9]]),
+        {"method": "test"},
+        sids=[[sid[i] for i in r] for r in items.tolist()],
+        target_sids=[sid[2], sid[0]],
+    )
+    assert results["metrics"]["HR@1"] == 0.5 and results["metrics_strict"]["HR@1"] == 0.0
+    assert results["metrics_strict"]["NDCG@1"] == 0.0 and results["ks"] == [1]
+    pred = pl.read_parquet(tmp_path / "predictions.parquet")
+    assert pred["rank"].to_list() == [1, 2]
+    assert pred["rank_strict"].to_list() == [None, 2]
+    assert read_json(tmp_path / "results.json") == results
