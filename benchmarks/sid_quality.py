@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import tempfile
 import time
@@ -20,7 +18,7 @@ from pathlib import Path
 
 from sidrec.config import load_config
 from sidrec.data.stage import import_minionerec_dir
-from sidrec.manifest import git_commit
+from sidrec.manifest import git_commit, machine
 from sidrec.rq.embed import embed_dataset
 from sidrec.rq.stage import build_sids, report_sids
 
@@ -76,15 +74,9 @@ def run(src: Path, overrides: list[str], methods: tuple[str, ...] = METHODS) -> 
             "seed": cfg["seed"],
         },
         "results": results,
-        "machine": {"cpus": os.cpu_count(), "gpu": _gpu(), "python": platform.python_version()},
+        "machine": machine(),
         "sidrec_commit": git_commit(),
     }
-
-
-def _gpu() -> str | None:
-    import torch
-
-    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,7 +16,7 @@ import torch
 from accelerate import PartialState
 from accelerate.utils import gather_object
 from tqdm.auto import tqdm
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM
 
 from sidrec.data.dataset import read_dataset
 from sidrec.decoding import PrefixIndex, beam_search
@@ -25,6 +25,7 @@ from sidrec.evaluate.ranking import device_name, query_rows, write_ranking
 from sidrec.io import atomic_dir, check_output
 from sidrec.manifest import Run
 from sidrec.prompts import PromptSpec, encode_prompt
+from sidrec.sft.models import load_tokenizer
 from sidrec.sids import read_sid_dir
 from sidrec.training import use_bf16
 
@@ -33,7 +34,7 @@ def load_sid_model(model_dir: str | Path, device: torch.device, bf16: bool) -> t
     """A trained SID model (``sidrec sft`` or ``rl`` output) and its tokenizer, for inference."""
     model_dir = require_file(model_dir, "model directory")
     require_file(Path(model_dir) / "config.json", "model config (is this an sft output?)")
-    tok = AutoTokenizer.from_pretrained(model_dir)
+    tok = load_tokenizer(model_dir)
     dtype = torch.bfloat16 if bf16 else torch.float32
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(device).eval()
     return model, tok

@@ -237,7 +237,7 @@ class PrefixIndex:
         return full
 
     def constrain(self, scores: torch.Tensor, generated: torch.Tensor) -> torch.Tensor:
-        """``scores`` (B, V) log-probabilities with disallowed tokens at -inf.
+        """``scores`` (B, V) log-probabilities with disallowed tokens at -inf, in place.
 
         Where end-of-sequence is the only way on (a complete SID), it scores 0: an item's score
         is the log-probability of its SID, whatever the model says about ending.
@@ -245,10 +245,12 @@ class PrefixIndex:
         node = self.nodes(generated)
         mask = self.allowed_local(node)
         local = scores[:, self.to_global].masked_fill(~mask, float("-inf"))
-        local[:, self.eos_local] = torch.where(self.eos_only[node], 0.0, local[:, self.eos_local])
-        out = torch.full_like(scores, float("-inf"))
-        out[:, self.to_global] = local
-        return out
+        local[:, self.eos_local] = torch.where(
+            self.eos_only[node], 0.0, local[:, self.eos_local]
+        )
+        scores.fill_(float("-inf"))
+        scores[:, self.to_global] = local
+        return scores
 
     def sids_of(self, generated: torch.Tensor) -> torch.Tensor:
         """SID index spelled by each row of ``generated`` (B, t), up to its first

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
 import time
@@ -28,6 +29,14 @@ def git_commit() -> str | None:
     except (OSError, subprocess.TimeoutExpired):
         return None
     return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else None
+
+
+def machine() -> dict[str, Any]:
+    """The machine a run or benchmark ran on: CPU count, GPU name (or None), Python."""
+    import torch
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {"cpus": os.cpu_count(), "gpu": gpu, "python": platform.python_version()}
 
 
 def _iso(ts: float) -> str:

@@ -4,12 +4,13 @@ on Beauty with LETTER's SIDs, a SID-only vocabulary and whole-sequence training.
 from pathlib import Path
 
 import pytest
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM
 
 from sidrec.config import load_config
 from sidrec.io import read_json
 from sidrec.pipeline import run_pipeline
 from sidrec.prompts import PromptSpec
+from sidrec.sft.models import load_tokenizer
 
 REPO = Path(__file__).resolve().parents[2]
 TINY_MODEL = [
@@ -63,8 +64,9 @@ def test_beauty_config_trains_on_whole_sequences(
     assert "embeddings" not in outputs  # LETTER's SIDs are used as shipped
     examples = read_json(outputs["examples"] / "manifest.json")
     assert examples["counts"]["train"]["sid_sequence"] >= 22_363  # one per user, + windows
-    tok = AutoTokenizer.from_pretrained(outputs["sft"])
+    tok = load_tokenizer(outputs["sft"])
     assert len(tok) == 3 + 4 * 256  # specials + the SID tokens, nothing else
+    assert len(tok("<a_1><b_2><c_3><d_4>")["input_ids"]) == 4
     model = AutoModelForCausalLM.from_pretrained(outputs["sft"])
     assert model.config.vocab_size == len(tok)
     spec = PromptSpec.load(outputs["sft"])
