@@ -245,9 +245,7 @@ class PrefixIndex:
         node = self.nodes(generated)
         mask = self.allowed_local(node)
         local = scores[:, self.to_global].masked_fill(~mask, float("-inf"))
-        local[:, self.eos_local] = torch.where(
-            self.eos_only[node], 0.0, local[:, self.eos_local]
-        )
+        local[:, self.eos_local] = torch.where(self.eos_only[node], 0.0, local[:, self.eos_local])
         scores.fill_(float("-inf"))
         scores[:, self.to_global] = local
         return scores

@@ -33,3 +33,15 @@ def test_sid_quality_benchmark(minionerec_src: Path, tmp_path: Path) -> None:
     shipped = result["results"]["minionerec_shipped"]
     assert shipped["shared_sids"] == 15 and shipped["levels"][0]["used"] == 48
     assert result["machine"]["cpus"] and "embed_model" in result["settings"]
+
+
+@pytest.mark.slow
+def test_decode_speed_benchmark(minionerec_src: Path) -> None:
+    bench = _load("decode_speed")
+    index = minionerec_src / "index" / "Industrial_and_Scientific.index.json"
+    result = bench.run(repeats=1, catalogs={"industrial_3686": index})
+    assert len(result["results"]) == 4  # beams 20, 50 x batch 8, 32; the masks agreed
+    for row in result["results"]:
+        assert row["items"] == 3686
+        assert row["speedup_vs_per_beam_dict"] > 1
+        assert 0 < row["generate_tiny_sid-only"]["constraint_share"] < 1
