@@ -142,7 +142,7 @@ def train_sasrec(
             opt.zero_grad()
             loss.backward()
             opt.step()
-            total += float(loss) * int(keep.sum())
+            total += float(loss.detach()) * int(keep.sum())
             count += int(keep.sum())
         items, _ = rank_items(model, valid_hist, VALID_K, s["max_len"], s["eval_batch_size"])
         metrics = hr_ndcg(target_ranks(items, valid_target), [VALID_K])

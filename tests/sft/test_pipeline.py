@@ -1,5 +1,6 @@
-"""The one-shot pipeline through SFT: on synthetic data with an extended Qwen2 tokenizer, and
-on Beauty with LETTER's SIDs, a SID-only vocabulary and whole-sequence training."""
+"""The one-shot pipeline through SFT and evaluation: on synthetic data with an extended Qwen2
+tokenizer, and on Beauty with LETTER's SIDs, a SID-only vocabulary and whole-sequence
+training."""
 
 from pathlib import Path
 
@@ -21,6 +22,8 @@ TINY_MODEL = [
     "sft.max_steps=4",
     "sft.eval_steps=2",
     "convert.max_valid_examples=32",
+    "evaluate.max_users=64",
+    "evaluate.num_beams=5",
 ]
 
 
@@ -39,12 +42,15 @@ def test_demo_pipeline_runs_through_sft(tmp_path: Path) -> None:
     )
     logs: list[str] = []
     outputs = run_pipeline(cfg, log=logs.append)
-    assert list(outputs) == ["data", "embeddings", "sid", "examples", "sft"]
+    assert list(outputs) == ["data", "embeddings", "sid", "examples", "sft", "evaluate"]
     manifest = read_json(outputs["sft"] / "manifest.json")
     assert manifest["counts"]["steps"] == 4 and manifest["base_model"] == "tiny-qwen2"
+    results = read_json(outputs["evaluate"] / "results.json")
+    assert results["users"] == 64 and results["ks"] == [1, 3, 5]
+    assert any(m.startswith("test (64 users") for m in logs)
     logs.clear()
     run_pipeline(cfg, log=logs.append)
-    assert [m.split()[1] for m in logs if m.startswith("[")] == ["complete"] * 5
+    assert [m.split()[1] for m in logs if m.startswith("[")] == ["complete"] * 6
 
 
 def test_beauty_config_trains_on_whole_sequences(
@@ -72,6 +78,8 @@ def test_beauty_config_trains_on_whole_sequences(
     spec = PromptSpec.load(outputs["sft"])
     assert spec.format == "sequence" and not spec.chat_template
     assert spec.history_text(["<a_1><b_2><c_3><d_4>"]) == "<a_1><b_2><c_3><d_4>"
+    results = read_json(outputs["evaluate"] / "results.json")
+    assert results["users"] == 64 and results["shared_sids"] == 11
 
 
 @pytest.mark.slow
