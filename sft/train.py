@@ -145,6 +145,18 @@ def _train_only_rows(model: PreTrainedModel, rows: list[int]) -> None:
         w.register_hook(keep_rows)
 
 
+def add_embedding_dropout(model: PreTrainedModel, p: float) -> None:
+    """Dropout on the input embeddings' output while training (Qwen2 has attention dropout
+    only; small models trained from scratch on small data overfit without more)."""
+    if p <= 0:
+        return
+
+    def drop(module: torch.nn.Module, args: Any, output: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.dropout(output, p, module.training)
+
+    model.get_input_embeddings().register_forward_hook(drop)
+
+
 def _apply_mode(model: PreTrainedModel, cfg: dict[str, Any], sid_ids: list[int]) -> Any:
     """The model to train for ``sft.mode`` (``sid_ids``: the rows of the SID tokens)."""
     mode = cfg["sft"]["mode"]
@@ -226,6 +238,7 @@ def train_sft(
     _check_unknown_tokens(valid, tok, examples / "valid.parquet")
     if len(train) == 0:
         raise SidrecError(f"every training example is longer than sft.max_length={s['max_length']}")
+    add_embedding_dropout(model, s["embedding_dropout"])
     model = _apply_mode(model, cfg, sid_ids)
 
     has_valid = len(valid) > 0

@@ -11,8 +11,9 @@ A :class:`PrefixIndex` is a trie of every distinct SID, kept as tensors on the m
   prefix that left the trie (or a finished sequence padded with end-of-sequence) allows only
   end-of-sequence, so the allowed set is never empty and never silently unconstrained.
 
-Tokens are handled in a local vocabulary (the SID tokens the catalog uses, then end-of-sequence)
-and scattered back to the model's vocabulary once per step.
+After ``t`` generated tokens every beam is at a depth-``t`` node (or at end), so a step's mask
+covers only level ``t``'s code tokens and end-of-sequence: one gather of those score columns,
+one fill of the rest with -inf, one copy back.
 """
 
 from __future__ import annotations
@@ -143,14 +144,38 @@ class PrefixIndex:
         indptr = np.cumsum(indptr)
         fan_out = np.diff(indptr)
 
+        # after t tokens every beam sits at a depth-t node or at end, so step t can only allow
+        # level t's codes and end-of-sequence: masks cover those columns (eos last) only
+        levels = np.array([lv for lv, _ in pairs])
+        self.step_lo = np.searchsorted(levels, np.arange(depth + 1)).tolist()
+        step_hi = np.searchsorted(levels, np.arange(depth + 1), side="right").tolist()
+        step_cols = [
+            np.append(np.arange(self.step_lo[t], step_hi[t]), self.eos_local)
+            for t in range(depth + 1)
+        ]
         dense_levels = min(dense_depth, depth)
-        while dense_levels > 0 and level_start[dense_levels] * width > DENSE_CELLS:
+        while dense_levels > 0 and (
+            sum(
+                (level_start[t + 1] - level_start[t]) * len(step_cols[t])
+                for t in range(dense_levels)
+            )
+            > DENSE_CELLS
+        ):
             dense_levels -= 1
-        self.n_dense = level_start[dense_levels]
-        dense = np.zeros((max(self.n_dense, 1), width), dtype=bool)
-        in_dense = parent < self.n_dense
-        dense[parent[in_dense], token[in_dense]] = True
-        self.tail_width = int(fan_out[self.n_dense :].max())
+        self.dense_levels = dense_levels
+        self.level_start = level_start
+        # dense levels: per node, an additive bias over the step's columns (0 allowed, -inf
+        # not), plus a last row for end (end-of-sequence only)
+        dense = []
+        for t in range(dense_levels):
+            n_t, w_t = level_start[t + 1] - level_start[t], len(step_cols[t])
+            table_t = np.full((n_t + 1, w_t), -np.inf, dtype=np.float32)
+            edges = (parent >= level_start[t]) & (parent < level_start[t + 1])
+            cols = np.where(token[edges] == self.eos_local, w_t - 1, token[edges] - self.step_lo[t])
+            table_t[parent[edges] - level_start[t], cols] = 0.0
+            table_t[n_t, w_t - 1] = 0.0
+            dense.append(table_t)
+        self.tail_width = int(fan_out[level_start[dense_levels] :].max())
         sid_of_node = np.full(n_nodes, -1, dtype=np.int64)
         sid_of_node[node_of_sid] = np.arange(len(paths))
         eos_only = (fan_out == 1) & (token[indptr[:-1].clip(max=len(token) - 1)] == self.eos_local)
@@ -162,13 +187,13 @@ class PrefixIndex:
         self.end = end
         self.depth = depth
         self.n_nodes = n_nodes
-        self.to_global = torch.as_tensor(to_global, device=dev)
         self.to_local = torch.as_tensor(to_local, device=dev)
         self.edge_key = torch.as_tensor(parent * width + token, device=dev)
         self.edge_token = torch.as_tensor(token, device=dev)
         self.edge_child = torch.as_tensor(child, device=dev)
         self.indptr = torch.as_tensor(indptr, device=dev)
-        self.dense = torch.as_tensor(dense, device=dev)
+        self.dense = [torch.as_tensor(d, device=dev) for d in dense]
+        self.step_global = [torch.as_tensor(to_global, device=dev)[c] for c in step_cols]
         self.sid_of_node = torch.as_tensor(sid_of_node, device=dev)
         self.eos_only = torch.as_tensor(eos_only, device=dev)
 
@@ -197,6 +222,8 @@ class PrefixIndex:
         for name, value in vars(self).items():
             if isinstance(value, torch.Tensor):
                 setattr(self, name, value.to(device))
+            elif isinstance(value, list) and value and isinstance(value[0], torch.Tensor):
+                setattr(self, name, [v.to(device) for v in value])
         return self
 
     def _step(self, node: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
@@ -214,26 +241,38 @@ class PrefixIndex:
             node = self._step(node, generated[:, j])
         return node
 
-    def allowed_local(self, node: torch.Tensor) -> torch.Tensor:
-        """Allowed next tokens of ``node`` (B,) as a mask over the local vocabulary (B, width)."""
-        dense = self.dense[node.clamp(max=self.dense.shape[0] - 1)]
+    def step_bias(self, node: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """What ``step`` (tokens generated so far) allows after each of ``node`` (B,).
+
+        Returns an additive bias (B, W), 0 where allowed and -inf where not, over the W tokens
+        that step can allow at all (level ``step``'s codes, then end-of-sequence), and those
+        tokens' model ids (W,).
+        """
+        t = min(step, self.depth)
+        cols = self.step_global[t]
+        width = cols.shape[0]
+        if t < self.dense_levels:
+            table = self.dense[t]
+            rows = torch.where(node == self.end, table.shape[0] - 1, node - self.level_start[t])
+            return table.index_select(0, rows), cols
         offsets = torch.arange(self.tail_width, device=node.device)
         start = self.indptr[node]
         valid = offsets < (self.indptr[node + 1] - start)[:, None]
         edge = (start[:, None] + offsets).clamp(max=len(self.edge_token) - 1)
+        token = self.edge_token[edge]
+        col = torch.where(token == self.eos_local, width - 1, token - self.step_lo[t])
         # invalid window slots write into a spare column that is dropped
-        cols = torch.where(valid, self.edge_token[edge], self.width)
-        tail = torch.zeros(node.shape[0], self.width + 1, dtype=torch.bool, device=node.device)
-        tail.scatter_(1, cols, True)
-        return torch.where((node < self.n_dense)[:, None], dense, tail[:, : self.width])
+        col = torch.where(valid, col, width)
+        bias = torch.full((node.shape[0], width + 1), float("-inf"), device=node.device)
+        return bias.scatter_(1, col, 0.0)[:, :width], cols
 
     def allowed_tokens(self, generated: torch.Tensor) -> torch.Tensor:
         """Allowed next model tokens after each row of ``generated`` (B, t) -> mask (B, V)."""
-        mask = self.allowed_local(self.nodes(generated))
+        bias, cols = self.step_bias(self.nodes(generated), generated.shape[1])
         full = torch.zeros(
-            generated.shape[0], self.to_local.shape[0], dtype=torch.bool, device=mask.device
+            generated.shape[0], self.to_local.shape[0], dtype=torch.bool, device=bias.device
         )
-        full[:, self.to_global] = mask
+        full[:, cols] = bias == 0
         return full
 
     def constrain(self, scores: torch.Tensor, generated: torch.Tensor) -> torch.Tensor:
@@ -243,12 +282,11 @@ class PrefixIndex:
         is the log-probability of its SID, whatever the model says about ending.
         """
         node = self.nodes(generated)
-        mask = self.allowed_local(node)
-        local = scores[:, self.to_global].masked_fill(~mask, float("-inf"))
-        local[:, self.eos_local] = torch.where(self.eos_only[node], 0.0, local[:, self.eos_local])
+        bias, cols = self.step_bias(node, generated.shape[1])
+        kept = scores.index_select(1, cols).add_(bias)
+        kept[:, -1] = torch.where(self.eos_only[node], 0.0, kept[:, -1])
         scores.fill_(float("-inf"))
-        scores[:, self.to_global] = local
-        return scores
+        return scores.index_copy_(1, cols, kept)
 
     def sids_of(self, generated: torch.Tensor) -> torch.Tensor:
         """SID index spelled by each row of ``generated`` (B, t), up to its first

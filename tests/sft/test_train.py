@@ -16,7 +16,12 @@ from sidrec.io import read_json
 from sidrec.prompts import PromptSpec
 from sidrec.sft.convert import convert
 from sidrec.sft.models import add_sid_tokens, load_base_model, sid_vocabulary
-from sidrec.sft.train import CompletionWindowCollator, tokenize_examples, train_sft
+from sidrec.sft.train import (
+    CompletionWindowCollator,
+    add_embedding_dropout,
+    tokenize_examples,
+    train_sft,
+)
 from sidrec.sids import read_sid_dir
 
 TINY = [
@@ -271,3 +276,15 @@ def test_two_processes_train_through_the_launch_script(
     assert manifest["gradient_accumulation_steps"] == 1  # 16 = 8 per device x 2 processes
     assert manifest["counts"]["steps"] == 6
     assert AutoModelForCausalLM.from_pretrained(out).config.vocab_size > 151_000
+
+
+def test_embedding_dropout_acts_only_in_training(cache: Path) -> None:
+    model, _ = load_base_model(_cfg(cache))
+    add_embedding_dropout(model, 0.5)
+    ids = torch.arange(3, 40)[None]
+    emb = model.get_input_embeddings()
+    model.train()
+    dropped = emb(ids)
+    assert (dropped == 0).float().mean() > 0.3
+    model.eval()
+    assert torch.equal(emb(ids), emb.weight[ids])
