@@ -96,6 +96,17 @@ STAGES = (
 )
 
 
+def _previous_config(path: Path) -> dict[str, Any] | None:
+    """The config of the last run, with keys added to sidrec since then at their defaults (so
+    a new option does not make finished stages look changed); None if there was no run."""
+    if not path.exists():
+        return None
+    try:
+        return load_config(path)
+    except SidrecError:  # a key that no longer exists: compare as written
+        return yaml.safe_load(path.read_text())
+
+
 def run_pipeline(
     cfg: dict[str, Any],
     force: bool = False,
@@ -109,8 +120,7 @@ def run_pipeline(
         raise SidrecError(f"--until must be one of {names}, got {until!r}")
     root = Path(cfg["output_root"]) / cfg["run_name"]
     root.mkdir(parents=True, exist_ok=True)
-    previous_file = root / CONFIG_FILE
-    previous = yaml.safe_load(previous_file.read_text()) if previous_file.exists() else None
+    previous = _previous_config(root / CONFIG_FILE)
     outputs: dict[str, Path] = {}
     rebuild = force
     for stage in STAGES:
@@ -130,7 +140,7 @@ def run_pipeline(
         outputs[stage.name] = out
         if stage.name == until:
             break
-    write_yaml(previous_file, cfg)
+    write_yaml(root / CONFIG_FILE, cfg)
     return outputs
 
 

@@ -4,6 +4,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 import sidrec.data.dataset as dataset_mod
 from sidrec.cli import main
@@ -52,6 +53,14 @@ def test_pipeline_resumes_and_rebuilds_on_change(tmp_path: Path) -> None:
     assert all(is_complete(p) for p in outputs.values())
     assert [m.split()[1] for m in logs if m.startswith("[")] == ["building"] * 3
     logs.clear()
+    run_pipeline(cfg, log=logs.append, until="sid")
+    assert [m.split()[1] for m in logs if m.startswith("[")] == ["complete"] * 3
+    logs.clear()
+    # a run by an older sidrec, which lacked a key that now has a default, is still unchanged
+    stored = tmp_path / cfg["run_name"] / "config.yaml"
+    old = yaml.safe_load(stored.read_text())
+    del old["sid"]["kmeans_iters"]
+    stored.write_text(yaml.safe_dump(old))
     run_pipeline(cfg, log=logs.append, until="sid")
     assert [m.split()[1] for m in logs if m.startswith("[")] == ["complete"] * 3
     logs.clear()
