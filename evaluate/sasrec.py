@@ -81,6 +81,20 @@ def _windows(seqs: list[list[int]], max_len: int) -> list[tuple[list[int], list[
     return out
 
 
+def _length_grouped_batches(
+    windows: list[tuple[list[int], list[int]]], size: int, rng: np.random.Generator
+) -> list[np.ndarray]:
+    """Shuffled batches of windows of similar length (little padding): a random order cut into
+    groups of 50 batches, each sorted by length, and the batches shuffled."""
+    order = rng.permutation(len(windows))
+    lengths = np.array([len(windows[i][0]) for i in order])
+    batches = []
+    for g in range(0, len(order), 50 * size):
+        group = order[g : g + 50 * size][np.argsort(-lengths[g : g + 50 * size], kind="stable")]
+        batches += [group[b : b + size] for b in range(0, len(group), size)]
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
 @torch.no_grad()
 def rank_items(
     model: SASRec, histories: list[list[int]], k: int, max_len: int, batch: int
@@ -127,9 +141,8 @@ def train_sasrec(
     for epoch in tqdm(range(1, s["epochs"] + 1), desc="sasrec"):
         model.train()
         total, count = 0.0, 0
-        order = rng.permutation(len(windows))
-        for b in range(0, len(windows), s["batch_size"]):
-            part = [windows[i] for i in order[b : b + s["batch_size"]]]
+        for batch in _length_grouped_batches(windows, s["batch_size"], rng):
+            part = [windows[i] for i in batch]
             width = max(len(x) for x, _ in part)
             seq = _pad_left([x for x, _ in part], width).to(dev)
             target = torch.full((len(part), width), -100, dtype=torch.long)
