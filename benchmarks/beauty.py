@@ -12,7 +12,6 @@ with both beside the published rows. Stages already complete with the same confi
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -22,7 +21,7 @@ from sidrec.config import load_config, stage_path
 from sidrec.evaluate.ranking import RESULTS_FILE
 from sidrec.evaluate.sasrec import train_sasrec
 from sidrec.io import is_complete, read_json
-from sidrec.manifest import git_commit, machine
+from sidrec.manifest import git_commit, machine, print_report
 from sidrec.pipeline import run_pipeline
 
 REPO = Path(__file__).resolve().parents[1]
@@ -116,10 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     a = p.parse_args(argv)
     result = run(a.config, a.overrides, a.fresh)
-    text = json.dumps(result, indent=2)
-    print(text)
-    if a.out:
-        a.out.write_text(text + "\n")
+    print_report(result, a.out)
     return 0
 
 

@@ -30,7 +30,7 @@ import torch
 from transformers import PrefixConstrainedLogitsProcessor, Qwen2Config, Qwen2ForCausalLM
 
 from sidrec.decoding import Catalog, PrefixIndex, SidConstraint, beam_search
-from sidrec.manifest import git_commit, machine
+from sidrec.manifest import git_commit, machine, print_report
 from sidrec.sids import SidTable, read_index_json
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -216,10 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, help="also write the JSON here")
     a = p.parse_args(argv)
     result = run(a.repeats)
-    text = json.dumps(result, indent=2)
-    print(text)
-    if a.out:
-        a.out.write_text(text + "\n")
+    print_report(result, a.out)
     return 0
 
 

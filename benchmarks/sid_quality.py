@@ -10,7 +10,6 @@ de-duplication, per-level utilization and entropy, reconstruction error and seco
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -18,7 +17,7 @@ from pathlib import Path
 
 from sidrec.config import load_config
 from sidrec.data.stage import import_minionerec_dir
-from sidrec.manifest import git_commit, machine
+from sidrec.manifest import git_commit, machine, print_report
 from sidrec.rq.embed import embed_dataset
 from sidrec.rq.stage import build_sids, report_sids
 
@@ -87,10 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     a = p.parse_args(argv)
     result = run(a.src, [f"embed.model={a.model}", *a.overrides])
-    text = json.dumps(result, indent=2)
-    print(text)
-    if a.out:
-        a.out.write_text(text + "\n")
+    print_report(result, a.out)
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import subprocess
@@ -37,6 +38,14 @@ def machine() -> dict[str, Any]:
 
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     return {"cpus": os.cpu_count(), "gpu": gpu, "python": platform.python_version()}
+
+
+def print_report(result: dict[str, Any], out: Path | None = None) -> None:
+    """Print a benchmark's JSON result, and also write it to ``out`` when given."""
+    text = json.dumps(result, indent=2)
+    print(text)
+    if out is not None:
+        out.write_text(text + "\n")
 
 
 def _iso(ts: float) -> str:
