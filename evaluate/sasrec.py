@@ -29,7 +29,10 @@ VALID_K = 10
 
 class SASRec(nn.Module):
     """Item embeddings (shared with the output layer), learned positions and pre-norm
-    transformer blocks under a causal mask; item ``i`` is token ``i + 1``, 0 is padding."""
+    transformer blocks under a causal mask; item ``i`` is token ``i + 1``, 0 is padding.
+
+    Positions count back from the end of the (left-padded) window, as if every sequence were
+    padded to ``max_len``: a history gets the same positions whatever its batch's width."""
 
     def __init__(
         self, n_items: int, hidden: int, layers: int, heads: int, dropout: float, max_len: int
@@ -49,7 +52,8 @@ class SASRec(nn.Module):
         """Hidden states (B, L, H) of left-padded token sequences ``seq`` (B, L)."""
         b, length = seq.shape
         x = self.item(seq) * self.item.embedding_dim**0.5
-        x = self.dropout(x + self.position(torch.arange(length, device=seq.device)))
+        n = self.position.num_embeddings
+        x = self.dropout(x + self.position(torch.arange(n - length, n, device=seq.device)))
         # causal, padding keys hidden; every position sees itself (no all-masked row)
         future = torch.ones(length, length, dtype=torch.bool, device=seq.device).triu(1)
         blocked = future | (seq == 0)[:, None, :]
@@ -95,6 +99,35 @@ def _length_grouped_batches(
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
+def train_epoch(
+    model: SASRec,
+    opt: torch.optim.Optimizer,
+    windows: list[tuple[list[int], list[int]]],
+    batch_size: int,
+    rng: np.random.Generator,
+) -> float:
+    """One pass over ``windows`` (from ``_windows``); returns the mean loss per target."""
+    model.train()
+    dev = next(model.parameters()).device
+    total, count = 0.0, 0
+    for batch in _length_grouped_batches(windows, batch_size, rng):
+        part = [windows[i] for i in batch]
+        width = max(len(x) for x, _ in part)
+        seq = _pad_left([x for x, _ in part], width).to(dev)
+        target = torch.full((len(part), width), -100, dtype=torch.long)
+        for r, (_, t) in enumerate(part):
+            target[r, width - len(t) :] = torch.as_tensor(t)
+        target = target.to(dev)
+        keep = target >= 0
+        loss = nn.functional.cross_entropy(model.scores(model(seq)[keep]), target[keep])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        total += float(loss.detach()) * int(keep.sum())
+        count += int(keep.sum())
+    return total / max(count, 1)
+
+
 @torch.no_grad()
 def rank_items(
     model: SASRec, histories: list[list[int]], k: int, max_len: int, batch: int
@@ -138,29 +171,14 @@ def train_sasrec(
     valid_target = valid["target"].to_numpy()
     best, best_state, waited, log = -1.0, None, 0, []
     started = time.perf_counter()
-    for epoch in tqdm(range(1, s["epochs"] + 1), desc="sasrec"):
-        model.train()
-        total, count = 0.0, 0
-        for batch in _length_grouped_batches(windows, s["batch_size"], rng):
-            part = [windows[i] for i in batch]
-            width = max(len(x) for x, _ in part)
-            seq = _pad_left([x for x, _ in part], width).to(dev)
-            target = torch.full((len(part), width), -100, dtype=torch.long)
-            for r, (_, t) in enumerate(part):
-                target[r, width - len(t) :] = torch.as_tensor(t)
-            target = target.to(dev)
-            keep = target >= 0
-            hidden = model(seq)[keep]
-            loss = nn.functional.cross_entropy(model.scores(hidden), target[keep])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            total += float(loss.detach()) * int(keep.sum())
-            count += int(keep.sum())
+    bar = tqdm(range(1, s["epochs"] + 1), desc="sasrec")
+    for epoch in bar:
+        train_loss = train_epoch(model, opt, windows, s["batch_size"], rng)
         items, _ = rank_items(model, valid_hist, VALID_K, s["max_len"], s["eval_batch_size"])
         metrics = hr_ndcg(target_ranks(items, valid_target), [VALID_K])
-        log.append({"epoch": epoch, "train_loss": total / max(count, 1), **metrics})
+        log.append({"epoch": epoch, "train_loss": train_loss, **metrics})
         score = metrics[f"NDCG@{VALID_K}"]
+        bar.set_postfix(loss=f"{train_loss:.3f}", valid_ndcg10=f"{score:.4f}")
         if score > best:
             best, waited = score, 0
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
