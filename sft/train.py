@@ -145,16 +145,34 @@ def _train_only_rows(model: PreTrainedModel, rows: list[int]) -> None:
         w.register_hook(keep_rows)
 
 
-def add_embedding_dropout(model: PreTrainedModel, p: float) -> None:
-    """Dropout on the input embeddings' output while training (Qwen2 has attention dropout
-    only; small models trained from scratch on small data overfit without more)."""
-    if p <= 0:
-        return
+# the projections that end each attention and MLP sublayer in Llama-family models (Qwen2,
+# Llama, SmolLM2, Mistral): dropout on their output is the classic residual dropout
+RESIDUAL_OUTPUTS = ("o_proj", "down_proj")
 
-    def drop(module: torch.nn.Module, args: Any, output: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.dropout(output, p, module.training)
 
-    model.get_input_embeddings().register_forward_hook(drop)
+def add_dropout(model: PreTrainedModel, embedding: float, residual: float) -> None:
+    """Dropout while training on the input embeddings' output (``embedding``) and on every
+    attention and MLP sublayer's output before it joins the residual stream (``residual``).
+    Qwen2 has attention dropout only; small models trained from scratch on small data overfit
+    without more."""
+
+    def hook(p: float) -> Any:
+        def drop(module: torch.nn.Module, args: Any, output: torch.Tensor) -> torch.Tensor:
+            return torch.nn.functional.dropout(output, p, module.training)
+
+        return drop
+
+    if embedding > 0:
+        model.get_input_embeddings().register_forward_hook(hook(embedding))
+    if residual > 0:
+        ends = [m for n, m in model.named_modules() if n.rsplit(".", 1)[-1] in RESIDUAL_OUTPUTS]
+        if not ends:
+            raise SidrecError(
+                f"sft.residual_dropout needs sublayers named {' or '.join(RESIDUAL_OUTPUTS)} "
+                f"(Llama-family models); {type(model).__name__} has none"
+            )
+        for module in ends:
+            module.register_forward_hook(hook(residual))
 
 
 def _apply_mode(model: PreTrainedModel, cfg: dict[str, Any], sid_ids: list[int]) -> Any:
@@ -238,7 +256,7 @@ def train_sft(
     _check_unknown_tokens(valid, tok, examples / "valid.parquet")
     if len(train) == 0:
         raise SidrecError(f"every training example is longer than sft.max_length={s['max_length']}")
-    add_embedding_dropout(model, s["embedding_dropout"])
+    add_dropout(model, s["embedding_dropout"], s["residual_dropout"])
     model = _apply_mode(model, cfg, sid_ids)
 
     has_valid = len(valid) > 0

@@ -18,7 +18,7 @@ from sidrec.sft.convert import convert
 from sidrec.sft.models import add_sid_tokens, load_base_model, sid_vocabulary
 from sidrec.sft.train import (
     CompletionWindowCollator,
-    add_embedding_dropout,
+    add_dropout,
     tokenize_examples,
     train_sft,
 )
@@ -278,13 +278,24 @@ def test_two_processes_train_through_the_launch_script(
     assert AutoModelForCausalLM.from_pretrained(out).config.vocab_size > 151_000
 
 
-def test_embedding_dropout_acts_only_in_training(cache: Path) -> None:
+def test_dropout_acts_only_in_training(cache: Path) -> None:
     model, _ = load_base_model(_cfg(cache))
-    add_embedding_dropout(model, 0.5)
     ids = torch.arange(3, 40)[None]
+    model.eval()
+    with torch.no_grad():
+        clean = model(ids).logits
+    add_dropout(model, 0.5, 0.5)
     emb = model.get_input_embeddings()
     model.train()
-    dropped = emb(ids)
-    assert (dropped == 0).float().mean() > 0.3
+    assert (emb(ids) == 0).float().mean() > 0.3
+    down = model.model.layers[0].mlp.down_proj
+    assert (down(torch.ones(1, down.in_features)) == 0).float().mean() > 0.3
     model.eval()
     assert torch.equal(emb(ids), emb.weight[ids])
+    with torch.no_grad():
+        assert torch.equal(model(ids).logits, clean)
+
+
+def test_residual_dropout_needs_llama_style_sublayers() -> None:
+    with pytest.raises(SidrecError, match="residual_dropout.*Sequential"):
+        add_dropout(torch.nn.Sequential(torch.nn.Embedding(4, 2)), 0.0, 0.1)
