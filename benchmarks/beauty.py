@@ -21,8 +21,8 @@ from sidrec.config import load_config, stage_path
 from sidrec.evaluate.ranking import RESULTS_FILE
 from sidrec.evaluate.sasrec import train_sasrec
 from sidrec.io import is_complete, read_json
-from sidrec.manifest import git_commit, machine, print_report
-from sidrec.pipeline import run_pipeline
+from sidrec.manifest import CONFIG_FILE, git_commit, machine, print_report
+from sidrec.pipeline import previous_config, run_pipeline, same_config
 
 REPO = Path(__file__).resolve().parents[1]
 # Recall@K (= HR@K) and NDCG@K, full ranking (BENCHMARKS.md)
@@ -37,6 +37,8 @@ PUBLISHED = {
     "LETTER-LC-Rec": {"R@10": 0.0703, "N@10": 0.0418},
 }
 GOAL = "LETTER-TIGER"
+# the config sections a finished SASRec run is reused under
+SASREC_KEYS = ("seed", "data", "sasrec", "evaluate")
 
 
 def _short(metrics: dict[str, float]) -> dict[str, float]:
@@ -55,7 +57,8 @@ def run(config: Path, overrides: list[str], fresh: bool = False) -> dict[str, An
     ours = read_json(outputs["evaluate"] / RESULTS_FILE)
     sft = read_json(outputs["sft"] / "manifest.json")
     sasrec_dir = stage_path(cfg, "sasrec")
-    if fresh or not is_complete(sasrec_dir):
+    kept = same_config(previous_config(sasrec_dir / CONFIG_FILE), cfg, SASREC_KEYS)
+    if fresh or not kept or not is_complete(sasrec_dir):
         train_sasrec(outputs["data"], sasrec_dir, cfg, overwrite=True)
     sasrec = read_json(sasrec_dir / RESULTS_FILE)
     mine = _short(ours["metrics"])

@@ -11,7 +11,7 @@ SIDs are used and nothing is embedded.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -96,7 +96,7 @@ STAGES = (
 )
 
 
-def _previous_config(path: Path) -> dict[str, Any] | None:
+def previous_config(path: Path) -> dict[str, Any] | None:
     """The config of the last run, with keys added to sidrec since then at their defaults (so
     a new option does not make finished stages look changed); None if there was no run."""
     if not path.exists():
@@ -105,6 +105,12 @@ def _previous_config(path: Path) -> dict[str, Any] | None:
         return load_config(path)
     except SidrecError:  # a key that no longer exists: compare as written
         return yaml.safe_load(path.read_text())
+
+
+def same_config(previous: dict[str, Any] | None, cfg: dict[str, Any], keys: Iterable[str]) -> bool:
+    """Whether the sections ``keys`` of ``cfg`` equal those of a ``previous`` run's config
+    (from ``previous_config``; None: there was none)."""
+    return previous is not None and all(previous.get(k) == cfg[k] for k in keys)
 
 
 def run_pipeline(
@@ -120,7 +126,7 @@ def run_pipeline(
         raise SidrecError(f"--until must be one of {names}, got {until!r}")
     root = Path(cfg["output_root"]) / cfg["run_name"]
     root.mkdir(parents=True, exist_ok=True)
-    previous = _previous_config(root / CONFIG_FILE)
+    previous = previous_config(root / CONFIG_FILE)
     outputs: dict[str, Path] = {}
     rebuild = force
     for stage in STAGES:
@@ -128,7 +134,7 @@ def run_pipeline(
             log(f"[{stage.name}] not needed for this config")
             continue
         out = stage_path(cfg, stage.name)
-        same = previous is not None and all(previous.get(k) == cfg[k] for k in stage.config_keys)
+        same = same_config(previous, cfg, stage.config_keys)
         if not rebuild and same and is_complete(out):
             log(f"[{stage.name}] complete and unchanged: {out}")
         else:
