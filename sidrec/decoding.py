@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList, PreTrainedModel
+from transformers import GenerationConfig, LogitsProcessor, PreTrainedModel
 
 from sidrec.errors import SidrecError
 from sidrec.sids import SidTable, code_token
@@ -226,7 +226,7 @@ class PrefixIndex:
                 setattr(self, name, [v.to(device) for v in value])
         return self
 
-    def _step(self, node: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    def child(self, node: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """Children of ``node`` (B,) along ``tokens`` (B,) model ids; ``end`` where none."""
         local = self.to_local[tokens]
         key = node * self.width + local
@@ -238,23 +238,18 @@ class PrefixIndex:
         """Trie node reached by each row of ``generated`` (B, t) model token ids -> (B,)."""
         node = torch.zeros(generated.shape[0], dtype=torch.long, device=generated.device)
         for j in range(generated.shape[1]):
-            node = self._step(node, generated[:, j])
+            node = self.child(node, generated[:, j])
         return node
 
-    def step_bias(self, node: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """What ``step`` (tokens generated so far) allows after each of ``node`` (B,).
-
-        Returns an additive bias (B, W), 0 where allowed and -inf where not, over the W tokens
-        that step can allow at all (level ``step``'s codes, then end-of-sequence), and those
-        tokens' model ids (W,).
-        """
+    def step_bias(self, node: torch.Tensor, step: int) -> torch.Tensor:
+        """What ``step`` (tokens generated so far) allows after each of ``node`` (B,): an
+        additive bias (B, W) over ``columns(step)``, 0 where allowed and -inf where not."""
         t = min(step, self.depth)
-        cols = self.step_global[t]
-        width = cols.shape[0]
+        width = self.step_global[t].shape[0]
         if t < self.dense_levels:
             table = self.dense[t]
             rows = torch.where(node == self.end, table.shape[0] - 1, node - self.level_start[t])
-            return table.index_select(0, rows), cols
+            return table.index_select(0, rows)
         offsets = torch.arange(self.tail_width, device=node.device)
         start = self.indptr[node]
         valid = offsets < (self.indptr[node + 1] - start)[:, None]
@@ -264,27 +259,38 @@ class PrefixIndex:
         # invalid window slots write into a spare column that is dropped
         col = torch.where(valid, col, width)
         bias = torch.full((node.shape[0], width + 1), float("-inf"), device=node.device)
-        return bias.scatter_(1, col, 0.0)[:, :width], cols
+        return bias.scatter_(1, col, 0.0)[:, :width]
 
     def allowed_tokens(self, generated: torch.Tensor) -> torch.Tensor:
         """Allowed next model tokens after each row of ``generated`` (B, t) -> mask (B, V)."""
-        bias, cols = self.step_bias(self.nodes(generated), generated.shape[1])
+        step = generated.shape[1]
+        bias = self.step_bias(self.nodes(generated), step)
         full = torch.zeros(
             generated.shape[0], self.to_local.shape[0], dtype=torch.bool, device=bias.device
         )
-        full[:, cols] = bias == 0
+        full[:, self.columns(step)] = bias == 0
         return full
 
-    def constrain(self, scores: torch.Tensor, generated: torch.Tensor) -> torch.Tensor:
-        """``scores`` (B, V) log-probabilities with disallowed tokens at -inf, in place.
+    def columns(self, step: int) -> torch.Tensor:
+        """Model ids (W,) of the tokens ``step`` can allow at all: level ``step``'s codes, then
+        end-of-sequence."""
+        return self.step_global[min(step, self.depth)]
 
-        Where end-of-sequence is the only way on (a complete SID), it scores 0: an item's score
-        is the log-probability of its SID, whatever the model says about ending.
-        """
-        node = self.nodes(generated)
-        bias, cols = self.step_bias(node, generated.shape[1])
-        kept = scores.index_select(1, cols).add_(bias)
+    def restrict(self, kept: torch.Tensor, node: torch.Tensor, step: int) -> torch.Tensor:
+        """Mask ``kept`` (B, W), the scores of ``columns(step)`` after each of ``node`` (B,), in
+        place: -inf where not allowed, and end-of-sequence at 0 where it is the only way on (a
+        complete SID), so an item's score is the log-probability of its SID whatever the model
+        says about ending."""
+        kept.add_(self.step_bias(node, step))
         kept[:, -1] = torch.where(self.eos_only[node], 0.0, kept[:, -1])
+        return kept
+
+    def constrain(self, scores: torch.Tensor, generated: torch.Tensor) -> torch.Tensor:
+        """``scores`` (B, V) log-probabilities after ``generated`` (B, t), in place: disallowed
+        tokens at -inf (and a forced end-of-sequence at 0, see :meth:`restrict`)."""
+        step = generated.shape[1]
+        cols = self.columns(step)
+        kept = self.restrict(scores.index_select(1, cols), self.nodes(generated), step)
         scores.fill_(float("-inf"))
         return scores.index_copy_(1, cols, kept)
 
@@ -299,7 +305,7 @@ class PrefixIndex:
             ending = ~done & (tokens == self.eos_token_id)
             sid = torch.where(ending, self.sid_of_node[node], sid)
             done |= ending
-            node = torch.where(done, node, self._step(node, tokens))
+            node = torch.where(done, node, self.child(node, tokens))
         return sid
 
 
@@ -350,6 +356,15 @@ def left_pad(prompts: Sequence[Sequence[int]], pad: int, device: torch.device) -
     return {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
 
 
+def _log_probs(logits: torch.Tensor | None, cols: torch.Tensor, n: int) -> torch.Tensor:
+    """Log-probabilities (n, W) of the tokens ``cols`` (W,) under ``logits`` (n, V); zeros
+    where the model was not asked (None)."""
+    if logits is None:
+        return torch.zeros(n, cols.shape[0], device=cols.device)
+    logits = logits.float()
+    return logits.index_select(1, cols) - logits.logsumexp(1, keepdim=True)
+
+
 @torch.inference_mode()
 def beam_search(
     model: PreTrainedModel,
@@ -360,6 +375,12 @@ def beam_search(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The top ``num_beams`` catalog SIDs for each prompt under constrained beam search.
 
+    The search ``generate`` does with :class:`SidConstraint` and :func:`beam_config` (length
+    penalty 0), written out so that each prompt is run through the model once, not once per
+    beam, and the search stops as soon as no running beam can beat the finished ones. At each
+    step every beam's allowed continuations are scored; the K best that end a SID join the
+    finished list (best K kept), the K best others run on.
+
     Args:
         model: a causal LM that knows the SID tokens.
         index: the catalog's prefix index, on the model's device.
@@ -369,29 +390,62 @@ def beam_search(
 
     Returns:
         ``sids`` (B, K) SID indices, best first, and their ``scores`` (B, K): the SID's
-        log-probability under the model (length penalty 0).
+        log-probability under the model.
     """
+    k_max = num_beams
     n_sids = len(index.catalog.codes)
-    if num_beams > n_sids:
-        raise SidrecError(f"num_beams={num_beams} exceeds the catalog's {n_sids} distinct SIDs")
+    if k_max > n_sids:
+        raise SidrecError(f"num_beams={k_max} exceeds the catalog's {n_sids} distinct SIDs")
     batch = left_pad(prompts, pad_token_id, model.device)
-    width = batch["input_ids"].shape[1]
-    out = model.generate(
-        **batch,
-        generation_config=beam_config(num_beams, index.depth + 1, index.eos_token_id, pad_token_id),
-        logits_processor=LogitsProcessorList([SidConstraint(index, width)]),
-    )
-    generated = out.sequences[:, width:]
-    sids = index.sids_of(generated).view(len(prompts), num_beams)
-    if num_beams > 1:
-        scores = out.sequences_scores.view(len(prompts), num_beams).float()
-    else:
-        # greedy: the chosen tokens' processed log-probabilities, up to end-of-sequence
-        steps = torch.stack(out.scores, 1).gather(2, generated[:, :, None])[:, :, 0]
-        is_eos = (generated == index.eos_token_id).int()
-        after_eos = (is_eos.cumsum(1) - is_eos) > 0
-        scores = steps.masked_fill(after_eos, 0.0).sum(1, keepdim=True)
-    if bool((sids < 0).any()):
+    mask = batch["attention_mask"]
+    n = mask.shape[0]
+    position = (mask.cumsum(1) - 1).clamp(min=0)
+    out = model(**batch, position_ids=position, use_cache=True, logits_to_keep=1)
+    cache, logits = out.past_key_values, out.logits[:, -1]  # logits: (N * k, V) or None
+    position = position[:, -1]
+    dev = mask.device
+    node = torch.zeros(n, dtype=torch.long, device=dev)  # (N * k,) one beam per prompt at first
+    running = torch.zeros(n, 1, device=dev)  # (N, k) running beams' scores
+    done = torch.full((n, k_max), float("-inf"), device=dev)  # finished beams' scores
+    done_sid = torch.full((n, k_max), -1, dtype=torch.long, device=dev)
+    rows = torch.arange(n, device=dev)[:, None]
+    for step in range(index.depth + 1):
+        k = running.shape[1]
+        cols = index.columns(step)
+        width = cols.shape[0]
+        logp = _log_probs(logits, cols, node.shape[0])
+        total = running.reshape(-1, 1) + index.restrict(logp, node, step)
+        total = total.view(n, k, width)
+        # the end-of-sequence column ends a SID: merge with the finished ones
+        merged = torch.cat([done, total[:, :, -1]], 1)
+        sid = torch.cat([done_sid, index.sid_of_node[node].view(n, k)], 1)
+        done, best = merged.topk(k_max, dim=1)
+        done_sid = sid.gather(1, best)
+        if width == 1:
+            break
+        codes = total[:, :, :-1].reshape(n, k * (width - 1))
+        running, pick = codes.topk(min(k_max, codes.shape[1]), dim=1)
+        # scores only fall: stop when no running beam can enter the finished list
+        if not bool((running[:, 0] > done[:, -1]).any()):
+            break
+        beam = (rows * k + pick // (width - 1)).view(-1)
+        tokens = cols[pick % (width - 1)].view(-1)
+        node = index.child(node[beam], tokens)
+        cache.reorder_cache(beam)
+        mask = torch.cat([mask[beam], mask.new_ones(beam.shape[0], 1)], 1)
+        position = position[beam] + 1
+        if bool(index.eos_only[node].all()):
+            # every beam holds a complete SID: the next step only ends them, at no cost
+            logits = None
+            continue
+        out = model(
+            input_ids=tokens[:, None],
+            attention_mask=mask,
+            position_ids=position[:, None],
+            past_key_values=cache,
+            use_cache=True,
+        )
+        logits = out.logits[:, -1]
+    if bool((done_sid < 0).any()) or not bool(torch.isfinite(done).all()):
         raise SidrecError("constrained beam search produced a sequence that is not a catalog SID")
-    order = scores.argsort(dim=1, descending=True)
-    return sids.gather(1, order), scores.gather(1, order)
+    return done_sid, done

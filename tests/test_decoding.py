@@ -9,7 +9,14 @@ import pytest
 import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
-from sidrec.decoding import Catalog, PrefixIndex, beam_search
+from sidrec.decoding import (
+    Catalog,
+    PrefixIndex,
+    SidConstraint,
+    beam_config,
+    beam_search,
+    left_pad,
+)
 from sidrec.errors import SidrecError
 from sidrec.sft.models import sid_tokenizer
 from sidrec.sids import SidTable, code_token, sid_tokens
@@ -119,6 +126,46 @@ def test_beam_search_returns_k_distinct_catalog_sids(
     for row in sids.tolist():
         assert len(set(row)) == k
         assert all(0 <= s < len(index.catalog.codes) for s in row)
+
+
+@pytest.mark.parametrize("name,n,sizes,extra", CASES, ids=[c[0] for c in CASES])
+def test_generate_with_the_processor_agrees_with_beam_search(
+    name: str, n: int, sizes: list[int], extra: float
+) -> None:
+    """``generate`` under :class:`SidConstraint` yields K distinct catalog SIDs; where every
+    SID has the same length it finds exactly what ``beam_search`` finds, and otherwise
+    ``beam_search`` (which keeps every finished SID that makes the top K) does at least as
+    well."""
+    rng = np.random.default_rng(11 + n)
+    table = random_table(rng, n, sizes, extra)
+    tok = sid_tokenizer(table)
+    model = tiny_model(tok, seed=n + 1)
+    index = PrefixIndex.for_tokenizer(table, tok, model.config.vocab_size)
+    k = min(n, 8)
+    prompts = [
+        tok("".join(table.sids[int(i)] for i in rng.integers(n, size=h)))["input_ids"]
+        for h in (2, 5, 1)
+    ]
+    batch = left_pad(prompts, tok.pad_token_id, model.device)
+    width = batch["input_ids"].shape[1]
+    out = model.generate(
+        **batch,
+        generation_config=beam_config(k, index.depth + 1, tok.eos_token_id, tok.pad_token_id),
+        logits_processor=[SidConstraint(index, width)],
+    )
+    hf_sids = index.sids_of(out.sequences[:, width:]).view(len(prompts), k)
+    assert (hf_sids >= 0).all()
+    assert all(len(set(row)) == k for row in hf_sids.tolist())
+    sids, scores = beam_search(model, index, prompts, k, tok.pad_token_id)
+    if k == 1:
+        return  # greedy generate: no sequence scores to compare
+    hf_scores = out.sequences_scores.view(len(prompts), k).sort(1, descending=True).values
+    if len({len(c) for c in table.codes}) == 1:
+        order = out.sequences_scores.view(len(prompts), k).argsort(1, descending=True)
+        assert sids.tolist() == hf_sids.gather(1, order).tolist()
+        torch.testing.assert_close(scores, hf_scores, atol=1e-4, rtol=0)
+    else:
+        assert (scores >= hf_scores - 1e-4).all()
 
 
 def test_beam_scores_are_sid_log_probabilities() -> None:
