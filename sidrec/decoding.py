@@ -245,7 +245,7 @@ class PrefixIndex:
         """What ``step`` (tokens generated so far) allows after each of ``node`` (B,): an
         additive bias (B, W) over ``columns(step)``, 0 where allowed and -inf where not."""
         t = min(step, self.depth)
-        width = self.step_global[t].shape[0]
+        width = self.columns(t).shape[0]
         if t < self.dense_levels:
             table = self.dense[t]
             rows = torch.where(node == self.end, table.shape[0] - 1, node - self.level_start[t])
@@ -392,10 +392,9 @@ def beam_search(
         ``sids`` (B, K) SID indices, best first, and their ``scores`` (B, K): the SID's
         log-probability under the model.
     """
-    k_max = num_beams
     n_sids = len(index.catalog.codes)
-    if k_max > n_sids:
-        raise SidrecError(f"num_beams={k_max} exceeds the catalog's {n_sids} distinct SIDs")
+    if num_beams > n_sids:
+        raise SidrecError(f"num_beams={num_beams} exceeds the catalog's {n_sids} distinct SIDs")
     batch = left_pad(prompts, pad_token_id, model.device)
     mask = batch["attention_mask"]
     n = mask.shape[0]
@@ -406,8 +405,8 @@ def beam_search(
     dev = mask.device
     node = torch.zeros(n, dtype=torch.long, device=dev)  # (N * k,) one beam per prompt at first
     running = torch.zeros(n, 1, device=dev)  # (N, k) running beams' scores
-    done = torch.full((n, k_max), float("-inf"), device=dev)  # finished beams' scores
-    done_sid = torch.full((n, k_max), -1, dtype=torch.long, device=dev)
+    done = torch.full((n, num_beams), float("-inf"), device=dev)  # finished beams' scores
+    done_sid = torch.full((n, num_beams), -1, dtype=torch.long, device=dev)
     rows = torch.arange(n, device=dev)[:, None]
     for step in range(index.depth + 1):
         k = running.shape[1]
@@ -419,12 +418,12 @@ def beam_search(
         # the end-of-sequence column ends a SID: merge with the finished ones
         merged = torch.cat([done, total[:, :, -1]], 1)
         sid = torch.cat([done_sid, index.sid_of_node[node].view(n, k)], 1)
-        done, best = merged.topk(k_max, dim=1)
+        done, best = merged.topk(num_beams, dim=1)
         done_sid = sid.gather(1, best)
         if width == 1:
             break
         codes = total[:, :, :-1].reshape(n, k * (width - 1))
-        running, pick = codes.topk(min(k_max, codes.shape[1]), dim=1)
+        running, pick = codes.topk(min(num_beams, codes.shape[1]), dim=1)
         # scores only fall: stop when no running beam can enter the finished list
         if not bool((running[:, 0] > done[:, -1]).any()):
             break
