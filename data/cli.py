@@ -78,8 +78,17 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--src", type=Path, required=True)
     p.add_argument("--dataset", required=True)
     p.add_argument("--sid-out", type=Path, help="also write the shipped SIDs as a SID directory")
+    p.add_argument(
+        "--split",
+        choices=["temporal", "loo"],
+        default="temporal",
+        help="temporal: MiniOneRec's own split (default); loo: leave-one-out over the sequences",
+    )
+    p.add_argument("--max-history", type=int, default=10)
     p.set_defaults(
-        func=lambda a: stage.import_minionerec_dir(a.out, a.src, a.dataset, a.sid_out, a.overwrite)
+        func=lambda a: stage.import_minionerec_dir(
+            a.out, a.src, a.dataset, a.sid_out, a.split, a.max_history, a.overwrite
+        )
     )
 
     p = cmds.add_parser("import-letter", help="import LC-Rec/LETTER files (leave-one-out)")

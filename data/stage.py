@@ -8,11 +8,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import polars as pl
+
 from sidrec.data.amazon18 import load_amazon18
-from sidrec.data.dataset import read_dataset, write_dataset
+from sidrec.data.dataset import Dataset, read_dataset, write_dataset
 from sidrec.data.letter import import_letter
 from sidrec.data.minionerec import export_minionerec, import_minionerec
-from sidrec.data.splits import assemble
+from sidrec.data.splits import SplitProtocol, assemble
 from sidrec.data.synth import generate
 from sidrec.errors import SidrecError
 from sidrec.io import atomic_dir
@@ -105,17 +107,54 @@ def write_imported_sids(
     return report
 
 
+def _given_split(ds: Dataset, max_history: int, where: Path) -> Dataset:
+    """MiniOneRec's own temporal split with histories cut to their last ``max_history`` items
+    (a longer limit than the files hold cannot be honoured)."""
+    longest = max(
+        max(df["history"].list.len().max() or 0 for df in (ds.train, ds.valid, ds.test)), 1
+    )
+    if max_history > longest:
+        raise SidrecError(
+            f"{where}: MiniOneRec's split files hold histories of at most {longest} items, so "
+            f"data.max_history={max_history} cannot be honoured with data.split=temporal (their "
+            f"split); set data.max_history <= {longest}, or data.split=loo to split the rebuilt "
+            "sequences anew"
+        )
+    cut = [
+        df.with_columns(pl.col("history").list.tail(max_history))
+        for df in (ds.train, ds.valid, ds.test)
+    ]
+    return Dataset(ds.items, ds.sequences, *cut)
+
+
 def import_minionerec_dir(
     out: str | Path,
     src: str | Path,
     dataset: str,
     sid_out: str | Path | None = None,
+    split: str = "temporal",
+    max_history: int = 10,
     overwrite: bool = False,
 ) -> dict[str, Any]:
-    """Import MiniOneRec's processed files (and, with ``sid_out``, its SIDs)."""
-    config = {"src": str(src), "dataset": dataset, "sid_out": str(sid_out) if sid_out else None}
+    """Import MiniOneRec's processed files (and, with ``sid_out``, its SIDs). ``temporal``
+    keeps MiniOneRec's own split (histories cut to ``max_history``); ``loo`` splits the users'
+    rebuilt sequences leave-one-out."""
+    config = {
+        "src": str(src),
+        "dataset": dataset,
+        "sid_out": str(sid_out) if sid_out else None,
+        "split": split,
+        "max_history": max_history,
+    }
     run = Run("data.import-minionerec", config, inputs={"src": str(src)}, seed=None)
     ds, extra, sids = import_minionerec(src, dataset)
+    if split == SplitProtocol.TEMPORAL.value:
+        ds = _given_split(ds, max_history, Path(src))
+        protocol = {"protocol": split, "max_history": max_history, "given": True}
+    else:
+        ds, skipped = assemble(ds.items, ds.sequences, split, max_history)
+        protocol = {"protocol": split, "max_history": max_history, "given": False}
+        extra["skipped"] = skipped
     manifest = write_dataset(
         out,
         ds,
@@ -123,7 +162,7 @@ def import_minionerec_dir(
         overwrite,
         source="minionerec",
         dataset=dataset,
-        split={"protocol": "temporal", "max_history": 10, "given": True},
+        split=protocol,
         **extra,
     )
     if sid_out is not None and sids is not None:
@@ -216,7 +255,14 @@ def build_from_config(
             out, split=d["split"], max_history=d["max_history"], overwrite=overwrite, **params
         )
     if source == "minionerec":
-        return import_minionerec_dir(out, overwrite=overwrite, **params)
+        return import_minionerec_dir(
+            out, split=d["split"], max_history=d["max_history"], overwrite=overwrite, **params
+        )
+    if d["split"] != SplitProtocol.LOO.value:
+        raise SidrecError(
+            f"data.split={d['split']} is not possible for data.source=letter: LETTER's files "
+            "have no timestamps, and its protocol is leave-one-out (data.split=loo)"
+        )
     return import_letter_dir(out, max_history=d["max_history"], overwrite=overwrite, **params)
 
 

@@ -22,7 +22,7 @@ def _evaluate(a: argparse.Namespace) -> dict:
     cfg = load_config(a.config, overrides)
     model = a.model or stage_path(cfg, "sft")
     data = a.data or stage_path(cfg, "data")
-    sid = a.sid or stage_path(cfg, "sid")
+    sid = a.sid  # None: the SIDs bundled with the model
     out = a.out or stage_path(cfg, "evaluate")
     results = evaluate_model(model, data, sid, out, cfg, a.overwrite)
     return results.get("metrics", {})
@@ -40,7 +40,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="HR@K / NDCG@K of a SID model by constrained beam search")
     p.add_argument("--model", type=Path, help="an sft (or rl) output (default: paths.sft)")
     p.add_argument("--data", type=Path, help="dataset directory (default: paths.data)")
-    p.add_argument("--sid", type=Path, help="SID directory (default: paths.sid)")
+    p.add_argument(
+        "--sid",
+        type=Path,
+        help="SID directory; must hold the SIDs the model was trained on (default: the model's "
+        "own, bundled in <model>/sids)",
+    )
     p.add_argument("--out", type=Path, help="default: paths.evaluate")
     p.add_argument("--num-beams", type=int, help="K (default: evaluate.num_beams)")
     p.add_argument("--batch-size", type=int, help="users per batch (default: evaluate.batch_size)")

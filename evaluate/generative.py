@@ -16,65 +16,59 @@ import torch
 from accelerate import PartialState
 from accelerate.utils import gather_object
 from tqdm.auto import tqdm
-from transformers import AutoModelForCausalLM
 
 from sidrec.data.dataset import read_dataset
 from sidrec.decoding import PrefixIndex, beam_search
-from sidrec.errors import InputError, SidrecError, require_file
+from sidrec.errors import InputError, SidrecError
 from sidrec.evaluate.ranking import device_name, query_rows, write_ranking
 from sidrec.io import atomic_dir, check_output
 from sidrec.manifest import Run
-from sidrec.prompts import PromptSpec, encode_prompt
-from sidrec.sft.models import load_tokenizer
-from sidrec.sids import read_sid_dir
-from sidrec.training import use_bf16
-
-
-def load_sid_model(model_dir: str | Path, device: torch.device, bf16: bool) -> tuple[Any, Any]:
-    """A trained SID model (``sidrec sft`` or ``rl`` output) and its tokenizer, for inference."""
-    model_dir = require_file(model_dir, "model directory")
-    require_file(Path(model_dir) / "config.json", "model config (is this an sft output?)")
-    tok = load_tokenizer(model_dir)
-    dtype = torch.bfloat16 if bf16 else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(device).eval()
-    return model, tok
+from sidrec.model_dir import load_sid_model, model_sids
+from sidrec.prompts import PromptSpec
+from sidrec.training import on_main, use_bf16
 
 
 def evaluate_model(
     model_dir: str | Path,
     data: str | Path,
-    sid: str | Path,
+    sid: str | Path | None,
     out: str | Path,
     cfg: dict[str, Any],
     overwrite: bool = False,
 ) -> dict[str, Any]:
     """Evaluate the model in ``model_dir`` on ``cfg["evaluate"]["split"]`` of ``data`` with the
-    SIDs in ``sid``; write ``results.json``, ``predictions.parquet``, the config and a manifest
-    into ``out``. Returns the results (an empty dict on processes other than the main one)."""
+    SIDs it was trained on (``sid``, when given, must hold the same); write ``results.json``,
+    ``predictions.parquet``, the config and a manifest into ``out``. Returns the results (an
+    empty dict on processes other than the main one)."""
     e = cfg["evaluate"]
+    if e["batch_size"] < 1 or e["num_beams"] < 1:
+        raise SidrecError(
+            f"evaluate.batch_size and evaluate.num_beams must be >= 1, got {e['batch_size']} "
+            f"and {e['num_beams']}"
+        )
     out = Path(out)
     state = PartialState(cpu=not torch.cuda.is_available())
-    if state.is_main_process:
-        check_output(out, overwrite)
+    on_main(state, lambda: check_output(out, overwrite))
     ds, _ = read_dataset(data)
-    table = read_sid_dir(sid)
+    table, sid_dir = model_sids(model_dir, sid)
     if len(table.codes) != ds.items.height:
         raise InputError(
-            sid, f"{len(table.codes)} SIDs for a dataset of {ds.items.height} items ({data})"
+            data, f"has {ds.items.height} items, the model's SIDs ({sid_dir}) {len(table.codes)}"
         )
+    spec = PromptSpec.load(model_dir)
     bf16 = use_bf16(e["bf16"])
     model, tok = load_sid_model(model_dir, state.device, bf16)
-    spec = PromptSpec.load(model_dir)
     index = PrefixIndex.for_tokenizer(
         table, tok, model.config.vocab_size, state.device, e["dense_depth"]
     )
     rows = query_rows(ds, e["split"], e["max_users"], cfg["seed"])
     sids = table.sids
-    prompts = [
-        encode_prompt(tok, spec.history_text([sids[i] for i in h]), spec.chat_template)
-        for h in rows["history"].to_list()
-    ]
-    run = Run("evaluate", cfg, {"model": str(model_dir), "data": str(data), "sid": str(sid)}, None)
+    answer = index.depth + 1  # the longest SID and end-of-sequence
+    encoded = [spec.encode(tok, [sids[i] for i in h], answer) for h in rows["history"].to_list()]
+    prompts = [ids for ids, _ in encoded]
+    truncated = sum(cut > 0 for _, cut in encoded)
+    inputs = {"model": str(model_dir), "data": str(data), "sid": str(sid_dir)}
+    run = Run("evaluate", cfg, inputs, None)
     k = e["num_beams"]
     started = time.perf_counter()
     with state.split_between_processes(list(range(len(prompts)))) as shard:
@@ -107,6 +101,7 @@ def evaluate_model(
         "batch_size": e["batch_size"],
         "max_users": e["max_users"],
         "shared_sids": shared,
+        "truncated_histories": truncated,
         "items_in_shared_sids": sum(len(its) for its in catalog.items if len(its) > 1),
         "seconds": round(seconds, 3),
         "queries_per_second": round(len(prompts) / seconds, 2),

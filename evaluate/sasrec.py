@@ -18,11 +18,12 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from sidrec.data.dataset import read_dataset
+from sidrec.errors import SidrecError
 from sidrec.evaluate.metrics import hr_ndcg, target_ranks
 from sidrec.evaluate.ranking import device_name, query_rows, write_ranking
 from sidrec.io import atomic_dir, check_output, write_json
 from sidrec.manifest import Run
-from sidrec.sft.convert import sequence_windows, user_sequences
+from sidrec.sequences import sequence_windows, user_sequences
 
 VALID_K = 10
 
@@ -152,6 +153,19 @@ def train_sasrec(
     NDCG@10, evaluate it on ``cfg["evaluate"]["split"]`` and write the model, ``train_log.json``,
     ``results.json`` and ``predictions.parquet`` into ``out``. Returns the results."""
     s = cfg["sasrec"]
+    positive = (
+        "hidden",
+        "layers",
+        "heads",
+        "max_len",
+        "epochs",
+        "batch_size",
+        "eval_batch_size",
+        "top_k",
+    )
+    bad = [f"sasrec.{k}={s[k]}" for k in positive if s[k] < 1]
+    if bad:
+        raise SidrecError(f"{', '.join(bad)}: must be >= 1")
     out = Path(out)
     check_output(out, overwrite)
     ds, _ = read_dataset(data)

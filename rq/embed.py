@@ -12,12 +12,16 @@ import hashlib
 import importlib
 import os
 import string
+import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import polars as pl
+from filelock import FileLock
 
+from sidrec.config import plain
 from sidrec.data.dataset import read_dataset
 from sidrec.errors import InputError, SidrecError, require_file
 from sidrec.io import atomic_dir
@@ -62,9 +66,31 @@ def item_texts(items: pl.DataFrame, template: str, max_chars: int) -> tuple[list
     return texts, fallbacks
 
 
-def _cache_files(cache_dir: Path, model: str) -> tuple[Path, Path]:
-    key = hashlib.sha1(model.encode()).hexdigest()[:16]
-    return cache_dir / f"{key}.keys.npy", cache_dir / f"{key}.vectors.npy"
+def _cache_file(cache_dir: Path, model: str) -> Path:
+    return cache_dir / f"{hashlib.sha1(model.encode()).hexdigest()[:16]}.npz"
+
+
+def _read_cache(path: Path) -> dict[bytes, np.ndarray]:
+    """The (text hash -> vector) entries of a cache file; an unreadable file counts as empty
+    (with a warning) and is rebuilt by the next write."""
+    if not path.exists():
+        return {}
+    try:
+        with np.load(path) as z:
+            keys, vectors = z["keys"], z["vectors"]
+        if vectors.ndim != 2 or len(keys) != len(vectors):
+            raise ValueError(f"{len(keys)} keys for vectors of shape {vectors.shape}")
+        return dict(zip(keys, vectors, strict=True))
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+        warnings.warn(f"embedding cache {path} is unreadable ({e}); rebuilding it", stacklevel=3)
+        return {}
+
+
+def _write_cache(path: Path, cache: dict[bytes, np.ndarray]) -> None:
+    """Write every entry as one file, via a temporary name and a rename."""
+    tmp = path.with_name(f"{path.stem}.tmp-{os.getpid()}.npz")
+    np.savez(tmp, keys=np.array(list(cache), dtype="S40"), vectors=np.stack(list(cache.values())))
+    os.replace(tmp, path)
 
 
 def encode_texts(
@@ -78,19 +104,21 @@ def encode_texts(
 ) -> tuple[np.ndarray, int]:
     """Embed ``texts`` with a sentence-transformers model.
 
+    The cache (one ``.npz`` per model setting under ``cache_dir``) is read and merged under a
+    file lock, so concurrent runs add to it without losing each other's entries.
+
     Returns:
         float32 array [len(texts), D] and how many texts were read from the cache.
     """
     hashes = np.array([hashlib.sha1(t.encode()).hexdigest() for t in texts], dtype="S40")
     cache: dict[bytes, np.ndarray] = {}
-    keys_file = vec_file = None
-    cache_model = f"{model}|{max_seq_length}|{normalize}"
+    cache_file = None
     if cache_dir is not None:
         cache_path = Path(os.path.expanduser(str(cache_dir)))
         cache_path.mkdir(parents=True, exist_ok=True)
-        keys_file, vec_file = _cache_files(cache_path, cache_model)
-        if keys_file.exists() and vec_file.exists():
-            cache = dict(zip(np.load(keys_file), np.load(vec_file), strict=True))
+        cache_file = _cache_file(cache_path, f"{model}|{max_seq_length}|{normalize}")
+        with FileLock(str(cache_file) + ".lock"):
+            cache = _read_cache(cache_file)
     todo = sorted({h for h in hashes if h not in cache})
     hits = int(sum(h in cache for h in hashes))
     if todo:
@@ -110,15 +138,13 @@ def encode_texts(
             show_progress_bar=True,
             convert_to_numpy=True,
         ).astype(np.float32)
-        cache.update(zip(todo, vectors, strict=True))
-        if keys_file is not None and vec_file is not None:
-            for file, arr in (
-                (keys_file, np.array(list(cache), dtype="S40")),
-                (vec_file, np.stack(list(cache.values()))),
-            ):
-                tmp = file.with_name(file.name + ".tmp.npy")
-                np.save(tmp, arr)
-                tmp.replace(file)
+        new = dict(zip(todo, vectors, strict=True))
+        cache.update(new)
+        if cache_file is not None:
+            with FileLock(str(cache_file) + ".lock"):
+                merged = _read_cache(cache_file)  # what other runs added meanwhile
+                merged.update(new)
+                _write_cache(cache_file, merged)
     return np.stack([cache[h] for h in hashes]).astype(np.float32), hits
 
 
@@ -133,10 +159,24 @@ def check_embeddings(emb: np.ndarray, n_items: int, path: str | Path) -> None:
         )
 
 
+def read_npy(path: str | Path, what: str) -> np.ndarray:
+    """A numeric array from a ``.npy`` file; anything else is an InputError naming the file."""
+    p = require_file(path, what)
+    try:
+        arr = np.load(p, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as e:
+        raise InputError(
+            p, f"expected a .npy array file ({what}), could not read it: {e}"
+        ) from None
+    if not isinstance(arr, np.ndarray) or not np.issubdtype(arr.dtype, np.number):
+        raise InputError(p, f"expected a numeric .npy array ({what}), got {type(arr).__name__}")
+    return arr
+
+
 def load_embeddings(emb_dir: str | Path) -> np.ndarray:
     """``embeddings.npy`` of an embedding directory, checked for shape and finite values."""
-    path = require_file(Path(emb_dir) / EMBEDDINGS_FILE, "embedding file")
-    emb = np.load(path)
+    path = Path(emb_dir) / EMBEDDINGS_FILE
+    emb = read_npy(path, "embedding file")
     check_embeddings(emb, emb.shape[0], path)
     return emb.astype(np.float32, copy=False)
 
@@ -156,13 +196,13 @@ def embed_dataset(
     ds, _ = read_dataset(data)
     run = Run(
         "embed",
-        {**cfg, "from_npy": str(from_npy) if from_npy else None},
+        {**plain(cfg), "from_npy": str(from_npy) if from_npy else None},
         inputs={"data": str(data), **({"npy": str(from_npy)} if from_npy else {})},
         seed=None,
     )
     counts: dict[str, Any] = {"items": ds.items.height}
     if from_npy is not None:
-        emb = np.load(require_file(from_npy, "precomputed embeddings")).astype(np.float32)
+        emb = read_npy(from_npy, "precomputed embeddings").astype(np.float32)
         check_embeddings(emb, ds.items.height, from_npy)
     else:
         texts, fallbacks = item_texts(ds.items, cfg["template"], cfg["max_chars"])

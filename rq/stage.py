@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from sidrec.config import plain
 from sidrec.errors import InputError, SidrecError, require_file
 from sidrec.io import atomic_dir, read_json
 from sidrec.manifest import Run
@@ -67,7 +68,7 @@ def build_sids(
     """Quantize the embeddings of ``emb_dir`` into unique SIDs in ``out`` (``cfg`` = ``sid``)."""
     method = _enum(Method, cfg["method"], "sid.method")
     rule = _enum(DedupRule, cfg["dedup"], "sid.dedup")
-    run = Run("sid.build", {**cfg, "seed": seed}, inputs={"emb": str(emb_dir)}, seed=seed)
+    run = Run("sid.build", {**plain(cfg), "seed": seed}, inputs={"emb": str(emb_dir)}, seed=seed)
     x = load_embeddings(emb_dir)
     with atomic_dir(out, overwrite=overwrite) as tmp:
         start = time.time()

@@ -14,7 +14,13 @@ task                        prompt                                  completion
 ==========================  ======================================  =====================
 
 With ``sft.format=sequence`` the main task becomes ``sid_sequence``: one example per user
-window, prompt = the first item(s), completion = every later item of the window.
+window of at most ``max_history + 1`` items (the dataset's history length, so training context
+and evaluation history agree), prompt = the first item(s), completion = every later item.
+
+Besides ``prompt``, ``completion`` and ``task``, each example keeps its ``template`` and
+``history`` (the history's items as they appear in the prompt, oldest first), so that SFT can
+drop the oldest items of a prompt that is too long, the same way evaluation does. The
+directory's ``prompting.json`` says how the main task's prompts were made.
 """
 
 from __future__ import annotations
@@ -26,11 +32,13 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from sidrec.config import plain
 from sidrec.data.dataset import Dataset, read_dataset
 from sidrec.errors import SidrecError
 from sidrec.io import atomic_dir
 from sidrec.manifest import Run
 from sidrec.prompts import PromptSpec
+from sidrec.sequences import sequence_windows, user_sequences
 from sidrec.sids import SidTable, read_sid_dir
 
 MAIN_TASK = "sid_history"
@@ -43,9 +51,18 @@ TASK_FIELDS = {
     "title_history_to_sid": ("history",),
     "title_history_to_title": ("history",),
 }
-EXAMPLE_SCHEMA = {"prompt": pl.String, "completion": pl.String, "task": pl.String}
+EXAMPLE_SCHEMA = {
+    "prompt": pl.String,
+    "completion": pl.String,
+    "task": pl.String,
+    "template": pl.String,
+    "history": pl.List(pl.String),
+}
+TITLE_SEPARATOR = ", "
 
-Row = tuple[str, str]  # (prompt text before templating fields are filled, completion)
+# (prompt, completion, template, history items): template and history are empty where the
+# prompt has no history to shorten
+Row = tuple[str, str, str, list[str]]
 
 
 def _check_templates(templates: dict[str, list[str]], tasks: dict[str, float]) -> None:
@@ -69,15 +86,22 @@ def _titles(ds: Dataset) -> list[str | None]:
     return [t.strip() if t and t.strip() else None for t in ds.items["title"].to_list()]
 
 
-def _quote(titles: Sequence[str]) -> str:
-    return ", ".join(f'"{t}"' for t in titles)
+def history_separator(task: str, item_separator: str) -> str:
+    """What joins the history items of ``task``'s prompts: quoted titles take ``", "``."""
+    return TITLE_SEPARATOR if task.startswith("title_history") else item_separator
+
+
+def fill_template(template: str, history: Sequence[str], separator: str, **fields: str) -> str:
+    """A prompt from ``template`` with ``{history}`` = the items joined by ``separator``."""
+    return template.format(history=separator.join(history), **fields)
 
 
 def _task_rows(
-    task: str, ds: Dataset, sids: list[str], titles: list[str | None], sep: str, split: str
-) -> tuple[list[dict[str, str]], int]:
-    """Fields and completion of every example ``task`` can make; returns them and the skipped."""
-    rows: list[dict[str, str]] = []
+    task: str, ds: Dataset, sids: list[str], titles: list[str | None], split: str
+) -> tuple[list[dict[str, Any]], int]:
+    """Fields and completion of every example ``task`` can make (``history``: the list of
+    items); returns them and how many were skipped."""
+    rows: list[dict[str, Any]] = []
     skipped = 0
     if task in ("title_to_sid", "sid_to_title"):
         for sid, title in zip(sids, titles, strict=True):
@@ -95,9 +119,9 @@ def _task_rows(
             if any(t is None for t in hist):
                 skipped += 1
                 continue
-            text = _quote(hist)  # type: ignore[arg-type]
+            text = [f'"{t}"' for t in hist]
         else:
-            text = sep.join(sids[i] for i in history)
+            text = [sids[i] for i in history]
         if task.endswith("_to_title"):
             if titles[target] is None:
                 skipped += 1
@@ -115,58 +139,18 @@ def _pick(n: int, weight: float, rng: np.random.Generator) -> np.ndarray:
     return np.concatenate([np.tile(np.arange(n), int(whole)), extra]).astype(np.int64)
 
 
-def _fill(rows: list[dict[str, str]], templates: list[str], rng: np.random.Generator) -> list[Row]:
-    """Each row's prompt from a template drawn with ``rng``, and its completion."""
+def _fill(
+    rows: list[dict[str, Any]], templates: list[str], sep: str, rng: np.random.Generator
+) -> list[Row]:
+    """Each row's prompt from a template drawn with ``rng`` (history joined by ``sep``)."""
     choice = rng.integers(len(templates), size=len(rows))
-    return [
-        (
-            templates[int(i)].format(**{k: v for k, v in row.items() if k != "completion"}),
-            row["completion"],
-        )
-        for i, row in zip(choice, rows, strict=True)
-    ]
-
-
-def user_sequences(ds: Dataset) -> list[list[int]]:
-    """Each user's training sequence: the items up to the last training target.
-
-    Needs a split where every training example is a prefix of its user's sequence
-    (leave-one-out); raises otherwise.
-    """
-    targets = ds.train.group_by("user_id", maintain_order=True).agg(pl.col("target"))
-    seqs = ds.sequences
-    items = dict(zip(seqs["user_id"].to_list(), seqs["item_ids"].to_list(), strict=True))
     out = []
-    for user, tgts in zip(targets["user_id"].to_list(), targets["target"].to_list(), strict=True):
-        seq = items.get(user, [])[: len(tgts) + 1]
-        if sorted(seq[1:]) != sorted(tgts):
-            raise SidrecError(
-                f"sft.format=sequence needs every training example to be a prefix of its user's "
-                f"sequence (a leave-one-out split); user {user!r} differs"
-            )
-        out.append(seq)
-    return out
-
-
-def sequence_windows(n_items: int, window: int) -> list[tuple[int, int, int]]:
-    """Training windows over a sequence of ``n_items``: ``(start, first_loss, end)`` each.
-
-    The loss covers items ``first_loss..end-1`` of each window, every item after the first
-    exactly once; later windows keep ``window // 2`` items of context.
-
-    Example:
-        >>> sequence_windows(5, 50), sequence_windows(7, 4)
-        ([(0, 1, 5)], [(0, 1, 4), (2, 4, 6), (4, 6, 7)])
-    """
-    if window < 2:
-        raise SidrecError(f"sft.max_sequence_items must be >= 2, got {window}")
-    out = []
-    start, covered = 0, 1
-    while covered < n_items:
-        end = min(start + window, n_items)
-        out.append((start, covered, end))
-        covered = end
-        start = end - window // 2
+    for i, row in zip(choice, rows, strict=True):
+        template = templates[int(i)]
+        history = row.get("history", [])
+        others = {k: v for k, v in row.items() if k not in ("completion", "history")}
+        prompt = fill_template(template, history, sep, **others)
+        out.append((prompt, row["completion"], template if history else "", history))
     return out
 
 
@@ -175,16 +159,17 @@ def _sequence_rows(ds: Dataset, sids: list[str], sep: str, window: int) -> list[
     for seq in user_sequences(ds):
         for start, first, end in sequence_windows(len(seq), window):
             prompt = "".join(sids[i] + sep for i in seq[start:first])
-            rows.append((prompt, sep.join(sids[i] for i in seq[first:end])))
+            rows.append((prompt, sep.join(sids[i] for i in seq[first:end]), "", []))
     return rows
 
 
 def build_examples(
-    ds: Dataset, table: SidTable, cfg: dict[str, Any], seed: int
+    ds: Dataset, table: SidTable, cfg: dict[str, Any], seed: int, max_history: int
 ) -> tuple[dict[str, pl.DataFrame], dict[str, Any]]:
-    """Train and valid example frames (prompt, completion, task) and counts per task.
+    """Train and valid example frames (:data:`EXAMPLE_SCHEMA`) and counts per task.
 
-    ``cfg`` is a resolved config (its ``convert`` and ``sft`` sections are read).
+    ``cfg`` is a resolved config (its ``convert`` and ``sft`` sections are read);
+    ``max_history`` is the dataset's history length (sequence windows hold one item more).
     """
     conv, fmt = cfg["convert"], cfg["sft"]["format"]
     tasks, templates, sep = conv["tasks"], conv["templates"], conv["item_separator"]
@@ -214,6 +199,8 @@ def build_examples(
                     "prompt": [r[0] for r in rows],
                     "completion": [r[1] for r in rows],
                     "task": [task] * len(rows),
+                    "template": [r[2] for r in rows],
+                    "history": [r[3] for r in rows],
                 },
                 schema=EXAMPLE_SCHEMA,
             )
@@ -221,43 +208,50 @@ def build_examples(
         counts[split][task] = len(rows)
 
     if fmt == "sequence":
-        rows = _sequence_rows(ds, sids, sep, cfg["sft"]["max_sequence_items"])
+        rows = _sequence_rows(ds, sids, sep, max_history + 1)
         add("train", SEQUENCE_TASK, [rows[i] for i in _pick(len(rows), tasks[MAIN_TASK], rng)])
     else:
         for task, weight in tasks.items():
             if weight == 0:
                 continue
-            rows, skipped = _task_rows(task, ds, sids, titles, sep, "train")
+            rows, skipped = _task_rows(task, ds, sids, titles, "train")
             if skipped:
                 counts["skipped_no_title"][task] = skipped
             picked = [rows[i] for i in _pick(len(rows), weight, rng)]
-            add("train", task, _fill(picked, templates[task], rng))
-    spec = main_prompt_spec(cfg, chat_template=False)
+            add("train", task, _fill(picked, templates[task], history_separator(task, sep), rng))
+    spec = main_prompt_spec(cfg, False, max_history)
     valid = ds.valid
     limit = conv["max_valid_examples"]
     if limit and valid.height > limit:
         valid = valid.sample(n=limit, seed=seed).sort("user_id")
-    add(
-        "valid",
-        MAIN_TASK if fmt == "prompt" else SEQUENCE_TASK,
-        [
-            (spec.history_text([sids[i] for i in h]), sids[t])
-            for h, t in zip(valid["history"].to_list(), valid["target"].to_list(), strict=True)
-        ],
-    )
+    valid_rows = []
+    for h, t in zip(valid["history"].to_list(), valid["target"].to_list(), strict=True):
+        history = [sids[i] for i in h]
+        shorten = fmt == "prompt"
+        valid_rows.append(
+            (
+                spec.history_text(history),
+                sids[t],
+                spec.template if shorten else "",
+                history if shorten else [],
+            )
+        )
+    add("valid", MAIN_TASK if fmt == "prompt" else SEQUENCE_TASK, valid_rows)
     if not any(f.height for f in frames["train"]):
         raise SidrecError("no training examples: the dataset's train split is empty")
     train = pl.concat(frames["train"]).sample(fraction=1.0, shuffle=True, seed=seed)
     return {"train": train, "valid": pl.concat(frames["valid"])}, counts
 
 
-def main_prompt_spec(cfg: dict[str, Any], chat_template: bool) -> PromptSpec:
+def main_prompt_spec(cfg: dict[str, Any], chat_template: bool, max_history: int) -> PromptSpec:
     """The main task's prompt format for a resolved config (valid examples use template 0)."""
     return PromptSpec(
         format=cfg["sft"]["format"],
         template=cfg["convert"]["templates"][MAIN_TASK][0],
         separator=cfg["convert"]["item_separator"],
         chat_template=chat_template,
+        max_history=max_history,
+        max_length=cfg["sft"]["max_length"],
     )
 
 
@@ -271,18 +265,21 @@ def convert(
 ) -> dict[str, Any]:
     """Write ``train.parquet`` and ``valid.parquet`` of examples into ``out``; return the
     manifest (counts per split and task)."""
-    ds, _ = read_dataset(data)
+    ds, data_manifest = read_dataset(data)
+    max_history = data_manifest["split"]["max_history"]
     table = read_sid_dir(sid)
-    section = {"convert": cfg["convert"], "sft": {"format": cfg["sft"]["format"]}}
+    s = cfg["sft"]
+    section = {"convert": cfg["convert"], "sft": {k: s[k] for k in ("format", "max_length")}}
     run = Run(
         "convert",
-        {**section, "seed": cfg["seed"]},
+        {**plain(section), "seed": cfg["seed"]},
         {"data": str(data), "sid": str(sid)},
         cfg["seed"],
     )
-    frames, counts = build_examples(ds, table, cfg, cfg["seed"])
+    frames, counts = build_examples(ds, table, cfg, cfg["seed"], max_history)
     with atomic_dir(out, overwrite=overwrite) as tmp:
         for name, df in frames.items():
             df.write_parquet(tmp / f"{name}.parquet")
+        main_prompt_spec(cfg, False, max_history).save(tmp)
         log(f"examples: {counts['train']} train, {counts['valid']} valid")
-        return run.finish(tmp, counts, format=cfg["sft"]["format"])
+        return run.finish(tmp, counts, format=s["format"], max_history=max_history)

@@ -12,7 +12,6 @@ Offline models, for machines without the model hub:
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import shutil
 from collections.abc import Sequence
@@ -167,20 +166,6 @@ def _from_pretrained(name: str) -> tuple[PreTrainedModel, Any]:
         return AutoModelForCausalLM.from_pretrained(name), AutoTokenizer.from_pretrained(name)
     except (OSError, ValueError) as e:
         raise SidrecError(f"model.name_or_path={name!r} could not be loaded: {e}") from None
-
-
-def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
-    """The tokenizer saved with a sidrec model, exactly as saved.
-
-    A tokenizer sidrec built itself (Qwen2's from ``qwen.tiktoken``, or a SID-only vocabulary)
-    is saved as a plain ``tokenizer.json``; ``AutoTokenizer`` would rebuild it as the model
-    type's tokenizer class (Qwen2's) and lose its pre-tokenizer, so it is loaded directly.
-    """
-    config = Path(path) / "tokenizer_config.json"
-    saved = json.loads(config.read_text()).get("tokenizer_class") if config.exists() else None
-    if saved in ("TokenizersBackend", "PreTrainedTokenizerFast"):
-        return PreTrainedTokenizerFast.from_pretrained(path)
-    return AutoTokenizer.from_pretrained(path)
 
 
 def set_generation_defaults(model: PreTrainedModel, tok: Any, gen: dict[str, Any]) -> None:

@@ -10,7 +10,8 @@ the input embeddings and of the output head train).
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass
+from contextlib import ExitStack
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +23,20 @@ from transformers import EarlyStoppingCallback, PreTrainedModel, Trainer
 from trl import SFTConfig, SFTTrainer
 from trl.trainer.utils import pad
 
+from sidrec.config import plain
 from sidrec.data.dataset import read_dataset
 from sidrec.errors import InputError, SidrecError, require_file
-from sidrec.io import MANIFEST, read_json, write_json
+from sidrec.io import MANIFEST, atomic_dir, output_lock, read_json, write_json
 from sidrec.manifest import Run
-from sidrec.prompts import encode_prompt, wants_chat_template
-from sidrec.sft.convert import SEQUENCE_TASK, main_prompt_spec
+from sidrec.model_dir import bundle
+from sidrec.prompts import (
+    PROMPTING_FILE,
+    PromptSpec,
+    encode_prompt,
+    fit_history,
+    wants_chat_template,
+)
+from sidrec.sft.convert import EXAMPLE_SCHEMA, SEQUENCE_TASK, fill_template, history_separator
 from sidrec.sft.models import (
     add_sid_tokens,
     load_base_model,
@@ -37,11 +46,15 @@ from sidrec.sft.models import (
 from sidrec.sids import read_sid_dir
 from sidrec.training import (
     CHECKPOINTS,
+    SWANLOG,
     accumulation_steps,
     last_checkpoint,
-    prepare_output,
+    on_main,
+    prepare_work,
+    record_start,
     swanlab_callbacks,
     use_bf16,
+    work_dir,
 )
 
 MODES = ("full", "lora", "embeddings")
@@ -49,26 +62,45 @@ TRAIN_LOG = "train_log.json"
 
 
 def tokenize_examples(
-    df: pl.DataFrame, tok: Any, chat: bool, max_length: int
-) -> tuple[HFDataset, int]:
-    """``input_ids`` and ``completion_mask`` per example; drops (and counts) the too long.
+    df: pl.DataFrame, tok: Any, chat: bool, max_length: int, item_separator: str
+) -> tuple[HFDataset, dict[str, int]]:
+    """``input_ids`` and ``completion_mask`` per example, and counts of the examples whose
+    history lost its oldest items to fit ``max_length`` (``truncated``) and of those that could
+    not fit at all (``dropped_too_long``: no history to shorten).
 
     The completion ends with end-of-sequence, except in ``sid_sequence`` examples, whose
-    sequence goes on past the window.
+    sequence goes on past the window; those must fit as they are (their length is set by the
+    dataset's history length).
     """
     ids, masks = [], []
-    dropped = 0
+    counts = {"truncated": 0, "dropped_too_long": 0}
     eos = [tok.eos_token_id]
-    for prompt, completion, task in df.iter_rows():
-        p = encode_prompt(tok, prompt, chat and task != SEQUENCE_TASK)
+    rows = df.select("prompt", "completion", "task", "template", "history").iter_rows()
+    for prompt, completion, task, template, history in rows:
+        wrap = chat and task != SEQUENCE_TASK
+        p = encode_prompt(tok, prompt, wrap)
         c = tok(completion, add_special_tokens=False)["input_ids"]
         c = c if task == SEQUENCE_TASK else c + eos
         if len(p) + len(c) > max_length:
-            dropped += 1
-            continue
+            if task == SEQUENCE_TASK:
+                raise SidrecError(
+                    f"a training window is {len(p) + len(c)} tokens, more than "
+                    f"sft.max_length={max_length}: raise sft.max_length or lower "
+                    "data.max_history (a window holds max_history + 1 items)"
+                )
+            sep = history_separator(task, item_separator)
+
+            def encode(h: list[str], t: str = template, s: str = sep, w: bool = wrap) -> list[int]:
+                return encode_prompt(tok, fill_template(t, h, s), w)
+
+            p = fit_history(encode, history, max_length - len(c))[0] if history else None
+            if p is None:
+                counts["dropped_too_long"] += 1
+                continue
+            counts["truncated"] += 1
         ids.append(p + c)
         masks.append([0] * len(p) + [1] * len(c))
-    return HFDataset.from_dict({"input_ids": ids, "completion_mask": masks}), dropped
+    return HFDataset.from_dict({"input_ids": ids, "completion_mask": masks}), counts
 
 
 @dataclass
@@ -207,6 +239,19 @@ def _apply_mode(model: PreTrainedModel, cfg: dict[str, Any], sid_ids: list[int])
     return model
 
 
+def _read_examples(examples: Path, name: str) -> pl.DataFrame:
+    path = require_file(examples / f"{name}.parquet", f"{name} examples")
+    df = pl.read_parquet(path)
+    missing = [c for c in EXAMPLE_SCHEMA if c not in df.columns]
+    if missing:
+        raise InputError(
+            path,
+            f"expected columns {list(EXAMPLE_SCHEMA)}, missing {missing} "
+            "(made by an older sidrec?); run convert again",
+        )
+    return df
+
+
 def train_sft(
     examples: str | Path,
     out: str | Path,
@@ -215,18 +260,33 @@ def train_sft(
     overwrite: bool = False,
 ) -> dict[str, Any]:
     """Fine-tune ``cfg["model"]`` on the examples directory ``examples``; write the model,
-    its extended tokenizer, ``prompting.json``, ``train_log.json``, the config and a manifest
-    into ``out``. Returns the manifest (on the main process; others return an empty dict)."""
+    its extended tokenizer, ``prompting.json``, the bundled SIDs and items, ``train_log.json``,
+    the config and a manifest into ``out``. Returns the manifest (on the main process; others
+    return an empty dict).
+
+    Checkpoints live in ``<out>.partial/`` until the run is complete; ``out`` appears (or is
+    replaced) in one step, with everything in it, and the checkpoints are dropped after.
+    """
     examples, out = Path(examples), Path(out)
     s = cfg["sft"]
     if s["mode"] not in MODES:
         raise SidrecError(f"sft.mode must be one of {MODES}, got {s['mode']!r}")
+    if not 0 <= s["warmup_ratio"] < 1:
+        raise SidrecError(
+            f"sft.warmup_ratio is a fraction of the training steps: it must be in [0, 1), "
+            f"got {s['warmup_ratio']}"
+        )
     manifest = read_json(require_file(examples / MANIFEST, "examples manifest (run convert)"))
     if manifest.get("format") != s["format"]:
         raise SidrecError(
             f"{examples} holds sft.format={manifest.get('format')} examples but the config says "
             f"sft.format={s['format']}; run convert again"
         )
+    if not (examples / PROMPTING_FILE).exists():
+        raise InputError(
+            examples, f"has no {PROMPTING_FILE} (made by an older sidrec?); run convert again"
+        )
+    example_spec = PromptSpec.load(examples)
     # without a GPU, processes started by torchrun meet over gloo (accelerate needs cpu=True)
     cpu = not torch.cuda.is_available()
     state = PartialState(cpu=cpu)
@@ -234,24 +294,59 @@ def train_sft(
         s["global_batch_size"], s["per_device_batch_size"], state.num_processes
     )
     bf16 = use_bf16(s["bf16"])
-    # an unfinished run is refused (or cleared, or resumed) before any model is loaded
-    if state.is_main_process:
-        prepare_output(out, resume, overwrite)
-    state.wait_for_everyone()
-    last = last_checkpoint(out) if resume else None
-    table = read_sid_dir(manifest["inputs"]["sid"])
-    ds, _ = read_dataset(manifest["inputs"]["data"])
+    run = Run("sft", cfg, {"examples": str(examples), **manifest["inputs"]}, cfg["seed"])
+    started = {
+        "run_id": run.id,
+        "settings": plain({k: cfg[k] for k in TRAINING_SECTIONS}),
+        "inputs": run.inputs,
+        "input_runs": run.input_runs,
+        "pipeline": run.pipeline,
+    }
+    with ExitStack() as stack:
+
+        def claim() -> None:
+            # an unfinished run is refused (or cleared, or resumed) before any model is loaded
+            stack.enter_context(output_lock(out))
+            record_start(prepare_work(out, resume, overwrite, started), started)
+
+        on_main(state, claim)
+        return _train(examples, out, cfg, run, state, accum, bf16, example_spec, resume)
+
+
+TRAINING_SECTIONS = ("seed", "model", "generation", "sft")
+
+
+def _train(
+    examples: Path,
+    out: Path,
+    cfg: dict[str, Any],
+    run: Run,
+    state: PartialState,
+    accum: int,
+    bf16: bool,
+    example_spec: PromptSpec,
+    resume: bool,
+) -> dict[str, Any]:
+    s = cfg["sft"]
+    work = work_dir(out)
+    last = last_checkpoint(work) if resume else None
+    sid_dir = Path(run.inputs["sid"])
+    table = read_sid_dir(sid_dir)
+    ds, _ = read_dataset(run.inputs["data"])
     titles = [t or "" for t in ds.items["title"].to_list()]
 
-    run = Run("sft", cfg, {"examples": str(examples), **manifest["inputs"]}, cfg["seed"])
     model, tok = load_base_model(cfg, cfg["seed"], table)
     added = add_sid_tokens(model, tok, table, cfg["model"]["sid_token_init"], titles)
     sid_ids = tok.convert_tokens_to_ids(sid_vocabulary(table))
     chat = wants_chat_template(tok, s["chat_template"], s["format"])
-    train_df = pl.read_parquet(require_file(examples / "train.parquet", "train examples"))
-    valid_df = pl.read_parquet(require_file(examples / "valid.parquet", "valid examples"))
-    train, dropped = tokenize_examples(train_df, tok, chat, s["max_length"])
-    valid, dropped_valid = tokenize_examples(valid_df, tok, chat, s["max_length"])
+    spec = replace(example_spec, chat_template=chat, max_length=s["max_length"])
+    sep = spec.separator
+    train, fitted = tokenize_examples(
+        _read_examples(examples, "train"), tok, chat, spec.max_length, sep
+    )
+    valid, fitted_valid = tokenize_examples(
+        _read_examples(examples, "valid"), tok, chat, spec.max_length, sep
+    )
     _check_unknown_tokens(train, tok, examples / "train.parquet")
     _check_unknown_tokens(valid, tok, examples / "valid.parquet")
     if len(train) == 0:
@@ -261,11 +356,12 @@ def train_sft(
 
     has_valid = len(valid) > 0
     args = SFTConfig(
-        output_dir=str(out / CHECKPOINTS),
+        output_dir=str(work / CHECKPOINTS),
         num_train_epochs=s["epochs"],
         max_steps=s["max_steps"],
         learning_rate=s["learning_rate"],
         lr_scheduler_type=s["lr_scheduler"],
+        # below 1, transformers reads warmup_steps as a fraction of the training steps
         warmup_steps=s["warmup_ratio"],
         weight_decay=s["weight_decay"],
         per_device_train_batch_size=s["per_device_batch_size"],
@@ -289,7 +385,7 @@ def train_sft(
         max_length=None,
         dataloader_num_workers=s["dataloader_workers"],
         report_to="none",
-        use_cpu=cpu,
+        use_cpu=state.device.type == "cpu",
         # batches of similar lengths: little padding when lengths vary (whole sequences)
         train_sampling_strategy="group_by_length" if s["group_by_length"] else "random",
         prediction_loss_only=True,
@@ -297,7 +393,7 @@ def train_sft(
         data_seed=cfg["seed"],
         disable_tqdm=False,
     )
-    callbacks = swanlab_callbacks(cfg, out, "sft")
+    callbacks = swanlab_callbacks(cfg, work, "sft")
     if has_valid and s["early_stopping_patience"] > 0:
         callbacks.append(EarlyStoppingCallback(s["early_stopping_patience"]))
     trainer = SidSFTTrainer(
@@ -316,44 +412,58 @@ def train_sft(
     if s["mode"] == "lora":
         final = final.merge_and_unload()
     set_generation_defaults(final, tok, cfg["generation"])
-    final.save_pretrained(out)
-    tok.save_pretrained(out)
-    main_prompt_spec(cfg, chat).save(out)
     history = trainer.state.log_history
-    write_json(out / TRAIN_LOG, history)
     evals = [h["eval_loss"] for h in history if "eval_loss" in h]
-    shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
     counts = {
         "train_examples": len(train),
         "valid_examples": len(valid),
-        "dropped_too_long": {"train": dropped, "valid": dropped_valid},
+        "truncated_history": {"train": fitted["truncated"], "valid": fitted_valid["truncated"]},
+        "dropped_too_long": {
+            "train": fitted["dropped_too_long"],
+            "valid": fitted_valid["dropped_too_long"],
+        },
         "sid_tokens_added": added,
         "steps": trainer.state.global_step,
         "epochs": trainer.state.epoch,
         "tokens_seen": trainer.state.num_input_tokens_seen,
     }
-    return run.finish(
-        out,
-        counts,
-        mode=s["mode"],
-        format=s["format"],
-        base_model=cfg["model"]["name_or_path"],
-        resumed_from=Path(last).name if last else None,
-        train_loss=result.training_loss,
-        eval_loss_first=evals[0] if evals else None,
-        eval_loss_best=min(evals) if evals else None,
-        eval_loss_last=evals[-1] if evals else None,
-        best_checkpoint=Path(trainer.state.best_model_checkpoint).name
-        if trainer.state.best_model_checkpoint
-        else None,
-        train_seconds=result.metrics.get("train_runtime"),
-        # evaluations included
-        tokens_per_second=(
-            trainer.state.num_input_tokens_seen / result.metrics["train_runtime"]
-            if result.metrics.get("train_runtime")
-            else None
-        ),
-        processes=state.num_processes,
-        gradient_accumulation_steps=accum,
-        bf16=bf16,
-    )
+    if callbacks and cfg["swanlab"]["mode"] != "disabled":
+        import swanlab
+
+        swanlab.finish()  # before its log directory moves into the output
+    with atomic_dir(out, overwrite=True) as tmp:
+        final.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        spec.save(tmp)
+        digest = bundle(tmp, sid_dir, ds.items)
+        write_json(tmp / TRAIN_LOG, history)
+        if (work / SWANLOG).is_dir():
+            (work / SWANLOG).rename(tmp / SWANLOG)
+        manifest = run.finish(
+            tmp,
+            counts,
+            mode=s["mode"],
+            format=s["format"],
+            base_model=cfg["model"]["name_or_path"],
+            sid_hash=digest,
+            resumed_from=Path(last).name if last else None,
+            train_loss=result.training_loss,
+            eval_loss_first=evals[0] if evals else None,
+            eval_loss_best=min(evals) if evals else None,
+            eval_loss_last=evals[-1] if evals else None,
+            best_checkpoint=Path(trainer.state.best_model_checkpoint).name
+            if trainer.state.best_model_checkpoint
+            else None,
+            train_seconds=result.metrics.get("train_runtime"),
+            # evaluations included
+            tokens_per_second=(
+                trainer.state.num_input_tokens_seen / result.metrics["train_runtime"]
+                if result.metrics.get("train_runtime")
+                else None
+            ),
+            processes=state.num_processes,
+            gradient_accumulation_steps=accum,
+            bf16=bf16,
+        )
+    shutil.rmtree(work, ignore_errors=True)
+    return manifest

@@ -12,7 +12,7 @@ from sidrec.errors import SidrecError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from sidrec import pipeline
+    from sidrec import pipeline, recommend
     from sidrec.data import cli as data_cli
     from sidrec.evaluate import cli as evaluate_cli
     from sidrec.rq import cli as rq_cli
@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     sft_cli.add_commands(sub)
     evaluate_cli.add_commands(sub)
     pipeline.add_command(sub)
+    recommend.add_command(sub)
     return parser
 
 

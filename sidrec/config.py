@@ -18,6 +18,8 @@ import yaml
 from sidrec.errors import InputError, SidrecError, require_file
 
 DEFAULTS_FILE = Path(__file__).with_name("defaults.yaml")
+# keys that also take a value of another type than their default's
+ALSO_ACCEPTS: dict[str, type] = {"sft.lora.target_modules": list}
 
 
 @lru_cache(maxsize=1)
@@ -32,7 +34,7 @@ def defaults() -> dict[str, Any]:
 
 def _flat_keys(tree: dict[str, Any], prefix: str = "") -> list[str]:
     keys = []
-    for k, v in tree.items():
+    for k, v in dict.items(tree):
         keys.append(prefix + k)
         if isinstance(v, dict):
             keys.extend(_flat_keys(v, f"{prefix}{k}."))
@@ -47,6 +49,8 @@ def _unknown(key: str, source: str) -> SidrecError:
 
 def _typed(key: str, default: Any, value: Any, source: str) -> Any:
     if default is None or value is None:
+        return value
+    if key in ALSO_ACCEPTS and isinstance(value, ALSO_ACCEPTS[key]):
         return value
     ok = isinstance(value, bool) == isinstance(default, bool) and (
         isinstance(value, type(default)) or (isinstance(default, float) and isinstance(value, int))
@@ -115,3 +119,68 @@ def stage_path(cfg: dict[str, Any], name: str) -> Path:
     ``<output_root>/<run_name>/<name>``."""
     given = cfg["paths"].get(name)
     return Path(given).expanduser() if given else Path(cfg["output_root"]) / cfg["run_name"] / name
+
+
+def leaf_keys(tree: dict[str, Any], prefix: str = "") -> list[str]:
+    """The dotted names of every value in ``tree`` that is not itself a section."""
+    out = []
+    for k, v in dict.items(tree):
+        if isinstance(v, dict):
+            out.extend(leaf_keys(v, f"{prefix}{k}."))
+        else:
+            out.append(prefix + str(k))
+    return out
+
+
+def plain(tree: Any) -> Any:
+    """``tree`` as plain dicts and lists (a :class:`ReadTracker` unwrapped, nothing recorded)."""
+    if isinstance(tree, dict):
+        return {k: plain(v) for k, v in dict.items(tree)}
+    if isinstance(tree, list):
+        return [plain(v) for v in tree]
+    return tree
+
+
+class ReadTracker(dict):
+    """A resolved config that records which keys the code reads (``reads``: dotted names).
+
+    Reading a value records its key; iterating a section (``dict(s)``, ``**s``, ``s.items()``)
+    records every key under it. It backs the check that every key in ``defaults.yaml`` is read
+    by the code that owns it; records written to disk go through :func:`plain`.
+    """
+
+    def __init__(self, tree: dict[str, Any], prefix: str = "", reads: set[str] | None = None):
+        super().__init__(tree)
+        self.prefix = prefix
+        self.reads: set[str] = set() if reads is None else reads
+        for k, v in dict.items(self):
+            if isinstance(v, dict):
+                dict.__setitem__(self, k, ReadTracker(v, f"{prefix}{k}.", self.reads))
+
+    def __getitem__(self, key: str) -> Any:
+        value = dict.__getitem__(self, key)
+        if not isinstance(value, dict):
+            self.reads.add(self.prefix + str(key))
+        return value
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self[key] if key in self else default
+
+    def _read_all(self) -> None:
+        self.reads.update(leaf_keys(self, self.prefix))
+
+    def __iter__(self):  # noqa: ANN204
+        self._read_all()
+        return dict.__iter__(self)
+
+    def keys(self):  # noqa: ANN201
+        self._read_all()
+        return dict.keys(self)
+
+    def items(self):  # noqa: ANN201
+        self._read_all()
+        return dict.items(self)
+
+    def values(self):  # noqa: ANN201
+        self._read_all()
+        return dict.values(self)

@@ -7,15 +7,32 @@ import os
 import platform
 import subprocess
 import time
+import uuid
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import sidrec
-from sidrec.io import MANIFEST, write_json, write_yaml
+from sidrec.config import plain
+from sidrec.io import MANIFEST, is_complete, write_json, write_yaml
 
 CONFIG_FILE = "config.yaml"
+# What ``sidrec pipeline`` records in the manifest of each stage it runs (the config sections
+# the stage depends on), so a later run can tell whether that output is still current.
+PIPELINE_RECORD: ContextVar[dict[str, Any] | None] = ContextVar("pipeline_record", default=None)
+
+
+def run_id(path: str | Path) -> str | None:
+    """The ``run_id`` of the complete sidrec output at ``path``; None for anything else."""
+    p = Path(path)
+    if not is_complete(p):
+        return None
+    try:
+        return json.loads((p / MANIFEST).read_text(encoding="utf-8")).get("run_id")
+    except (OSError, ValueError):
+        return None
 
 
 def git_commit() -> str | None:
@@ -67,14 +84,25 @@ class Run:
     inputs: dict[str, str]
     seed: int | None
     started: float = field(default_factory=time.time)
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    # the run id of every input that is a sidrec output, read when the run starts
+    input_runs: dict[str, str | None] = field(init=False)
+    pipeline: dict[str, Any] | None = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.config = plain(self.config)
+        self.input_runs = {k: run_id(v) for k, v in self.inputs.items()}
+        self.pipeline = plain(PIPELINE_RECORD.get())
 
     def finish(self, out: Path, counts: dict[str, Any], **extra: Any) -> dict[str, Any]:
         """Write ``config.yaml`` and ``manifest.json`` into ``out`` and return the manifest."""
         ended = time.time()
         manifest = {
             "stage": self.stage,
+            "run_id": self.id,
             **extra,
             "inputs": self.inputs,
+            "input_runs": self.input_runs,
             "counts": counts,
             "seed": self.seed,
             "sidrec_version": sidrec.__version__,
@@ -84,6 +112,8 @@ class Run:
             "ended": _iso(ended),
             "seconds": round(ended - self.started, 3),
         }
+        if self.pipeline is not None:
+            manifest["pipeline"] = self.pipeline
         write_yaml(out / CONFIG_FILE, self.config)
         write_json(out / MANIFEST, manifest)
         return manifest

@@ -1,36 +1,37 @@
 """``sidrec pipeline``: every stage that exists, in order, from one config.
 
 Stages: data -> embeddings -> sid -> examples -> sft -> evaluate. Outputs go to
-``paths.<stage>``, by default ``<output_root>/<run_name>/<stage>``. A stage whose output is
-complete and whose config sections are unchanged since the last run is skipped, so an
-interrupted pipeline resumes where it stopped (training from its last checkpoint); a changed
-stage is rebuilt, and so is every stage after it. With ``sid.method=imported`` the source's own
-SIDs are used and nothing is embedded.
+``paths.<stage>``, by default ``<output_root>/<run_name>/<stage>``. Each stage decides from its
+own output: the manifest records the config sections it was made with and the run id of every
+input it read. A stage whose output is complete, made with the same sections from the inputs
+that are there now, is skipped; an interrupted SFT whose unfinished run was started that way
+resumes from its newest checkpoint; anything else is rebuilt (and a rebuilt stage's new run id
+makes every stage that read it out of date). With ``sid.method=imported`` the source's own SIDs
+are used and nothing is embedded.
 """
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from sidrec.config import load_config, stage_path
+from sidrec.config import defaults, load_config, stage_path
 from sidrec.data.dataset import read_dataset
 from sidrec.data.stage import build_from_config, import_sids_from_config
 from sidrec.data.stats import dataset_stats, format_stats
 from sidrec.errors import SidrecError
 from sidrec.evaluate.generative import evaluate_model
 from sidrec.evaluate.ranking import RESULTS_FILE
-from sidrec.io import is_complete, read_json, write_yaml
-from sidrec.manifest import CONFIG_FILE
+from sidrec.io import MANIFEST, is_complete, read_json
+from sidrec.manifest import PIPELINE_RECORD, run_id
 from sidrec.rq.embed import embed_dataset
 from sidrec.rq.stage import build_sids, report_sids
 from sidrec.sft.convert import convert
 from sidrec.sft.train import train_sft
+from sidrec.training import RUN_FILE, work_dir
 
 IMPORTED = "imported"
 
@@ -90,27 +91,57 @@ STAGES = (
     Stage("data", ("seed", "data"), lambda c, o, f: build_from_config(c, o, True), _show_data),
     Stage("embeddings", ("embed",), _embed, needed=lambda c: not _imported(c)),
     Stage("sid", ("seed", "sid"), _sid, lambda p: report_sids(sid=p)[1]),
-    Stage("examples", ("seed", "convert", "sft"), _examples),
+    Stage("examples", ("seed", "convert", "sft.format", "sft.max_length"), _examples),
     Stage("sft", ("seed", "model", "generation", "sft"), _sft),
     Stage("evaluate", ("seed", "evaluate"), _evaluate, _show_results),
 )
 
 
-def previous_config(path: Path) -> dict[str, Any] | None:
-    """The config of the last run, with keys added to sidrec since then at their defaults (so
-    a new option does not make finished stages look changed); None if there was no run."""
-    if not path.exists():
-        return None
-    try:
-        return load_config(path)
-    except SidrecError:  # a key that no longer exists: compare as written
-        return yaml.safe_load(path.read_text())
+def _at_defaults(default: Any, recorded: Any) -> Any:
+    """``recorded`` with keys added to sidrec since then at their defaults and keys since
+    removed dropped, so a new option does not make finished stages look changed."""
+    if not (isinstance(default, dict) and isinstance(recorded, dict)):
+        return recorded
+    return {k: _at_defaults(v, recorded[k]) if k in recorded else v for k, v in default.items()}
 
 
-def same_config(previous: dict[str, Any] | None, cfg: dict[str, Any], keys: Iterable[str]) -> bool:
-    """Whether the sections ``keys`` of ``cfg`` equal those of a ``previous`` run's config
-    (from ``previous_config``; None: there was none)."""
-    return previous is not None and all(previous.get(k) == cfg[k] for k in keys)
+def _section(cfg: dict[str, Any], key: str) -> Any:
+    """``cfg[a][b]`` for the dotted ``key`` ``a.b``; None where it does not exist."""
+    for part in key.split("."):
+        if not isinstance(cfg, dict) or part not in cfg:
+            return None
+        cfg = cfg[part]
+    return cfg
+
+
+def _current(
+    record: dict[str, Any] | None,
+    input_runs: dict[str, Any],
+    inputs: dict[str, str],
+    want: dict[str, Any],
+) -> bool:
+    if record is None:
+        return False
+    base = defaults()
+    if {k: _at_defaults(_section(base, k), v) for k, v in record.items()} != want:
+        return False
+    return all(run_id(inputs[name]) == rid for name, rid in input_runs.items())
+
+
+def stage_state(out: Path, want: dict[str, Any]) -> str:
+    """``current`` (complete, made with the config sections ``want`` from the inputs there
+    now), ``resumable`` (an unfinished training run started that way) or ``stale``."""
+    if is_complete(out):
+        m = read_json(out / MANIFEST)
+        ok = _current(m.get("pipeline"), m.get("input_runs", {}), m.get("inputs", {}), want)
+        return "current" if ok else "stale"
+    started = work_dir(out) / RUN_FILE
+    if started.is_file():
+        r = read_json(started)
+        inputs = r.get("inputs", {})
+        if _current(r.get("pipeline"), r.get("input_runs", {}), inputs, want):
+            return "resumable"
+    return "stale"
 
 
 def run_pipeline(
@@ -124,29 +155,28 @@ def run_pipeline(
     names = [st.name for st in STAGES]
     if until is not None and until not in names:
         raise SidrecError(f"--until must be one of {names}, got {until!r}")
-    root = Path(cfg["output_root"]) / cfg["run_name"]
-    root.mkdir(parents=True, exist_ok=True)
-    previous = previous_config(root / CONFIG_FILE)
     outputs: dict[str, Path] = {}
-    rebuild = force
     for stage in STAGES:
         if not stage.needed(cfg):
             log(f"[{stage.name}] not needed for this config")
             continue
         out = stage_path(cfg, stage.name)
-        same = same_config(previous, cfg, stage.config_keys)
-        if not rebuild and same and is_complete(out):
+        want = {k: _section(cfg, k) for k in stage.config_keys}
+        state = "stale" if force else stage_state(out, want)
+        if state == "current":
             log(f"[{stage.name}] complete and unchanged: {out}")
         else:
-            log(f"[{stage.name}] building {out}")
-            stage.run(cfg, out, rebuild or not same)
-            rebuild = True
+            log(f"[{stage.name}] {'resuming' if state == 'resumable' else 'building'} {out}")
+            token = PIPELINE_RECORD.set(want)
+            try:
+                stage.run(cfg, out, state != "resumable")
+            finally:
+                PIPELINE_RECORD.reset(token)
         if stage.show is not None:
             log(stage.show(out))
         outputs[stage.name] = out
         if stage.name == until:
             break
-    write_yaml(root / CONFIG_FILE, cfg)
     return outputs
 
 

@@ -5,51 +5,120 @@ from __future__ import annotations
 
 import re
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
+from accelerate import PartialState
+from accelerate.utils import broadcast_object_list
 from transformers import TrainerCallback
 from transformers.trainer import TRAINER_STATE_NAME
 
 from sidrec.errors import SidrecError
-from sidrec.io import is_complete
+from sidrec.io import is_complete, read_json, write_json
+from sidrec.manifest import run_id
 
 CHECKPOINTS = "checkpoints"
+PARTIAL = ".partial"
+RUN_FILE = "run.json"
 _CHECKPOINT = re.compile(r"checkpoint-(\d+)")
 SWANLAB_MODES = ("local", "cloud", "offline", "disabled")
+SWANLOG = "swanlog"
 
 
-def prepare_output(out: Path, resume: bool, overwrite: bool) -> None:
-    """Check ``out`` before a training run (main process only); the trainer creates it.
+def on_main(state: PartialState, fn: Callable[[], Any]) -> None:
+    """Run ``fn`` on the main process only; a :class:`SidrecError` it raises is raised on every
+    process, with its message, so that no process waits at a barrier for one that has quit."""
+    error = None
+    if state.is_main_process:
+        try:
+            fn()
+        except SidrecError as e:
+            error = str(e)
+    if state.num_processes > 1:
+        box = [error]
+        broadcast_object_list(box, from_process=0)
+        error = box[0]
+    if error is not None:
+        raise SidrecError(error)
 
-    A run in progress keeps its checkpoints in ``out/checkpoints``; the directory counts as
-    complete only once its manifest is written. Without ``resume`` an interrupted run is not
-    silently discarded: pass ``--resume`` to continue it or ``--overwrite`` to clear it.
+
+def work_dir(out: Path) -> Path:
+    """Where a training run into ``out`` keeps its checkpoints and dashboard until it is
+    complete: ``<out>.partial`` beside it."""
+    return out.with_name(out.name + PARTIAL)
+
+
+def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two config trees, as ``key: old -> new``."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [
+            d
+            for k in sorted(set(old) | set(new), key=str)
+            for d in _differences(old.get(k), new.get(k), f"{prefix}{k}.")
+        ]
+    return [] if old == new else [f"{prefix.rstrip('.')}: {old!r} -> {new!r}"]
+
+
+def prepare_work(out: Path, resume: bool, overwrite: bool, started: dict[str, Any]) -> Path:
+    """Check ``out`` before a training run (main process, under ``out``'s lock) and return its
+    work directory (see :func:`work_dir`).
+
+    ``out`` itself is only ever written complete, by :func:`publish`. An unfinished run is not
+    silently discarded: ``resume`` continues it (if it was started with the same settings and
+    inputs, ``started``: what :func:`record_start` records) and ``overwrite`` clears it. A
+    complete ``out`` is replaced only with ``overwrite``, and only once the new run is done.
     """
+    work = work_dir(out)
     if out.exists() and not out.is_dir():
         raise SidrecError(f"{out}: exists and is not a directory")
-    if is_complete(out):
-        if not overwrite:
-            raise SidrecError(f"{out}: already complete; pass --overwrite to train again")
-        shutil.rmtree(out)
-    elif out.exists() and any(out.iterdir()):
-        if overwrite:
-            shutil.rmtree(out)
-        elif not resume:
+    if out.exists() and any(out.iterdir()) and not is_complete(out):
+        raise SidrecError(
+            f"{out}: exists, is not empty and is not a sidrec output; choose another --out "
+            "or remove it"
+        )
+    run_file = work / RUN_FILE
+    previous = read_json(run_file) if run_file.is_file() else None
+    if is_complete(out) and previous is not None and previous["run_id"] == run_id(out):
+        shutil.rmtree(work)  # left by a run killed after publishing its output
+        previous = None
+    if is_complete(out) and not overwrite:
+        raise SidrecError(f"{out}: already complete; pass --overwrite to train again")
+    if work.exists() and overwrite:
+        shutil.rmtree(work)
+    elif work.exists() and any(work.iterdir()):
+        if not resume:
             raise SidrecError(
-                f"{out}: holds an unfinished run; pass --resume to continue it from its last "
-                "checkpoint or --overwrite to start again"
+                f"{work}: holds an unfinished run of {out}; pass --resume to continue it from "
+                "its last checkpoint or --overwrite to start again"
             )
+        if previous is not None:
+            changed = _differences(
+                {k: previous[k] for k in ("settings", "input_runs")},
+                {k: started[k] for k in ("settings", "input_runs")},
+            )
+            if changed:
+                raise SidrecError(
+                    f"{work}: the unfinished run was started with other settings or inputs "
+                    f"({'; '.join(changed[:5])}); pass --overwrite to start again"
+                )
+    work.mkdir(parents=True, exist_ok=True)
+    return work
 
 
-def last_checkpoint(out: Path) -> str | None:
-    """The newest complete checkpoint of an interrupted run in ``out``, if there is one.
+def record_start(work: Path, started: dict[str, Any]) -> None:
+    """Write what a run was started with (run id, settings, input run ids) into ``work``."""
+    write_json(work / RUN_FILE, started)
+
+
+def last_checkpoint(work: Path) -> str | None:
+    """The newest complete checkpoint of an interrupted run in ``work``, if there is one.
 
     The trainer writes a checkpoint's ``trainer_state.json`` last, so a run killed while
     saving leaves a newer checkpoint without it: that one is skipped.
     """
-    ckpt = out / CHECKPOINTS
+    ckpt = work / CHECKPOINTS
     steps = sorted(
         (int(m.group(1)), p)
         for p in (ckpt.iterdir() if ckpt.is_dir() else ())
@@ -78,11 +147,11 @@ def accumulation_steps(global_batch: int, per_device: int, processes: int) -> in
     return global_batch // step
 
 
-def swanlab_callbacks(cfg: dict[str, Any], out: Path, stage: str) -> list[TrainerCallback]:
+def swanlab_callbacks(cfg: dict[str, Any], work: Path, stage: str) -> list[TrainerCallback]:
     """SwanLab's own transformers callback (it starts the run itself), or nothing if disabled.
 
     ``cfg`` is a resolved config; the run is ``<run_name>-<stage>`` in ``swanlab.project``, logged
-    under ``swanlab.log_dir`` (default: ``out/swanlog``).
+    under ``swanlab.log_dir`` (default: ``work/swanlog``, moved into the output at the end).
     """
     s = cfg["swanlab"]
     if s["mode"] not in SWANLAB_MODES:
@@ -95,7 +164,7 @@ def swanlab_callbacks(cfg: dict[str, Any], out: Path, stage: str) -> list[Traine
         SwanLabCallback(
             project=s["project"],
             experiment_name=f"{cfg['run_name']}-{stage}",
-            log_dir=str(Path(s["log_dir"]).expanduser() if s["log_dir"] else out / "swanlog"),
+            log_dir=str(Path(s["log_dir"]).expanduser() if s["log_dir"] else work / SWANLOG),
             mode=s["mode"],
         )
     ]

@@ -56,3 +56,38 @@ def small_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     synth(root / "data", n_items=120, n_users=150, seed=0)
     write_imported_sids(root / "sid", random_sids(120), "test", {})
     return {"data": root / "data", "sid": root / "sid", "root": root}
+
+
+# a 1-layer Qwen2 with Qwen2's tokenizer, a few SFT steps, small evaluations
+TINY_SFT = [
+    "model.name_or_path=tiny-qwen2",
+    "model.tiny_qwen2.hidden_size=32",
+    "model.tiny_qwen2.intermediate_size=64",
+    "model.tiny_qwen2.num_hidden_layers=1",
+    "model.tiny_qwen2.num_attention_heads=2",
+    "model.tiny_qwen2.num_key_value_heads=1",
+    "swanlab.mode=disabled",
+    "convert.max_valid_examples=32",
+    "sft.max_steps=20",
+    "sft.eval_steps=10",
+    "sft.global_batch_size=16",
+    "sft.per_device_batch_size=16",
+    "sft.learning_rate=0.003",
+    "evaluate.num_beams=10",
+    "evaluate.batch_size=16",
+    "evaluate.max_users=40",
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_model(small_run: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """``small_run`` plus ``model``: a tiny SFT model trained on it, and its ``cfg``."""
+    from sidrec.config import load_config
+    from sidrec.sft.convert import convert
+    from sidrec.sft.train import train_sft
+
+    root = tmp_path_factory.mktemp("tiny_model")
+    cfg = load_config(None, [*TINY_SFT, f"model.cache_dir={root / 'models'}"])
+    convert(small_run["data"], small_run["sid"], root / "examples", cfg)
+    train_sft(root / "examples", root / "sft", cfg)
+    return {**small_run, "model": root / "sft", "cfg": cfg}

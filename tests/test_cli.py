@@ -4,7 +4,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 import sidrec.data.dataset as dataset_mod
 from sidrec.cli import main
@@ -57,10 +56,10 @@ def test_pipeline_resumes_and_rebuilds_on_change(tmp_path: Path) -> None:
     assert [m.split()[1] for m in logs if m.startswith("[")] == ["complete"] * 3
     logs.clear()
     # a run by an older sidrec, which lacked a key that now has a default, is still unchanged
-    stored = tmp_path / cfg["run_name"] / "config.yaml"
-    old = yaml.safe_load(stored.read_text())
-    del old["sid"]["kmeans_iters"]
-    stored.write_text(yaml.safe_dump(old))
+    stored = outputs["sid"] / "manifest.json"
+    old = json.loads(stored.read_text())
+    del old["pipeline"]["sid"]["kmeans_iters"]
+    stored.write_text(json.dumps(old))
     run_pipeline(cfg, log=logs.append, until="sid")
     assert [m.split()[1] for m in logs if m.startswith("[")] == ["complete"] * 3
     logs.clear()
@@ -79,6 +78,19 @@ def test_pipeline_resumes_and_rebuilds_on_change(tmp_path: Path) -> None:
         until="sid",
     )
     assert [m.split()[1] for m in logs if m.startswith("[")] == ["building"] * 3
+    logs.clear()
+    # each stage judges its own output: an embedding directory rebuilt by hand makes the SIDs
+    # built from the old one out of date, though no SID setting changed
+    cfg1 = load_config(None, [f"output_root={tmp_path}", *SMALL, "seed=1"])
+    from sidrec.rq.embed import embed_dataset
+
+    embed_dataset(outputs["data"], outputs["embeddings"], cfg1["embed"], overwrite=True)
+    run_pipeline(cfg1, log=logs.append, until="sid")
+    assert [m.split()[1] for m in logs if m.startswith("[")] == [
+        "complete",
+        "building",  # made outside the pipeline: nothing says with which settings
+        "building",
+    ]
 
 
 def test_interrupted_stage_leaves_nothing_complete_and_reruns_cleanly(
@@ -98,8 +110,7 @@ def test_interrupted_stage_leaves_nothing_complete_and_reruns_cleanly(
     logs: list[str] = []
     run_pipeline(cfg, log=logs.append, until="sid")
     assert logs[0].startswith("[data] building") and is_complete(data_dir)
-    assert sorted(p.name for p in (tmp_path / "demo").iterdir()) == [
-        "config.yaml",
+    assert sorted(p.name for p in (tmp_path / "demo").iterdir() if p.suffix != ".lock") == [
         "data",
         "embeddings",
         "sid",

@@ -20,7 +20,7 @@ def test_failed_block_leaves_nothing(tmp_path: Path) -> None:
         (tmp / "half.txt").write_text("half")
         raise RuntimeError("killed")
     assert not out.exists()
-    assert list(tmp_path.iterdir()) == []
+    assert [p.name for p in tmp_path.iterdir()] == [".out.lock"]  # the lock file stays
 
 
 def test_complete_output_has_config_and_manifest(tmp_path: Path) -> None:
@@ -45,7 +45,7 @@ def test_stale_temporary_dirs_are_removed_on_rerun(tmp_path: Path) -> None:
     with atomic_dir(out) as tmp:
         _finish(tmp)
     assert not stale.exists()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".out.lock", "out"]
 
 
 def test_complete_output_is_kept_unless_overwrite(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ import numpy as np
 import polars as pl
 import pytest
 import yaml
+from conftest import TINY_SFT
 
 from sidrec.cli import main
 from sidrec.config import load_config
@@ -21,38 +22,14 @@ from sidrec.evaluate.generative import evaluate_model
 from sidrec.evaluate.metrics import hr_ndcg
 from sidrec.evaluate.sasrec import train_sasrec
 from sidrec.io import read_json
-from sidrec.sft.convert import convert
-from sidrec.sft.train import train_sft
 from sidrec.sids import SidTable, read_sid_dir
 
 REPO = Path(__file__).resolve().parents[2]
-TINY = [
-    "model.name_or_path=tiny-qwen2",
-    "model.tiny_qwen2.hidden_size=32",
-    "model.tiny_qwen2.intermediate_size=64",
-    "model.tiny_qwen2.num_hidden_layers=1",
-    "model.tiny_qwen2.num_attention_heads=2",
-    "model.tiny_qwen2.num_key_value_heads=1",
-    "swanlab.mode=disabled",
-    "convert.max_valid_examples=32",
-    "sft.max_steps=20",
-    "sft.eval_steps=10",
-    "sft.global_batch_size=16",
-    "sft.per_device_batch_size=16",
-    "sft.learning_rate=0.003",
-    "evaluate.num_beams=10",
-    "evaluate.batch_size=16",
-    "evaluate.max_users=40",
-]
 
 
 @pytest.fixture(scope="module")
-def trained(small_run: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict:
-    root = tmp_path_factory.mktemp("evaluate")
-    cfg = load_config(None, [*TINY, f"model.cache_dir={root / 'models'}"])
-    convert(small_run["data"], small_run["sid"], root / "examples", cfg)
-    train_sft(root / "examples", root / "sft", cfg)
-    return {**small_run, "model": root / "sft", "cfg": cfg}
+def trained(tiny_model: dict) -> dict:
+    return tiny_model
 
 
 def test_evaluate_ranks_real_items_and_writes_consistent_files(
@@ -97,16 +74,31 @@ def test_cli_refuses_to_overwrite_and_checks_the_sids(
     trained: dict, tmp_path: Path, capsys
 ) -> None:  # noqa: ANN001
     args = ["evaluate", "--model", str(trained["model"]), "--data", str(trained["data"])]
-    args += ["--num-beams", "5", *TINY]
+    args += ["--num-beams", "5", *TINY_SFT]
     out = tmp_path / "e"
     assert main([*args, "--sid", str(trained["sid"]), "--out", str(out)]) == 0
     assert read_json(out / "results.json")["ks"] == [1, 3, 5]
     assert main([*args, "--sid", str(trained["sid"]), "--out", str(out)]) == 2
     assert "--overwrite" in capsys.readouterr().err
-    short = tmp_path / "sid"
-    write_imported_sids(short, SidTable(read_sid_dir(trained["sid"]).codes[:100], [8] * 3), "t", {})
-    assert main([*args, "--sid", str(short), "--out", str(tmp_path / "f")]) == 2
-    assert "100 SIDs for a dataset of 120 items" in capsys.readouterr().err
+    # SIDs of the same size but not the model's are refused, naming both
+    codes = read_sid_dir(trained["sid"]).codes
+    other = tmp_path / "sid"
+    write_imported_sids(other, SidTable(codes[1:] + codes[:1], [8] * 3), "t", {})
+    assert main([*args, "--sid", str(other), "--out", str(tmp_path / "f")]) == 2
+    err = capsys.readouterr().err
+    assert f"--sid {other} (SID hash" in err and str(trained["model"] / "sids") in err
+    assert not (tmp_path / "f").exists()
+    # the same SIDs elsewhere are accepted; with no --sid the bundled ones are used
+    same = tmp_path / "same"
+    write_imported_sids(same, SidTable(codes, [8] * 3), "t", {})
+    assert main([*args, "--sid", str(same), "--out", str(tmp_path / "g")]) == 0
+    assert main([*args, "--out", str(tmp_path / "h")]) == 0
+    manifest = read_json(tmp_path / "h" / "manifest.json")
+    assert manifest["inputs"]["sid"] == str(trained["model"] / "sids")
+    assert (
+        read_json(tmp_path / "h" / "results.json")["metrics"]
+        == read_json(tmp_path / "g" / "results.json")["metrics"]
+    )
 
 
 def test_two_processes_decode_shards_that_merge_to_the_same_answer(

@@ -9,9 +9,9 @@ from transformers import AutoModelForCausalLM
 
 from sidrec.config import load_config
 from sidrec.io import read_json
+from sidrec.model_dir import load_tokenizer
 from sidrec.pipeline import run_pipeline
 from sidrec.prompts import PromptSpec
-from sidrec.sft.models import load_tokenizer
 
 REPO = Path(__file__).resolve().parents[2]
 TINY_MODEL = [

@@ -5,6 +5,7 @@ import sys
 import time
 from pathlib import Path
 
+import polars as pl
 import pytest
 import torch
 import yaml
@@ -13,6 +14,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from sidrec.config import load_config
 from sidrec.errors import SidrecError
 from sidrec.io import read_json
+from sidrec.model_dir import sid_hash
 from sidrec.prompts import PromptSpec
 from sidrec.sft.convert import convert
 from sidrec.sft.models import add_sid_tokens, load_base_model, sid_vocabulary
@@ -61,17 +63,17 @@ def test_completion_mask_and_window(small_run: dict[str, Path], cache: Path) -> 
     model, tok = load_base_model(_cfg(cache))
     table = read_sid_dir(small_run["sid"])
     add_sid_tokens(model, tok, table)
-    import polars as pl
-
     df = pl.DataFrame(
         {
             "prompt": ["Next after <a_1><b_2><c_3>?", "<a_1><b_2><c_3>"],
             "completion": ["<a_4><b_5><c_6>", "<a_0><b_0><c_1><a_2><b_2><c_2>"],
             "task": ["sid_history", "sid_sequence"],
+            "template": ["Next after {history}?", ""],
+            "history": [["<a_1><b_2><c_3>"], []],
         }
     )
-    data, dropped = tokenize_examples(df, tok, chat=True, max_length=512)
-    assert dropped == 0
+    data, fitted = tokenize_examples(df, tok, chat=True, max_length=512, item_separator=", ")
+    assert fitted == {"truncated": 0, "dropped_too_long": 0}
     ids, mask = data["input_ids"][0], data["completion_mask"][0]
     sid = tok.convert_tokens_to_ids(["<a_4>", "<b_5>", "<c_6>"])
     assert [i for i, m in zip(ids, mask, strict=True) if m] == [*sid, tok.eos_token_id]
@@ -79,8 +81,10 @@ def test_completion_mask_and_window(small_run: dict[str, Path], cache: Path) -> 
     seq_ids, seq_mask = data["input_ids"][1], data["completion_mask"][1]
     assert sum(seq_mask) == 6 and seq_ids[-1] != tok.eos_token_id  # no chat, no EOS
     assert len(seq_ids) == 9
-    _, too_long = tokenize_examples(df, tok, chat=True, max_length=8)
-    assert too_long == 2
+    _, too_long = tokenize_examples(df[:1], tok, chat=True, max_length=8, item_separator=", ")
+    assert too_long == {"truncated": 0, "dropped_too_long": 1}  # not even an empty history fits
+    with pytest.raises(SidrecError, match="training window is 9 tokens.*data.max_history"):
+        tokenize_examples(df[1:], tok, chat=False, max_length=8, item_separator=", ")
 
     # the collator's window holds every label; the loss equals the full-logits loss
     labels = [
@@ -105,6 +109,39 @@ def test_completion_mask_and_window(small_run: dict[str, Path], cache: Path) -> 
     assert torch.allclose(windowed, full, atol=1e-5)
 
 
+def test_long_history_loses_its_oldest_items_as_in_evaluation(
+    small_run: dict[str, Path], cache: Path
+) -> None:
+    """A prompt too long for sft.max_length keeps its newest items, and training and
+    evaluation cut the same history to the same tokens."""
+    model, tok = load_base_model(_cfg(cache))
+    table = read_sid_dir(small_run["sid"])
+    add_sid_tokens(model, tok, table)
+    history = table.sids[:12]
+    spec = PromptSpec("prompt", "Items: {history}. Next?", ", ", True, 20, 512)
+    full, cut = spec.encode(tok, history, 4)
+    assert cut == 0
+    spec = PromptSpec("prompt", "Items: {history}. Next?", ", ", True, 20, len(full) - 3)
+    ids, cut = spec.encode(tok, history, 4)
+    assert cut > 0 and len(ids) + 4 <= spec.max_length
+    assert ids == spec.encode(tok, history[cut:], 4)[0]  # the newest items are kept
+    df = pl.DataFrame(
+        {
+            "prompt": [spec.history_text(history)],
+            "completion": [table.sids[20]],
+            "task": ["sid_history"],
+            "template": [spec.template],
+            "history": [history],
+        }
+    )
+    data, fitted = tokenize_examples(df, tok, True, spec.max_length, ", ")
+    assert fitted == {"truncated": 1, "dropped_too_long": 0}
+    mask = data["completion_mask"][0]
+    assert data["input_ids"][0][: mask.index(1)] == ids
+    shorter = PromptSpec("prompt", spec.template, ", ", True, 5, 512)
+    assert shorter.encode(tok, history, 4) == (shorter.encode(tok, history[-5:], 4)[0], 7)
+
+
 def test_sft_trains_and_writes_a_complete_model(
     examples: Path, small_run: dict[str, Path], cache: Path, tmp_path: Path
 ) -> None:
@@ -125,7 +162,11 @@ def test_sft_trains_and_writes_a_complete_model(
     ):
         assert (out / name).is_file(), name
     assert any((out / "swanlog").iterdir())
-    assert not (out / "checkpoints").exists()
+    assert not (out / "checkpoints").exists() and not (tmp_path / "sft.partial").exists()
+    # the model carries the SIDs it was trained on and the catalog
+    assert read_sid_dir(out / "sids").codes == read_sid_dir(small_run["sid"]).codes
+    assert manifest["sid_hash"] == sid_hash(read_sid_dir(small_run["sid"]))
+    assert pl.read_parquet(out / "items.parquet").height == 120
     tok = AutoTokenizer.from_pretrained(out)
     table = read_sid_dir(small_run["sid"])
     sid = table.sids[0]
@@ -229,13 +270,14 @@ def test_killed_run_resumes_from_its_last_checkpoint(
         start_new_session=True,
     )
     deadline = time.time() + 300
-    while not list(out.glob("checkpoints/checkpoint-*/trainer_state.json")):
+    work = tmp_path / "sft.partial"
+    while not list(work.glob("checkpoints/checkpoint-*/trainer_state.json")):
         assert proc.poll() is None, "training ended before its first checkpoint"
         assert time.time() < deadline
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert not (out / "manifest.json").exists()
+    assert not out.exists()  # nothing that looks finished
     again = subprocess.run(_cli(cfg_file, examples, out), capture_output=True, text=True)
     assert again.returncode == 2 and "pass --resume" in again.stderr
     resumed = subprocess.run(
