@@ -58,17 +58,24 @@ def download(raw_dir: Path, name: str) -> None:
             continue
         tmp = dest.with_name(dest.name + ".part")
         url = f"{DOWNLOAD_URL}/{sub}/{file}"
-        with urllib.request.urlopen(url, timeout=60) as resp, tmp.open("wb") as out:
-            bar = tqdm(
-                total=int(resp.headers.get("Content-Length") or 0) or None,
-                unit="B",
-                unit_scale=True,
-                desc=f"download {file}",
-            )
-            while chunk := resp.read(1 << 20):
-                out.write(chunk)
-                bar.update(len(chunk))
-            bar.close()
+        try:
+            with urllib.request.urlopen(url, timeout=60) as resp, tmp.open("wb") as out:
+                bar = tqdm(
+                    total=int(resp.headers.get("Content-Length") or 0) or None,
+                    unit="B",
+                    unit_scale=True,
+                    desc=f"download {file}",
+                )
+                while chunk := resp.read(1 << 20):
+                    out.write(chunk)
+                    bar.update(len(chunk))
+                bar.close()
+        except OSError as e:  # URLError, HTTPError and timeouts are OSErrors
+            tmp.unlink(missing_ok=True)
+            reason = getattr(e, "reason", None) or e
+            raise SidrecError(
+                f"could not download {url} ({reason}); fetch it by hand into {raw_dir}"
+            ) from None
         tmp.replace(dest)
 
 

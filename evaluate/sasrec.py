@@ -184,6 +184,7 @@ def train_sasrec(
     valid_hist = valid["history"].to_list()
     valid_target = valid["target"].to_numpy()
     best, best_state, waited, log = -1.0, None, 0, []
+    patience = s["patience"]
     started = time.perf_counter()
     bar = tqdm(range(1, s["epochs"] + 1), desc="sasrec")
     for epoch in bar:
@@ -198,7 +199,7 @@ def train_sasrec(
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         else:
             waited += 1
-            if 0 < s["patience"] <= waited:
+            if 0 < patience <= waited:
                 break
     train_seconds = time.perf_counter() - started
     model.load_state_dict(best_state)

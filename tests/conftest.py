@@ -4,7 +4,10 @@ tests."""
 
 from __future__ import annotations
 
+import gzip
+import json
 import os
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -91,3 +94,56 @@ def tiny_model(small_run: dict[str, Path], tmp_path_factory: pytest.TempPathFact
     convert(small_run["data"], small_run["sid"], root / "examples", cfg)
     train_sft(root / "examples", root / "sft", cfg)
     return {**small_run, "model": root / "sft", "cfg": cfg}
+
+
+def timestamp(year: int, month: int, day: int = 15) -> int:
+    return int(datetime(year, month, day, tzinfo=timezone.utc).timestamp())
+
+
+def write_gz(path: Path, rows: list[dict]) -> None:
+    with gzip.open(path, "wt", encoding="utf-8") as f:
+        for r in rows:
+            f.write(json.dumps(r) + "\n")
+
+
+def write_amazon18_raw(tmp_path: Path, name: str) -> Path:
+    """Amazon 2018 raw files for category ``name`` in ``tmp_path``: 6 users x 6 items (all in
+    2017), plus: one user and one item that only pass 3-core
+    before the k-core cascade, an event outside the window, a duplicate event, and items whose
+    titles must be dropped."""
+    reviews, meta = [], []
+    for u in range(6):
+        for k, i in enumerate(range(6)):
+            reviews.append(
+                {
+                    "reviewerID": f"U{u}",
+                    "asin": f"A{(i + u) % 6}",
+                    "unixReviewTime": timestamp(2017, 1 + k),
+                    "overall": 5.0,
+                }
+            )
+    reviews.append(dict(reviews[0]))  # exact duplicate event
+    reviews.append(
+        {"reviewerID": "U0", "asin": "A1", "unixReviewTime": timestamp(2015, 1)}
+    )  # outside
+    # U6 has 3 events on A0..A1 and "RARE"; RARE has only U6 and U5 -> falls below 3 once U6 goes
+    for k, a in enumerate(["A0", "A1", "RARE"]):
+        reviews.append({"reviewerID": "U6", "asin": a, "unixReviewTime": timestamp(2018, 1 + k)})
+    reviews.append({"reviewerID": "U5", "asin": "RARE", "unixReviewTime": timestamp(2018, 6)})
+    reviews.append({"reviewerID": "U5", "asin": "HTML", "unixReviewTime": timestamp(2018, 7)})
+    for i in range(6):
+        meta.append(
+            {
+                "asin": f"A{i}",
+                "title": f"Widget &amp; Gadget {i}",
+                "description": [f"<b>Great</b> widget {i}"],
+                "brand": "Acme",
+                "category": ["Tools", "Widgets"],
+            }
+        )
+    meta.append({"asin": "RARE", "title": "Rare Widget"})
+    meta.append({"asin": "HTML", "title": "<span>Bad</span> title"})
+    meta.append({"asin": "A0", "title": "duplicate metadata row"})
+    write_gz(tmp_path / f"{name}.json.gz", reviews)
+    write_gz(tmp_path / f"meta_{name}.json.gz", meta)
+    return tmp_path

@@ -46,9 +46,9 @@ def test_cli_history_and_json_lines(
 ) -> None:
     model = str(tiny_model["model"])
     history = evaluated["history"][0].to_list()
-    want = evaluated["ranked_items"][0].to_list()[:5]
+    want = evaluated["ranked_items"][0].to_list()  # 10 beams, as evaluated
     assert (
-        main(["recommend", "--model", model, "--k", "5", "--history", ",".join(map(str, history))])
+        main(["recommend", "--model", model, "--k", "10", "--history", ",".join(map(str, history))])
         == 0
     )
     line = json.loads(capsys.readouterr().out)
@@ -61,7 +61,7 @@ def test_cli_history_and_json_lines(
         json.dumps({"user_id": u, "history": h}) for u, h in (("a", sources), ("b", mixed))
     )
     monkeypatch.setattr("sys.stdin", io.StringIO(stdin + "\n\n"))
-    assert main(["recommend", "--model", model, "--k", "5"]) == 0
+    assert main(["recommend", "--model", model, "--k", "10"]) == 0
     lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert [x["user_id"] for x in lines] == ["a", "b"]
     assert all([r["item_id"] for r in x["recommendations"]] == want for x in lines)

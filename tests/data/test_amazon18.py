@@ -1,11 +1,10 @@
 """Amazon 2018 raw files, written by the tests in the real format (gzip JSON lines)."""
 
 import gzip
-import json
-from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
+from conftest import timestamp, write_amazon18_raw, write_gz
 
 from sidrec.data.amazon18 import clean_title, k_core
 from sidrec.data.dataset import read_dataset
@@ -15,55 +14,9 @@ from sidrec.errors import InputError, SidrecError
 NAME = "Tiny_Category"
 
 
-def _ts(year: int, month: int, day: int = 15) -> int:
-    return int(datetime(year, month, day, tzinfo=timezone.utc).timestamp())
-
-
-def _write_gz(path: Path, rows: list[dict]) -> None:
-    with gzip.open(path, "wt", encoding="utf-8") as f:
-        for r in rows:
-            f.write(json.dumps(r) + "\n")
-
-
 @pytest.fixture
 def raw(tmp_path: Path) -> Path:
-    """6 users x 6 items (all in 2017), plus: one user and one item that only pass 3-core
-    before the k-core cascade, an event outside the window, a duplicate event, and items whose
-    titles must be dropped."""
-    reviews, meta = [], []
-    for u in range(6):
-        for k, i in enumerate(range(6)):
-            reviews.append(
-                {
-                    "reviewerID": f"U{u}",
-                    "asin": f"A{(i + u) % 6}",
-                    "unixReviewTime": _ts(2017, 1 + k),
-                    "overall": 5.0,
-                }
-            )
-    reviews.append(dict(reviews[0]))  # exact duplicate event
-    reviews.append({"reviewerID": "U0", "asin": "A1", "unixReviewTime": _ts(2015, 1)})  # outside
-    # U6 has 3 events on A0..A1 and "RARE"; RARE has only U6 and U5 -> falls below 3 once U6 goes
-    for k, a in enumerate(["A0", "A1", "RARE"]):
-        reviews.append({"reviewerID": "U6", "asin": a, "unixReviewTime": _ts(2018, 1 + k)})
-    reviews.append({"reviewerID": "U5", "asin": "RARE", "unixReviewTime": _ts(2018, 6)})
-    reviews.append({"reviewerID": "U5", "asin": "HTML", "unixReviewTime": _ts(2018, 7)})
-    for i in range(6):
-        meta.append(
-            {
-                "asin": f"A{i}",
-                "title": f"Widget &amp; Gadget {i}",
-                "description": [f"<b>Great</b> widget {i}"],
-                "brand": "Acme",
-                "category": ["Tools", "Widgets"],
-            }
-        )
-    meta.append({"asin": "RARE", "title": "Rare Widget"})
-    meta.append({"asin": "HTML", "title": "<span>Bad</span> title"})
-    meta.append({"asin": "A0", "title": "duplicate metadata row"})
-    _write_gz(tmp_path / f"{NAME}.json.gz", reviews)
-    _write_gz(tmp_path / f"meta_{NAME}.json.gz", meta)
-    return tmp_path
+    return write_amazon18_raw(tmp_path, NAME)
 
 
 def test_filters_and_counts(raw: Path, tmp_path: Path) -> None:
@@ -126,12 +79,12 @@ def test_bad_raw_input(raw: Path, tmp_path: Path) -> None:
         amazon18(tmp_path / "out", raw, NAME, user_k=3, item_k=3)
     with pytest.raises(InputError, match="no review file"):
         amazon18(tmp_path / "out", raw, "Other")
-    _write_gz(raw / f"{NAME}.json.gz", [{"reviewerID": "U1", "asin": "A0"}])
+    write_gz(raw / f"{NAME}.json.gz", [{"reviewerID": "U1", "asin": "A0"}])
     with pytest.raises(InputError, match="line 1: expected reviewerID, asin and an integer"):
         amazon18(tmp_path / "out", raw, NAME)
-    _write_gz(
+    write_gz(
         raw / f"{NAME}.json.gz",
-        [{"reviewerID": "U1", "asin": "A0", "unixReviewTime": _ts(2017, 1)}],
+        [{"reviewerID": "U1", "asin": "A0", "unixReviewTime": timestamp(2017, 1)}],
     )
     with pytest.raises(SidrecError, match="no interactions left"):
         amazon18(tmp_path / "out", raw, NAME)

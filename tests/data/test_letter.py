@@ -3,9 +3,10 @@ from pathlib import Path
 
 import pytest
 
+from sidrec.config import load_config
 from sidrec.data.dataset import read_dataset
-from sidrec.data.stage import import_letter_dir
-from sidrec.errors import InputError
+from sidrec.data.stage import build_from_config, import_letter_dir
+from sidrec.errors import InputError, SidrecError
 from sidrec.sids import read_sid_dir
 
 
@@ -87,3 +88,20 @@ def test_bad_interactions_are_named(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="interaction file does not exist"):
         import_letter_dir(tmp_path / "o", tmp_path / "c", "Y")
     assert not (tmp_path / "o").exists()
+
+
+def test_a_temporal_split_is_refused_for_letter(tmp_path: Path) -> None:
+    src = _write(tmp_path / "a", {"0": [0, 1, 2, 3]})
+    cfg = load_config(
+        None,
+        [
+            "data.source=letter",
+            f"data.letter.src={src}",
+            "data.letter.dataset=X",
+            "data.split=temporal",
+        ],
+    )
+    with pytest.raises(
+        SidrecError, match="data.split=temporal is not possible for data.source=letter"
+    ):
+        build_from_config(cfg, tmp_path / "o")

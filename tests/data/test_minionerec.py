@@ -6,8 +6,10 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from sidrec.config import load_config
 from sidrec.data.dataset import read_dataset
 from sidrec.data.stage import (
+    build_from_config,
     export_minionerec_dir,
     import_minionerec_dir,
     synth,
@@ -125,3 +127,35 @@ def test_header_only_split_and_missing_dirs(minionerec_src: Path, tmp_path: Path
     shutil.rmtree(tmp_path / "src" / "test")
     with pytest.raises(SidrecError, match="no split CSV found for Industrial"):
         import_minionerec_dir(tmp_path / "o3", tmp_path / "src", NAME)
+
+
+def test_split_and_max_history_are_honoured(tmp_path: Path) -> None:
+    """data.split and data.max_history reach a MiniOneRec import: its own temporal split with
+    histories cut to max_history, a leave-one-out split of the rebuilt sequences, or a clear
+    refusal where the files cannot give what is asked."""
+    synth(tmp_path / "d", n_items=300, n_users=300, seed=0, split="temporal", max_history=10)
+    codes = [[i // 256, i % 256, 0] for i in range(300)]
+    write_imported_sids(tmp_path / "s", SidTable(codes, [256, 256, 256]), "test", {})
+    export_minionerec_dir(tmp_path / "d", tmp_path / "s", tmp_path / "m")
+    base = load_config(
+        None,
+        [
+            "data.source=minionerec",
+            f"data.minionerec.src={tmp_path / 'm'}",
+            "data.minionerec.dataset=synth",
+        ],
+    )
+    cut = {**base, "data": {**base["data"], "split": "temporal", "max_history": 3}}
+    manifest = build_from_config(cut, tmp_path / "t3")
+    ds, _ = read_dataset(tmp_path / "t3")
+    full, _ = read_dataset(tmp_path / "d")
+    assert manifest["split"] == {"protocol": "temporal", "max_history": 3, "given": True}
+    assert ds.test["history"].to_list() == [h[-3:] for h in full.test["history"].to_list()]
+    loo = {**base, "data": {**base["data"], "split": "loo", "max_history": 5}}
+    manifest = build_from_config(loo, tmp_path / "loo")
+    ds, _ = read_dataset(tmp_path / "loo")
+    assert manifest["split"]["protocol"] == "loo" and ds.test.height == ds.sequences.height
+    assert ds.test["history"].list.len().max() == 5
+    longer = {**base, "data": {**base["data"], "split": "temporal", "max_history": 20}}
+    with pytest.raises(SidrecError, match="at most 10 items, so data.max_history=20 cannot"):
+        build_from_config(longer, tmp_path / "t20")

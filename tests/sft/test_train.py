@@ -207,7 +207,14 @@ def test_embeddings_mode_moves_only_sid_rows(
 def test_lora_mode_is_merged(
     examples: Path, small_run: dict[str, Path], cache: Path, tmp_path: Path
 ) -> None:
-    cfg = _cfg(cache, "sft.max_steps=3", "sft.mode=lora", "sft.lora.r=4")
+    # target_modules takes a list as well as "all-linear"
+    cfg = _cfg(
+        cache,
+        "sft.max_steps=3",
+        "sft.mode=lora",
+        "sft.lora.r=4",
+        "sft.lora.target_modules=[q_proj, down_proj]",
+    )
     train_sft(examples, tmp_path / "sft", cfg)
     assert not (tmp_path / "sft" / "adapter_config.json").exists()
     table = read_sid_dir(small_run["sid"])
@@ -220,6 +227,17 @@ def test_lora_mode_is_merged(
     )
     q = "model.layers.0.self_attn.q_proj.weight"
     assert not torch.equal(base.state_dict()[q], tuned.state_dict()[q])
+    k = "model.layers.0.self_attn.k_proj.weight"  # not a target: unchanged
+    assert torch.equal(base.state_dict()[k], tuned.state_dict()[k])
+
+
+def test_accelerate_configs_leave_precision_to_the_config() -> None:
+    """sft.bf16 decides precision; the launch configs must not force it."""
+    for name in ("zero2.yaml", "ddp.yaml"):
+        conf = yaml.safe_load(
+            (Path(__file__).parents[2] / "configs" / "accelerate" / name).read_text()
+        )
+        assert conf["mixed_precision"] == "no", name
 
 
 def test_bad_settings_fail_before_training(examples: Path, cache: Path, tmp_path: Path) -> None:
@@ -231,6 +249,9 @@ def test_bad_settings_fail_before_training(examples: Path, cache: Path, tmp_path
         train_sft(examples, out, _cfg(cache, "sft.global_batch_size=20"))
     with pytest.raises(SidrecError, match="sft.mode must be one of"):
         train_sft(examples, out, _cfg(cache, "sft.mode=half"))
+    # transformers reads a warmup of 1 or more as steps: a ratio of 1.0 would be one step
+    with pytest.raises(SidrecError, match=r"warmup_ratio is a fraction .* \[0, 1\), got 1.0"):
+        train_sft(examples, out, _cfg(cache, "sft.warmup_ratio=1.0"))
     with pytest.raises(SidrecError, match="holds sft.format=prompt examples"):
         train_sft(examples, out, _cfg(cache, "sft.format=sequence"))
     with pytest.raises(SidrecError, match="base model path does not exist"):
