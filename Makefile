@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 CONFIG ?= configs/demo.yaml
 
-.PHONY: venv demo test lint clean
+.PHONY: venv demo test test-faults lint clean
 
 $(BIN)/sidrec: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ demo: venv
 
 test: venv
 	$(BIN)/python -m pytest
+
+# SIGKILL every stage and the pipeline at 20 points and re-run them (a few minutes)
+test-faults: venv
+	$(BIN)/python -m pytest -m faults tests/faults
 
 lint: venv
 	$(BIN)/ruff check .

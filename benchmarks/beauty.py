@@ -1,4 +1,4 @@
-"""The Beauty benchmark (BENCHMARKS.md): LETTER's SIDs, leave-one-out, 20 beams, full ranking.
+"""The Beauty benchmark (docs/benchmarks.md): LETTER's SIDs, leave-one-out, 20 beams, full ranking.
 
 Runs ``sidrec pipeline`` with ``configs/beauty.yaml`` (data -> LETTER's SIDs -> whole-sequence
 SFT of a from-scratch Qwen2-architecture model -> constrained beam search over every test
@@ -20,12 +20,12 @@ from typing import Any
 from sidrec.config import load_config, stage_path
 from sidrec.evaluate.ranking import RESULTS_FILE
 from sidrec.evaluate.sasrec import train_sasrec
-from sidrec.io import is_complete, read_json
-from sidrec.manifest import CONFIG_FILE, git_commit, machine, print_report
-from sidrec.pipeline import previous_config, run_pipeline, same_config
+from sidrec.io import read_json
+from sidrec.manifest import git_commit, machine, print_report, recording
+from sidrec.pipeline import run_pipeline, stage_state
 
 REPO = Path(__file__).resolve().parents[1]
-# Recall@K (= HR@K) and NDCG@K, full ranking (BENCHMARKS.md)
+# Recall@K (= HR@K) and NDCG@K, full ranking (docs/benchmarks.md)
 PUBLISHED = {
     "SASRec (TIGER paper)": {"R@5": 0.0387, "R@10": 0.0605, "N@5": 0.0249, "N@10": 0.0318},
     "S3-Rec (TIGER paper)": {"R@5": 0.0387, "R@10": 0.0647, "N@5": 0.0244, "N@10": 0.0327},
@@ -57,9 +57,10 @@ def run(config: Path, overrides: list[str], fresh: bool = False) -> dict[str, An
     ours = read_json(outputs["evaluate"] / RESULTS_FILE)
     sft = read_json(outputs["sft"] / "manifest.json")
     sasrec_dir = stage_path(cfg, "sasrec")
-    kept = same_config(previous_config(sasrec_dir / CONFIG_FILE), cfg, SASREC_KEYS)
-    if fresh or not kept or not is_complete(sasrec_dir):
-        train_sasrec(outputs["data"], sasrec_dir, cfg, overwrite=True)
+    want = {k: cfg[k] for k in SASREC_KEYS}
+    if fresh or stage_state(sasrec_dir, want) != "current":
+        with recording(want):
+            train_sasrec(outputs["data"], sasrec_dir, cfg, overwrite=True)
     sasrec = read_json(sasrec_dir / RESULTS_FILE)
     mine = _short(ours["metrics"])
     goal = PUBLISHED[GOAL]

@@ -1,4 +1,4 @@
-"""The canonical dataset directory (ARCHITECTURE.md, "Data contracts").
+"""The canonical dataset directory (docs/formats.md).
 
 ``items.parquet``, ``sequences.parquet``, ``train/valid/test.parquet`` and ``manifest.json``,
 validated on write and on read, written atomically.

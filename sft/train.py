@@ -58,6 +58,8 @@ from sidrec.training import (
 )
 
 MODES = ("full", "lora", "embeddings")
+# what an unfinished run must have been started with to be resumed (besides its inputs)
+TRAINING_SECTIONS = ("seed", "model", "generation", "sft")
 TRAIN_LOG = "train_log.json"
 
 
@@ -288,8 +290,7 @@ def train_sft(
         )
     example_spec = PromptSpec.load(examples)
     # without a GPU, processes started by torchrun meet over gloo (accelerate needs cpu=True)
-    cpu = not torch.cuda.is_available()
-    state = PartialState(cpu=cpu)
+    state = PartialState(cpu=not torch.cuda.is_available())
     accum = accumulation_steps(
         s["global_batch_size"], s["per_device_batch_size"], state.num_processes
     )
@@ -311,9 +312,6 @@ def train_sft(
 
         on_main(state, claim)
         return _train(examples, out, cfg, run, state, accum, bf16, example_spec, resume)
-
-
-TRAINING_SECTIONS = ("seed", "model", "generation", "sft")
 
 
 def _train(

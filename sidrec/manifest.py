@@ -8,6 +8,8 @@ import platform
 import subprocess
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -22,6 +24,17 @@ CONFIG_FILE = "config.yaml"
 # What ``sidrec pipeline`` records in the manifest of each stage it runs (the config sections
 # the stage depends on), so a later run can tell whether that output is still current.
 PIPELINE_RECORD: ContextVar[dict[str, Any] | None] = ContextVar("pipeline_record", default=None)
+
+
+@contextmanager
+def recording(sections: dict[str, Any]) -> Iterator[None]:
+    """Record ``sections`` (the config a stage depends on) in the manifests of the runs made
+    inside the block, for :func:`sidrec.pipeline.stage_state` to compare later."""
+    token = PIPELINE_RECORD.set(sections)
+    try:
+        yield
+    finally:
+        PIPELINE_RECORD.reset(token)
 
 
 def run_id(path: str | Path) -> str | None:

@@ -26,7 +26,7 @@ from sidrec.errors import SidrecError
 from sidrec.evaluate.generative import evaluate_model
 from sidrec.evaluate.ranking import RESULTS_FILE
 from sidrec.io import MANIFEST, is_complete, read_json
-from sidrec.manifest import PIPELINE_RECORD, run_id
+from sidrec.manifest import recording, run_id
 from sidrec.rq.embed import embed_dataset
 from sidrec.rq.stage import build_sids, report_sids
 from sidrec.sft.convert import convert
@@ -167,11 +167,8 @@ def run_pipeline(
             log(f"[{stage.name}] complete and unchanged: {out}")
         else:
             log(f"[{stage.name}] {'resuming' if state == 'resumable' else 'building'} {out}")
-            token = PIPELINE_RECORD.set(want)
-            try:
+            with recording(want):
                 stage.run(cfg, out, state != "resumable")
-            finally:
-                PIPELINE_RECORD.reset(token)
         if stage.show is not None:
             log(stage.show(out))
         outputs[stage.name] = out

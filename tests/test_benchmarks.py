@@ -1,4 +1,4 @@
-"""The benchmark scripts run end to end and print what BENCHMARKS.md asks for (slow)."""
+"""The benchmark scripts run end to end and print what docs/benchmarks.md describes (slow)."""
 
 import importlib.util
 from pathlib import Path

@@ -1,5 +1,8 @@
 import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -69,3 +72,51 @@ def test_foreign_directory_is_never_replaced(tmp_path: Path) -> None:
         with atomic_dir(out, overwrite=True):
             pass
     assert (out / "notes.txt").read_text() == "precious"
+
+
+def test_a_live_writer_holds_the_output(tmp_path: Path) -> None:
+    """While another process writes an output (its lock held), a second writer is refused at
+    once and the first one's temporary directory is left alone; once that process is gone
+    (killed: the OS frees its lock) the output can be written."""
+    out = tmp_path / "out"
+    live = tmp_path / ".out.tmp-live"
+    live.mkdir()
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from sidrec.io import output_lock\n"
+            f"with output_lock({str(out)!r}):\n    print('held', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout.readline().strip() == "held"
+    with pytest.raises(SidrecError, match="another sidrec process is writing it"):
+        with atomic_dir(out):
+            pass
+    assert live.is_dir()  # a live run's files are never cleaned up
+    holder.kill()
+    holder.wait()
+    with atomic_dir(out) as tmp:
+        _finish(tmp)
+    assert is_complete(out) and not live.exists()
+
+
+def test_overwrite_swaps_in_one_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "out"
+    with atomic_dir(out) as tmp:
+        _finish(tmp)
+    seen = []
+    real = os.rename
+
+    def watch(a: object, b: object) -> None:  # a two-rename replace would move out away first
+        seen.append((Path(a).name, Path(b).name))
+        real(a, b)
+
+    monkeypatch.setattr(os, "rename", watch)
+    with atomic_dir(out, overwrite=True) as tmp:
+        (tmp / "y.txt").write_text("y")
+        Run("test2", {}, {}, seed=None).finish(tmp, {})
+    assert seen == [] and (out / "y.txt").exists() and not (out / "x.txt").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".out.lock", "out"]

@@ -40,7 +40,7 @@ def test_beauty_counts_match_the_protocol(beauty: tuple[Path, Path, dict]) -> No
     assert ds.train["history"].list.len().max() == 20
     assert ds.test["history"].list.len().max() == 20
     cut = (ds.sequences["item_ids"].list.len() - 1 > 20).sum()
-    assert cut == 1019  # test histories cut to the last 20 items (SOURCE.md)
+    assert cut == 1019  # test histories cut to the last 20 items (the data's provenance notes)
     # test history = everything before the test target, including the validation item
     assert ds.test["history"][0][-1] == ds.valid["target"][0]
 

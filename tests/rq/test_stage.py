@@ -9,7 +9,7 @@ from sidrec.cli import main
 from sidrec.config import load_config
 from sidrec.data.stage import import_minionerec_dir, synth
 from sidrec.errors import InputError, SidrecError
-from sidrec.rq.embed import embed_dataset, item_texts
+from sidrec.rq.embed import embed_dataset, encode_texts, item_texts
 from sidrec.rq.stage import assign_sids, build_sids, report_sids
 from sidrec.sids import read_sid_dir
 
@@ -107,6 +107,39 @@ def test_embedding_cache_and_text_fallbacks(demo_emb: Path, cache: Path, tmp_pat
     assert item_texts(items, "{title}. {description}", 50) == (["A", "Acme"], 1)
     with pytest.raises(SidrecError, match=r"unknown item fields \['price'\]"):
         item_texts(items, "{price}", 50)
+
+
+def test_embedding_cache_survives_corruption_and_concurrent_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One file per model setting: a corrupt one is rebuilt with a warning; a run that wrote
+    while another was encoding keeps its entries (the second merges under the lock)."""
+    cache = tmp_path / "cache"
+    args = ("all-minilm-l6-v2", 8, 32, True, "cpu", cache)
+    first, _ = encode_texts(["red pen", "blue pen"], *args)
+    (file,) = cache.glob("*.npz")
+    file.write_bytes(b"PK\x03\x04 torn write")
+    with pytest.warns(UserWarning, match="is unreadable .* rebuilding it"):
+        again, hits = encode_texts(["red pen", "blue pen"], *args)
+    assert hits == 0 and np.allclose(again, first, atol=1e-6)
+    assert encode_texts(["red pen", "blue pen"], *args)[1] == 2  # readable again
+    # while this run encodes "green pen", another run adds "black pen" to the cache
+    from sentence_transformers import SentenceTransformer
+
+    real = SentenceTransformer.encode
+    calls = []
+
+    def meanwhile(self: SentenceTransformer, texts: list[str], **kw: object) -> np.ndarray:
+        calls.append(list(texts))
+        if len(calls) == 1:
+            encode_texts(["black pen"], *args)
+        return real(self, texts, **kw)
+
+    monkeypatch.setattr(SentenceTransformer, "encode", meanwhile)
+    encode_texts(["green pen"], *args)
+    monkeypatch.undo()
+    _, hits = encode_texts(["red pen", "blue pen", "green pen", "black pen"], *args)
+    assert hits == 4  # no run lost another's entries
 
 
 def test_bad_embeddings_are_named(demo_emb: Path, tmp_path: Path) -> None:

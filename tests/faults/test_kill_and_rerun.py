@@ -1,0 +1,351 @@
+"""Fault injection: every stage, and ``sidrec pipeline`` as a whole, is SIGKILLed at several
+points (tests/faults/killer.py patches the kill in from outside), then the same command runs
+again. Every re-run completes, and what it leaves equals an uninterrupted run with the same
+seed: datasets, embeddings, SIDs, examples, model weights and metrics. An interrupted SFT
+resumes from its newest complete checkpoint and discards none.
+
+Run with ``pytest -m faults`` (``make test-faults``; CI runs it after the default suite).
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import yaml
+from safetensors.torch import load_file
+
+from sidrec.io import is_complete, read_json
+from sidrec.training import work_dir
+
+pytestmark = pytest.mark.faults
+
+KILLER = Path(__file__).with_name("killer.py")
+SIDREC = [sys.executable, "-m", "sidrec.cli"]
+SETTINGS = {
+    "seed": 7,
+    "data": {"synth": {"n_items": 240, "n_users": 200}},
+    "embed": {"model": "all-minilm-l6-v2", "max_seq_length": 32},
+    "sid": {"method": "rqkmeans-constrained", "codebook_size": 16},
+    "model": {
+        "name_or_path": "tiny-qwen2",
+        "tiny_qwen2": {
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "num_key_value_heads": 1,
+            "attention_dropout": 0.1,
+        },
+    },
+    "convert": {"max_valid_examples": 32},
+    "sft": {
+        "max_steps": 16,
+        "eval_steps": 4,
+        "save_total_limit": 10,
+        "global_batch_size": 16,
+        "per_device_batch_size": 8,
+        "learning_rate": 0.003,
+        "residual_dropout": 0.1,
+    },
+    "evaluate": {"max_users": 48, "num_beams": 8, "batch_size": 16},
+    "swanlab": {"mode": "disabled"},
+}
+
+
+def _run(args: list[str], kill: tuple[str, int, str] | None = None) -> subprocess.CompletedProcess:
+    cmd = SIDREC + args
+    if kill is not None:
+        cmd = [sys.executable, str(KILLER), kill[0], str(kill[1]), kill[2], "--", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def ref(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Every stage run once, uninterrupted, by the same commands the tests kill."""
+    root = tmp_path_factory.mktemp("ref")
+    cfg = root / "cfg.yaml"
+    settings = {**SETTINGS, "model": {**SETTINGS["model"], "cache_dir": str(root / "models")}}
+    cfg.write_text(yaml.safe_dump(settings))
+    paths = {"root": root, "cfg": cfg}
+    for stage in STAGES:
+        out = root / stage
+        done = _run(COMMANDS[stage](paths, out))
+        assert done.returncode == 0, done.stderr[-3000:]
+        paths[stage] = out
+    return paths
+
+
+def _data(p: dict, out: Path) -> list[str]:
+    return [
+        "data",
+        "synth",
+        "--out",
+        str(out),
+        "--n-items",
+        "240",
+        "--n-users",
+        "200",
+        "--seed",
+        "7",
+    ]
+
+
+def _embed(p: dict, out: Path) -> list[str]:
+    cache = out.with_name(out.name + "-cache")
+    return [
+        "embed",
+        "--data",
+        str(p["data"]),
+        "--out",
+        str(out),
+        "--model",
+        "all-minilm-l6-v2",
+        "embed.max_seq_length=32",
+        f"embed.cache_dir={cache}",
+    ]
+
+
+def _sid(p: dict, out: Path) -> list[str]:
+    return [
+        "sid",
+        "build",
+        "--emb",
+        str(p["embed"]),
+        "--out",
+        str(out),
+        "--method",
+        "rqkmeans-constrained",
+        "--codebook-size",
+        "16",
+        "--seed",
+        "7",
+    ]
+
+
+def _convert(p: dict, out: Path) -> list[str]:
+    return [
+        "convert",
+        "--config",
+        str(p["cfg"]),
+        "--data",
+        str(p["data"]),
+        "--sid",
+        str(p["sid"]),
+        "--out",
+        str(out),
+    ]
+
+
+def _sft(p: dict, out: Path) -> list[str]:
+    return [
+        "sft",
+        "--config",
+        str(p["cfg"]),
+        "--examples",
+        str(p["convert"]),
+        "--out",
+        str(out),
+        "--resume",
+    ]
+
+
+def _evaluate(p: dict, out: Path) -> list[str]:
+    return [
+        "evaluate",
+        "--config",
+        str(p["cfg"]),
+        "--model",
+        str(p["sft"]),
+        "--data",
+        str(p["data"]),
+        "--out",
+        str(out),
+    ]
+
+
+COMMANDS = {
+    "data": _data,
+    "embed": _embed,
+    "sid": _sid,
+    "convert": _convert,
+    "sft": _sft,
+    "evaluate": _evaluate,
+}
+STAGES = list(COMMANDS)
+
+
+def _same_frames(a: Path, b: Path, names: list[str]) -> None:
+    for name in names:
+        assert pl.read_parquet(a / name).equals(pl.read_parquet(b / name)), name
+
+
+def _same_weights(a: Path, b: Path) -> None:
+    x, y = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
+    assert x.keys() == y.keys() and all((x[k] == y[k]).all() for k in x)
+
+
+def _same_output(stage: str, got: Path, want: Path) -> None:
+    if stage == "data":
+        _same_frames(
+            got, want, [f"{n}.parquet" for n in ("items", "sequences", "train", "valid", "test")]
+        )
+    elif stage == "embed":
+        assert np.array_equal(np.load(got / "embeddings.npy"), np.load(want / "embeddings.npy"))
+    elif stage == "sid":
+        _same_frames(got, want, ["sids.parquet"])
+        assert read_json(got / "index.json") == read_json(want / "index.json")
+    elif stage == "convert":
+        _same_frames(got, want, ["train.parquet", "valid.parquet"])
+    elif stage == "sft":
+        _same_weights(got, want)
+        assert read_json(got / "prompting.json") == read_json(want / "prompting.json")
+    elif stage == "evaluate":
+        assert (
+            read_json(got / "results.json")["metrics"]
+            == read_json(want / "results.json")["metrics"]
+        )
+        _same_frames(got, want, ["predictions.parquet"])
+
+
+def _complete_checkpoints(out: Path) -> list[int]:
+    found = work_dir(out).glob("checkpoints/checkpoint-*/trainer_state.json")
+    return sorted(int(p.parent.name.split("-")[1]) for p in found)
+
+
+KILL_POINTS = [
+    ("data", "polars:DataFrame.write_parquet", 3, "after"),  # half the files written
+    ("data", "sidrec.manifest:Run.finish", 1, "before"),  # every file but the manifest
+    ("data", "sidrec.io:replace_dir", 1, "before"),  # complete, not yet in place
+    ("embed", "sentence_transformers:SentenceTransformer.encode", 1, "before"),
+    ("embed", "numpy:savez", 1, "after"),  # the cache's new file written, not yet renamed
+    ("embed", "sidrec.io:replace_dir", 1, "before"),
+    ("sid", "sidrec.rq.stage:plot_code_usage", 1, "before"),
+    ("sid", "sidrec.io:replace_dir", 1, "before"),
+    ("convert", "polars:DataFrame.write_parquet", 1, "after"),
+    ("convert", "sidrec.io:replace_dir", 1, "before"),
+    ("sft", "transformers:Trainer._save_checkpoint", 1, "after"),
+    ("sft", "transformers:Trainer._save_checkpoint", 3, "after"),
+    ("sft", "transformers:Trainer._save_optimizer_and_scheduler", 2, "before"),  # mid-save
+    ("sft", "sidrec.io:replace_dir", 1, "before"),  # publishing the finished model
+    ("evaluate", "sidrec.evaluate.generative:beam_search", 2, "after"),
+    ("evaluate", "sidrec.io:replace_dir", 1, "before"),
+]
+
+
+@pytest.mark.parametrize(
+    ("stage", "target", "n", "when"),
+    KILL_POINTS,
+    ids=[f"{s}-{t.split(':')[1]}-{n}-{w}" for s, t, n, w in KILL_POINTS],
+)
+def test_a_killed_stage_reruns_to_the_same_result(
+    ref: dict, tmp_path: Path, stage: str, target: str, n: int, when: str
+) -> None:
+    out = tmp_path / stage
+    args = COMMANDS[stage](ref, out)
+    killed = _run(args, (target, n, when))
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    assert not is_complete(out)  # nothing that looks finished
+    checkpoints = _complete_checkpoints(out)
+    again = _run(args)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert is_complete(out)
+    _same_output(stage, out, ref[stage])
+    leftovers = [p.name for p in tmp_path.iterdir() if ".tmp-" in p.name]
+    assert leftovers == [] and not work_dir(out).exists()
+    if stage == "sft":
+        manifest = read_json(out / "manifest.json")
+        assert checkpoints, "the kill came before any checkpoint"
+        # resumed from the newest complete checkpoint: none was discarded
+        assert manifest["resumed_from"] == f"checkpoint-{checkpoints[-1]}"
+        log = read_json(out / "train_log.json")
+        assert manifest["counts"]["steps"] == SETTINGS["sft"]["max_steps"]
+        assert max(h["step"] for h in log) == SETTINGS["sft"]["max_steps"]
+
+
+PIPELINE_KILLS = [
+    ("polars:DataFrame.write_parquet", 2, "after"),  # in the data stage
+    ("sidrec.rq.stage:plot_code_usage", 1, "before"),  # in the SID stage
+    ("transformers:Trainer._save_checkpoint", 2, "after"),  # in SFT
+    ("sidrec.evaluate.generative:beam_search", 1, "after"),  # in evaluation
+]
+
+
+@pytest.fixture(scope="module")
+def ref_pipeline(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("ref-pipeline")
+    done = _run(_pipeline_args(root))
+    assert done.returncode == 0, done.stderr[-3000:]
+    return root / "demo"
+
+
+def _pipeline_args(root: Path) -> list[str]:
+    cfg = root / "cfg.yaml"
+    if not cfg.exists():
+        settings = {
+            **SETTINGS,
+            "output_root": str(root),
+            "model": {**SETTINGS["model"], "cache_dir": str(root / "models")},
+            "embed": {**SETTINGS["embed"], "cache_dir": str(root / "emb-cache")},
+        }
+        cfg.write_text(yaml.safe_dump(settings))
+    return ["pipeline", "--config", str(cfg)]
+
+
+@pytest.mark.parametrize(
+    ("target", "n", "when"), PIPELINE_KILLS, ids=[t.split(":")[1] for t, _, _ in PIPELINE_KILLS]
+)
+def test_a_killed_pipeline_reruns_to_the_same_result(
+    ref_pipeline: Path, tmp_path: Path, target: str, n: int, when: str
+) -> None:
+    args = _pipeline_args(tmp_path)
+    killed = _run(args, (target, n, when))
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    root = tmp_path / "demo"
+    checkpoints = _complete_checkpoints(root / "sft")
+    again = _run(args)
+    assert again.returncode == 0, again.stderr[-3000:]
+    for stage, name in (
+        ("data", "data"),
+        ("embed", "embeddings"),
+        ("sid", "sid"),
+        ("convert", "examples"),
+        ("sft", "sft"),
+        ("evaluate", "evaluate"),
+    ):
+        _same_output(stage, root / name, ref_pipeline / name)
+    if target.startswith("transformers"):
+        assert "[sft] resuming" in again.stdout
+        manifest = read_json(root / "sft" / "manifest.json")
+        assert manifest["resumed_from"] == f"checkpoint-{checkpoints[-1]}"
+    # a third run finds everything complete
+    third = _run(args)
+    assert third.returncode == 0 and third.stdout.count("complete and unchanged") == 6
+
+
+def test_the_kill_points_cover_every_stage() -> None:
+    assert {s for s, *_ in KILL_POINTS} == set(STAGES)
+    assert len(KILL_POINTS) + len(PIPELINE_KILLS) >= 20
+
+
+def test_a_later_stage_change_still_resumes_sft(ref_pipeline: Path, tmp_path: Path) -> None:
+    """The pipeline killed during SFT, then re-run with a change to evaluation only: SFT is
+    judged by its own settings and resumes; evaluation runs with the new setting."""
+    args = _pipeline_args(tmp_path)
+    killed = _run(args, ("transformers:Trainer._save_checkpoint", 2, "after"))
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    root = tmp_path / "demo"
+    checkpoints = _complete_checkpoints(root / "sft")
+    again = _run([*args, "evaluate.num_beams=6"])
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "[sft] resuming" in again.stdout
+    assert (
+        read_json(root / "sft" / "manifest.json")["resumed_from"] == f"checkpoint-{checkpoints[-1]}"
+    )
+    _same_output("sft", root / "sft", ref_pipeline / "sft")
+    assert read_json(root / "evaluate" / "results.json")["num_beams"] == 6
