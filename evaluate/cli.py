@@ -1,6 +1,6 @@
 """``sidrec evaluate`` and ``sidrec baseline sasrec``: a thin layer over
-:mod:`sidrec.evaluate.generative` and :mod:`sidrec.evaluate.sasrec`. Paths default to
-``paths.*`` in the config."""
+:mod:`sidrec.evaluate.generative` and :mod:`sidrec.evaluate.sasrec`, imported when a command
+runs (so ``sidrec --help`` starts fast). Paths default to ``paths.*`` in the config."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ import argparse
 from pathlib import Path
 
 from sidrec.config import load_config, stage_path
-from sidrec.evaluate.generative import evaluate_model
-from sidrec.evaluate.sasrec import train_sasrec
 
 
 def _evaluate(a: argparse.Namespace) -> dict:
+    from sidrec.evaluate.generative import evaluate_model
+
     overrides = list(a.overrides)
     for key, value in (("num_beams", a.num_beams), ("batch_size", a.batch_size)):
         if value is not None:
@@ -29,6 +29,8 @@ def _evaluate(a: argparse.Namespace) -> dict:
 
 
 def _sasrec(a: argparse.Namespace) -> dict:
+    from sidrec.evaluate.sasrec import train_sasrec
+
     cfg = load_config(a.config, a.overrides)
     data = a.data or stage_path(cfg, "data")
     out = a.out or stage_path(cfg, "sasrec")

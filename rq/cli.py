@@ -1,4 +1,5 @@
-"""``sidrec embed`` and ``sidrec sid ...``: a thin layer over :mod:`sidrec.rq.stage`."""
+"""``sidrec embed`` and ``sidrec sid ...``: a thin layer over :mod:`sidrec.rq.stage`, imported
+when a command runs."""
 
 from __future__ import annotations
 
@@ -7,9 +8,6 @@ import json
 from pathlib import Path
 
 from sidrec.config import load_config
-from sidrec.rq.embed import embed_dataset
-from sidrec.rq.report import format_report
-from sidrec.rq.stage import assign_sids, build_sids, report_sids
 
 
 def _config(a: argparse.Namespace, section: str, flags: dict[str, object]) -> dict:
@@ -25,11 +23,16 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def _embed(a: argparse.Namespace) -> dict:
+    from sidrec.rq.embed import embed_dataset
+
     cfg = _config(a, "embed", {"model": a.model})
     return embed_dataset(a.data, a.out, cfg["embed"], a.from_npy, a.overwrite)
 
 
 def _build(a: argparse.Namespace) -> dict:
+    from sidrec.rq.report import format_report
+    from sidrec.rq.stage import build_sids
+
     cfg = _config(
         a,
         "sid",
@@ -48,6 +51,9 @@ def _build(a: argparse.Namespace) -> dict:
 
 
 def _assign(a: argparse.Namespace) -> dict:
+    from sidrec.rq.report import format_report
+    from sidrec.rq.stage import assign_sids
+
     report = assign_sids(a.sid, a.emb, a.out, a.overwrite)
     print(format_report(report))
     return {
@@ -60,6 +66,8 @@ def _assign(a: argparse.Namespace) -> dict:
 
 
 def _report(a: argparse.Namespace) -> None:
+    from sidrec.rq.stage import report_sids
+
     report, table = report_sids(a.sid, a.index, a.png)
     print(json.dumps(report, indent=2) if a.json else table)
 

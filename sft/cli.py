@@ -1,5 +1,6 @@
 """``sidrec convert`` and ``sidrec sft``: a thin layer over :mod:`sidrec.sft.convert` and
-:mod:`sidrec.sft.train`. Paths default to ``paths.*`` in the config."""
+:mod:`sidrec.sft.train`, imported when a command runs. Paths default to ``paths.*`` in the
+config."""
 
 from __future__ import annotations
 
@@ -9,8 +10,6 @@ from typing import Any
 
 from sidrec.config import load_config, stage_path
 from sidrec.io import is_complete
-from sidrec.sft.convert import convert
-from sidrec.sft.train import train_sft
 
 
 def _paths(a: argparse.Namespace, cfg: dict[str, Any], names: tuple[str, ...]) -> list[Path]:
@@ -18,12 +17,17 @@ def _paths(a: argparse.Namespace, cfg: dict[str, Any], names: tuple[str, ...]) -
 
 
 def _convert(a: argparse.Namespace) -> dict:
+    from sidrec.sft.convert import convert
+
     cfg = load_config(a.config, a.overrides)
     data, sid, out = _paths(a, cfg, ("data", "sid", "examples"))
     return convert(data, sid, out, cfg, a.overwrite)
 
 
 def _sft(a: argparse.Namespace) -> dict:
+    from sidrec.sft.convert import convert
+    from sidrec.sft.train import train_sft
+
     cfg = load_config(a.config, a.overrides)
     examples, out = _paths(a, cfg, ("examples", "sft"))
     if not is_complete(examples):

@@ -19,7 +19,8 @@ import polars as pl
 import torch
 from accelerate import PartialState
 from datasets import Dataset as HFDataset
-from transformers import EarlyStoppingCallback, PreTrainedModel, Trainer
+from transformers import EarlyStoppingCallback, PreTrainedModel, Trainer, TrainerState
+from transformers.trainer import TRAINER_STATE_NAME
 from trl import SFTConfig, SFTTrainer
 from trl.trainer.utils import pad
 
@@ -241,6 +242,14 @@ def _apply_mode(model: PreTrainedModel, cfg: dict[str, Any], sid_ids: list[int])
     return model
 
 
+def _stopped(checkpoint: str) -> bool:
+    """Whether training had stopped when ``checkpoint`` was saved (the trainer saves its
+    control flags with each checkpoint)."""
+    state = read_json(Path(checkpoint) / TRAINER_STATE_NAME)
+    control = state.get("stateful_callbacks", {}).get("TrainerControl", {}).get("args", {})
+    return bool(control.get("should_training_stop"))
+
+
 def _read_examples(examples: Path, name: str) -> pl.DataFrame:
     path = require_file(examples / f"{name}.parquet", f"{name} examples")
     df = pl.read_parquet(path)
@@ -403,7 +412,18 @@ def _train(
         processing_class=tok,
         callbacks=callbacks,
     )
-    result = trainer.train(resume_from_checkpoint=last)
+    if last is not None and _stopped(last):
+        # training had ended when this checkpoint was saved (its last step, or early stopping),
+        # and the run died before publishing: transformers would run one more update before it
+        # checks, so the finished state is taken as saved, best model included
+        trainer.state = TrainerState.load_from_json(str(Path(last) / TRAINER_STATE_NAME))
+        trainer._load_from_checkpoint(last)
+        if args.load_best_model_at_end and trainer.state.best_model_checkpoint:
+            trainer._load_best_model()
+        train_loss, train_seconds = None, None
+    else:
+        result = trainer.train(resume_from_checkpoint=last)
+        train_loss, train_seconds = result.training_loss, result.metrics.get("train_runtime")
     if not trainer.is_world_process_zero():
         return {}
     final = trainer.model
@@ -445,18 +465,18 @@ def _train(
             base_model=cfg["model"]["name_or_path"],
             sid_hash=digest,
             resumed_from=Path(last).name if last else None,
-            train_loss=result.training_loss,
+            train_loss=train_loss,
             eval_loss_first=evals[0] if evals else None,
             eval_loss_best=min(evals) if evals else None,
             eval_loss_last=evals[-1] if evals else None,
             best_checkpoint=Path(trainer.state.best_model_checkpoint).name
             if trainer.state.best_model_checkpoint
             else None,
-            train_seconds=result.metrics.get("train_runtime"),
+            train_seconds=train_seconds,
             # evaluations included
             tokens_per_second=(
-                trainer.state.num_input_tokens_seen / result.metrics["train_runtime"]
-                if result.metrics.get("train_runtime")
+                trainer.state.num_input_tokens_seen / train_seconds
+                if train_seconds
                 else None
             ),
             processes=state.num_processes,

@@ -12,13 +12,12 @@ are used and nothing is embedded.
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sidrec.config import defaults, load_config, stage_path
+from sidrec.config import defaults, stage_path
 from sidrec.data.dataset import read_dataset
 from sidrec.data.stage import build_from_config, import_sids_from_config
 from sidrec.data.stats import dataset_stats, format_stats
@@ -175,16 +174,3 @@ def run_pipeline(
         if stage.name == until:
             break
     return outputs
-
-
-def _run(a: argparse.Namespace) -> None:
-    run_pipeline(load_config(a.config, a.overrides), a.force, until=a.until)
-
-
-def add_command(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("pipeline", help="run every stage from one config (the one-shot run)")
-    p.add_argument("--config", type=Path, required=True, help="a profile, e.g. configs/demo.yaml")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
-    p.add_argument("--force", action="store_true", help="rebuild every stage")
-    p.add_argument("--until", metavar="STAGE", help="stop after this stage (e.g. sid)")
-    p.set_defaults(func=_run)

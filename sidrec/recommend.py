@@ -123,7 +123,8 @@ def _history_arg(text: str) -> list[int | str]:
     return [int(p) if p.lstrip("-").isdigit() else p for p in parts]
 
 
-def _run(a: argparse.Namespace) -> None:
+def run_command(a: argparse.Namespace) -> None:
+    """``sidrec recommend`` (its options: see :mod:`sidrec.cli`)."""
     rec = Recommender(a.model)
     if a.history is not None:
         found = rec.recommend([rec.resolve(_history_arg(a.history))], a.k)[0]
@@ -147,18 +148,3 @@ def _run(a: argparse.Namespace) -> None:
             flush()
     if batch:
         flush()
-
-
-def add_command(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "recommend",
-        help="top-K items for histories, from a model directory alone",
-        description="Top-K items for --history, or for each JSON line on stdin "
-        '({"user_id": ..., "history": [...]}) one JSON line on stdout. In JSON, numbers are '
-        "item ids and strings source ids (e.g. ASINs); in --history, integers are item ids.",
-    )
-    p.add_argument("--model", type=Path, required=True, help="an sft (or rl) output")
-    p.add_argument("--history", help="comma-separated item ids or source ids, oldest first")
-    p.add_argument("--k", type=int, default=10, help="items per history (default 10)")
-    p.add_argument("--batch-size", type=int, default=16, help="histories decoded together")
-    p.set_defaults(func=_run)

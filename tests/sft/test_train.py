@@ -185,8 +185,16 @@ def test_sft_trains_and_writes_a_complete_model(
 def test_embeddings_mode_moves_only_sid_rows(
     examples: Path, small_run: dict[str, Path], cache: Path, tmp_path: Path
 ) -> None:
-    cfg = _cfg(cache, "sft.max_steps=3", "sft.mode=embeddings")
+    # a template changed after the examples were made: the model records the examples' own
+    cfg = _cfg(
+        cache,
+        "sft.max_steps=3",
+        "sft.mode=embeddings",
+        "convert.templates.sid_history=['Changed: {history}']",
+    )
     train_sft(examples, tmp_path / "sft", cfg)
+    assert PromptSpec.load(tmp_path / "sft").template == PromptSpec.load(examples).template
+    assert not PromptSpec.load(tmp_path / "sft").template.startswith("Changed")
     table = read_sid_dir(small_run["sid"])
     base, tok = load_base_model(cfg, cfg["seed"], table)
     add_sid_tokens(base, tok, table)
