@@ -52,7 +52,6 @@ from sidrec.training import (
     last_checkpoint,
     on_main,
     prepare_work,
-    record_start,
     swanlab_callbacks,
     use_bf16,
     work_dir,
@@ -317,7 +316,7 @@ def train_sft(
         def claim() -> None:
             # an unfinished run is refused (or cleared, or resumed) before any model is loaded
             stack.enter_context(output_lock(out))
-            record_start(prepare_work(out, resume, overwrite, started), started)
+            prepare_work(out, resume, overwrite, started)
 
         on_main(state, claim)
         return _train(examples, out, cfg, run, state, accum, bf16, example_spec, resume)

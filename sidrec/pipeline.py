@@ -113,34 +113,30 @@ def _section(cfg: dict[str, Any], key: str) -> Any:
     return cfg
 
 
-def _current(
-    record: dict[str, Any] | None,
-    input_runs: dict[str, Any],
-    inputs: dict[str, str],
-    want: dict[str, Any],
-) -> bool:
-    if record is None:
+def _made_as(record: dict[str, Any], want: dict[str, Any]) -> bool:
+    """Whether a manifest (or an unfinished run's record) says it was made with the config
+    sections ``want`` from the inputs that are there now."""
+    sections = record.get("pipeline")
+    if sections is None:
         return False
     base = defaults()
-    if {k: _at_defaults(_section(base, k), v) for k, v in record.items()} != want:
+    if {k: _at_defaults(_section(base, k), v) for k, v in sections.items()} != want:
         return False
-    return all(run_id(inputs[name]) == rid for name, rid in input_runs.items())
+    inputs = record.get("inputs", {})
+    return all(run_id(inputs[k]) == rid for k, rid in record.get("input_runs", {}).items())
 
 
 def stage_state(out: Path, want: dict[str, Any]) -> str:
     """``current`` (complete, made with the config sections ``want`` from the inputs there
     now), ``resumable`` (an unfinished training run started that way) or ``stale``."""
-    if is_complete(out):
-        m = read_json(out / MANIFEST)
-        ok = _current(m.get("pipeline"), m.get("input_runs", {}), m.get("inputs", {}), want)
-        return "current" if ok else "stale"
     started = work_dir(out) / RUN_FILE
-    if started.is_file():
-        r = read_json(started)
-        inputs = r.get("inputs", {})
-        if _current(r.get("pipeline"), r.get("input_runs", {}), inputs, want):
-            return "resumable"
-    return "stale"
+    if is_complete(out):
+        record, state = read_json(out / MANIFEST), "current"
+    elif started.is_file():
+        record, state = read_json(started), "resumable"
+    else:
+        return "stale"
+    return state if _made_as(record, want) else "stale"
 
 
 def run_pipeline(

@@ -32,10 +32,10 @@ class Recommender:
         self.model_dir = require_file(model_dir, "model directory")
         self.spec = PromptSpec.load(self.model_dir)
         self.table, _ = model_sids(self.model_dir)
-        self.items = model_items(self.model_dir)
-        if self.items.height != len(self.table.codes):
+        items = model_items(self.model_dir)
+        if items.height != len(self.table.codes):
             raise SidrecError(
-                f"{self.model_dir}: its items table has {self.items.height} rows but its SIDs "
+                f"{self.model_dir}: its items table has {items.height} rows but its SIDs "
                 f"cover {len(self.table.codes)} items"
             )
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -43,9 +43,9 @@ class Recommender:
         self.index = PrefixIndex.for_tokenizer(
             self.table, self.tok, self.model.config.vocab_size, device, dense_depth
         )
-        self.by_source = {s: i for i, s in enumerate(self.items["source_id"].to_list()) if s}
-        self.titles = self.items["title"].to_list()
-        self.sources = self.items["source_id"].to_list()
+        self.titles = items["title"].to_list()
+        self.sources = items["source_id"].to_list()
+        self.by_source = {s: i for i, s in enumerate(self.sources) if s}
 
     def resolve(self, history: Sequence[int | str]) -> list[int]:
         """Item ids of a history given as item ids (ints) or source ids (strings, e.g.

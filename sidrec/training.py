@@ -62,13 +62,14 @@ def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
 
 
 def prepare_work(out: Path, resume: bool, overwrite: bool, started: dict[str, Any]) -> Path:
-    """Check ``out`` before a training run (main process, under ``out``'s lock) and return its
-    work directory (see :func:`work_dir`).
+    """Check ``out`` before a training run (main process, under ``out``'s lock), record what
+    the run is started with (``started``: run id, settings, inputs and their run ids) in its
+    work directory (see :func:`work_dir`) and return that directory.
 
-    ``out`` itself is only ever written complete, by :func:`publish`. An unfinished run is not
-    silently discarded: ``resume`` continues it (if it was started with the same settings and
-    inputs, ``started``: what :func:`record_start` records) and ``overwrite`` clears it. A
-    complete ``out`` is replaced only with ``overwrite``, and only once the new run is done.
+    ``out`` itself is only ever written complete, in one step, when training is done. An
+    unfinished run is not silently discarded: ``resume`` continues it (if it was started with
+    the same settings and inputs) and ``overwrite`` clears it. A complete ``out`` is replaced
+    only with ``overwrite``, and only once the new run is done.
     """
     work = work_dir(out)
     if out.exists() and not out.is_dir():
@@ -104,12 +105,8 @@ def prepare_work(out: Path, resume: bool, overwrite: bool, started: dict[str, An
                     f"({'; '.join(changed[:5])}); pass --overwrite to start again"
                 )
     work.mkdir(parents=True, exist_ok=True)
+    write_json(run_file, started)
     return work
-
-
-def record_start(work: Path, started: dict[str, Any]) -> None:
-    """Write what a run was started with (run id, settings, input run ids) into ``work``."""
-    write_json(work / RUN_FILE, started)
 
 
 def last_checkpoint(work: Path) -> str | None:
