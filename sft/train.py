@@ -9,7 +9,6 @@ the input embeddings and of the output head train).
 
 from __future__ import annotations
 
-import shutil
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -19,15 +18,14 @@ import polars as pl
 import torch
 from accelerate import PartialState
 from datasets import Dataset as HFDataset
-from transformers import EarlyStoppingCallback, PreTrainedModel, Trainer, TrainerState
-from transformers.trainer import TRAINER_STATE_NAME
+from transformers import EarlyStoppingCallback, PreTrainedModel, Trainer
 from trl import SFTConfig, SFTTrainer
 from trl.trainer.utils import pad
 
 from sidrec.config import plain
 from sidrec.data.dataset import read_dataset
 from sidrec.errors import InputError, SidrecError, require_file
-from sidrec.io import MANIFEST, atomic_dir, output_lock, read_json, write_json
+from sidrec.io import MANIFEST, output_lock, read_json
 from sidrec.manifest import Run
 from sidrec.model_dir import bundle
 from sidrec.prompts import (
@@ -47,12 +45,13 @@ from sidrec.sft.models import (
 from sidrec.sids import read_sid_dir
 from sidrec.training import (
     CHECKPOINTS,
-    SWANLOG,
     accumulation_steps,
     last_checkpoint,
     on_main,
     prepare_work,
+    publish_model,
     swanlab_callbacks,
+    train_or_finish,
     use_bf16,
     work_dir,
 )
@@ -60,7 +59,6 @@ from sidrec.training import (
 MODES = ("full", "lora", "embeddings")
 # what an unfinished run must have been started with to be resumed (besides its inputs)
 TRAINING_SECTIONS = ("seed", "model", "generation", "sft")
-TRAIN_LOG = "train_log.json"
 
 
 def tokenize_examples(
@@ -241,14 +239,6 @@ def _apply_mode(model: PreTrainedModel, cfg: dict[str, Any], sid_ids: list[int])
     return model
 
 
-def _stopped(checkpoint: str) -> bool:
-    """Whether training had stopped when ``checkpoint`` was saved (the trainer saves its
-    control flags with each checkpoint)."""
-    state = read_json(Path(checkpoint) / TRAINER_STATE_NAME)
-    control = state.get("stateful_callbacks", {}).get("TrainerControl", {}).get("args", {})
-    return bool(control.get("should_training_stop"))
-
-
 def _read_examples(examples: Path, name: str) -> pl.DataFrame:
     path = require_file(examples / f"{name}.parquet", f"{name} examples")
     df = pl.read_parquet(path)
@@ -411,18 +401,7 @@ def _train(
         processing_class=tok,
         callbacks=callbacks,
     )
-    if last is not None and _stopped(last):
-        # training had ended when this checkpoint was saved (its last step, or early stopping),
-        # and the run died before publishing: transformers would run one more update before it
-        # checks, so the finished state is taken as saved, best model included
-        trainer.state = TrainerState.load_from_json(str(Path(last) / TRAINER_STATE_NAME))
-        trainer._load_from_checkpoint(last)
-        if args.load_best_model_at_end and trainer.state.best_model_checkpoint:
-            trainer._load_best_model()
-        train_loss, train_seconds = None, None
-    else:
-        result = trainer.train(resume_from_checkpoint=last)
-        train_loss, train_seconds = result.training_loss, result.metrics.get("train_runtime")
+    train_loss, train_seconds = train_or_finish(trainer, last)
     if not trainer.is_world_process_zero():
         return {}
     final = trainer.model
@@ -444,18 +423,8 @@ def _train(
         "epochs": trainer.state.epoch,
         "tokens_seen": trainer.state.num_input_tokens_seen,
     }
-    if callbacks and cfg["swanlab"]["mode"] != "disabled":
-        import swanlab
-
-        swanlab.finish()  # before its log directory moves into the output
-    with atomic_dir(out, overwrite=True) as tmp:
-        final.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
-        spec.save(tmp)
+    with publish_model(out, work, final, tok, spec, history, bool(callbacks)) as tmp:
         digest = bundle(tmp, sid_dir, ds.items)
-        write_json(tmp / TRAIN_LOG, history)
-        if (work / SWANLOG).is_dir():
-            (work / SWANLOG).rename(tmp / SWANLOG)
         manifest = run.finish(
             tmp,
             counts,
@@ -474,13 +443,10 @@ def _train(
             train_seconds=train_seconds,
             # evaluations included
             tokens_per_second=(
-                trainer.state.num_input_tokens_seen / train_seconds
-                if train_seconds
-                else None
+                trainer.state.num_input_tokens_seen / train_seconds if train_seconds else None
             ),
             processes=state.num_processes,
             gradient_accumulation_steps=accum,
             bf16=bf16,
         )
-    shutil.rmtree(work, ignore_errors=True)
     return manifest

@@ -5,19 +5,21 @@ from __future__ import annotations
 
 import re
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
 from accelerate import PartialState
 from accelerate.utils import broadcast_object_list
-from transformers import TrainerCallback
+from transformers import PreTrainedModel, Trainer, TrainerCallback, TrainerState
 from transformers.trainer import TRAINER_STATE_NAME
 
 from sidrec.errors import SidrecError
-from sidrec.io import is_complete, read_json, write_json
+from sidrec.io import atomic_dir, is_complete, read_json, write_json
 from sidrec.manifest import run_id
+from sidrec.prompts import PromptSpec
 
 CHECKPOINTS = "checkpoints"
 PARTIAL = ".partial"
@@ -25,6 +27,7 @@ RUN_FILE = "run.json"
 _CHECKPOINT = re.compile(r"checkpoint-(\d+)")
 SWANLAB_MODES = ("local", "cloud", "offline", "disabled")
 SWANLOG = "swanlog"
+TRAIN_LOG = "train_log.json"
 
 
 def on_main(state: PartialState, fn: Callable[[], Any]) -> None:
@@ -165,3 +168,58 @@ def swanlab_callbacks(cfg: dict[str, Any], work: Path, stage: str) -> list[Train
             mode=s["mode"],
         )
     ]
+
+
+def _stopped(checkpoint: str) -> bool:
+    """Whether training had stopped when ``checkpoint`` was saved (the trainer saves its
+    control flags with each checkpoint)."""
+    state = read_json(Path(checkpoint) / TRAINER_STATE_NAME)
+    control = state.get("stateful_callbacks", {}).get("TrainerControl", {}).get("args", {})
+    return bool(control.get("should_training_stop"))
+
+
+def train_or_finish(trainer: Trainer, last: str | None) -> tuple[float | None, float | None]:
+    """Train (resuming from checkpoint ``last`` when given); returns the training loss and
+    seconds (None when nothing was left to train).
+
+    When ``last`` was saved after training had ended (its last step, or early stopping) the run
+    died before publishing: transformers would run one more update before it checks, so the
+    finished state is taken as saved instead, best model included.
+    """
+    if last is not None and _stopped(last):
+        trainer.state = TrainerState.load_from_json(str(Path(last) / TRAINER_STATE_NAME))
+        trainer._load_from_checkpoint(last)
+        if trainer.args.load_best_model_at_end and trainer.state.best_model_checkpoint:
+            trainer._load_best_model()
+        return None, None
+    result = trainer.train(resume_from_checkpoint=last)
+    return result.training_loss, result.metrics.get("train_runtime")
+
+
+@contextmanager
+def publish_model(
+    out: Path,
+    work: Path,
+    model: PreTrainedModel,
+    tok: Any,
+    spec: PromptSpec,
+    log_history: list[dict[str, Any]],
+    swanlab_on: bool,
+) -> Iterator[Path]:
+    """Write a trained model directory (weights, tokenizer, ``prompting.json``,
+    ``train_log.json``, the dashboard) into a temporary directory, yield it for the rest
+    (bundled SIDs and items, the manifest last), then put it at ``out`` in one step and drop
+    the work directory ``work``."""
+    if swanlab_on:
+        import swanlab
+
+        swanlab.finish()  # before its log directory moves into the output
+    with atomic_dir(out, overwrite=True) as tmp:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        spec.save(tmp)
+        write_json(tmp / TRAIN_LOG, log_history)
+        if (work / SWANLOG).is_dir():
+            (work / SWANLOG).rename(tmp / SWANLOG)
+        yield tmp
+    shutil.rmtree(work, ignore_errors=True)
