@@ -19,6 +19,7 @@ from sidrec.errors import SidrecError
 def build_parser() -> argparse.ArgumentParser:
     from sidrec.data import cli as data_cli
     from sidrec.evaluate import cli as evaluate_cli
+    from sidrec.rl import cli as rl_cli
     from sidrec.rq import cli as rq_cli
     from sidrec.sft import cli as sft_cli
 
@@ -28,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     data_cli.add_commands(sub)
     rq_cli.add_commands(sub)
     sft_cli.add_commands(sub)
+    rl_cli.add_commands(sub)
     evaluate_cli.add_commands(sub)
     _add_pipeline(sub)
     _add_recommend(sub)

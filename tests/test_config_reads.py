@@ -13,6 +13,7 @@ from sidrec.config import ReadTracker, defaults, leaf_keys, load_config, stage_p
 from sidrec.data.stage import build_from_config, export_minionerec_dir, write_imported_sids
 from sidrec.evaluate.sasrec import train_sasrec
 from sidrec.pipeline import run_pipeline
+from sidrec.rl.train import train_rl
 from sidrec.rq.stage import build_sids
 from sidrec.sft.convert import convert
 from sidrec.sft.train import train_sft
@@ -86,6 +87,18 @@ def test_every_default_key_is_read(tmp_path: Path) -> None:
     convert(outputs["data"], outputs["sid"], tmp_path / "seq-examples", c)
     train_sft(tmp_path / "seq-examples", tmp_path / "lora", c)
     train_sasrec(outputs["data"], stage_path(c, "sasrec"), c)
+    # GRPO from the demo SFT model, with every reward
+    c = cfg(
+        "rl.max_steps=1",
+        "rl.num_generations=2",
+        "rl.per_device_batch_size=4",
+        "rl.sample_size=8",
+        "rl.rewards.rule=1",
+        "rl.rewards.ranking_only=1",
+        "rl.rewards.semantic=1",
+        "swanlab.mode=disabled",
+    )
+    train_rl(outputs["sft"], outputs["data"], stage_path(c, "rl"), c, outputs["embeddings"])
     # the other sources
     (tmp_path / "raw").mkdir()
     raw = write_amazon18_raw(tmp_path / "raw", "Tiny_Category")
