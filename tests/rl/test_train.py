@@ -87,3 +87,26 @@ def test_bad_rl_settings_fail_before_training(tiny_model: dict, tmp_path: Path) 
     with pytest.raises(SidrecError, match="semantic needs item embeddings"):
         train_rl(*args, load_config(None, [*RL, "rl.rewards.semantic=1.0"]))
     assert not (tmp_path / "rl").exists() and not (tmp_path / "rl.partial").exists()
+
+
+def test_an_interrupted_run_resumes_from_its_checkpoint(
+    tiny_model: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from transformers import Trainer
+
+    cfg = load_config(None, [*RL, "rl.max_steps=4", "rl.save_steps=2"])
+    real = Trainer._save_checkpoint
+
+    def save_then_die(self: Trainer, *args: object, **kwargs: object) -> None:
+        real(self, *args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "_save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train_rl(tiny_model["model"], tiny_model["data"], tmp_path / "rl", cfg)
+    monkeypatch.undo()
+    assert not (tmp_path / "rl").exists()
+    with pytest.raises(SidrecError, match="pass --resume"):
+        train_rl(tiny_model["model"], tiny_model["data"], tmp_path / "rl", cfg)
+    manifest = train_rl(tiny_model["model"], tiny_model["data"], tmp_path / "rl", cfg, resume=True)
+    assert manifest["resumed_from"] == "checkpoint-2" and manifest["counts"]["steps"] == 4
