@@ -20,11 +20,12 @@ from tqdm.auto import tqdm
 from sidrec.data.dataset import read_dataset
 from sidrec.decoding import PrefixIndex, beam_search
 from sidrec.errors import InputError, SidrecError
-from sidrec.evaluate.ranking import device_name, query_rows, write_ranking
+from sidrec.evaluate.ranking import device_name, write_ranking
 from sidrec.io import atomic_dir, check_output
 from sidrec.manifest import Run
 from sidrec.model_dir import load_sid_model, model_sids
 from sidrec.prompts import PromptSpec
+from sidrec.sequences import query_rows
 from sidrec.training import on_main, use_bf16
 
 

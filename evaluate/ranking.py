@@ -12,26 +12,11 @@ import numpy as np
 import polars as pl
 import torch
 
-from sidrec.data.dataset import SPLITS, Dataset
-from sidrec.errors import SidrecError
-from sidrec.evaluate.metrics import cutoffs, hr_ndcg, target_ranks
 from sidrec.io import write_json
+from sidrec.metrics import cutoffs, hr_ndcg, target_ranks
 
 RESULTS_FILE = "results.json"
 PREDICTIONS_FILE = "predictions.parquet"
-
-
-def query_rows(ds: Dataset, split: str, max_users: int, seed: int) -> pl.DataFrame:
-    """The rows of ``split`` to evaluate: all, or a seeded sample of ``max_users`` (> 0)."""
-    if split not in SPLITS[1:]:
-        raise SidrecError(f"evaluation split must be valid or test, got {split!r}")
-    rows = ds.split(split)
-    if rows.height == 0:
-        raise SidrecError(f"the dataset's {split} split is empty")
-    if 0 < max_users < rows.height:
-        keep = np.sort(np.random.default_rng(seed).choice(rows.height, max_users, replace=False))
-        rows = rows[keep]
-    return rows
 
 
 def device_name() -> str:

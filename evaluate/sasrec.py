@@ -19,11 +19,11 @@ from tqdm.auto import tqdm
 
 from sidrec.data.dataset import read_dataset
 from sidrec.errors import SidrecError
-from sidrec.evaluate.metrics import hr_ndcg, target_ranks
-from sidrec.evaluate.ranking import device_name, query_rows, write_ranking
+from sidrec.evaluate.ranking import device_name, write_ranking
 from sidrec.io import atomic_dir, check_output, write_json
 from sidrec.manifest import Run
-from sidrec.sequences import sequence_windows, user_sequences
+from sidrec.metrics import hr_ndcg, target_ranks
+from sidrec.sequences import query_rows, sequence_windows, user_sequences
 
 VALID_K = 10
 

@@ -24,6 +24,7 @@ from trl.trainer.utils import pad
 
 from sidrec.config import plain
 from sidrec.data.dataset import read_dataset
+from sidrec.decoding import PrefixIndex
 from sidrec.errors import InputError, SidrecError, require_file
 from sidrec.io import MANIFEST, output_lock, read_json
 from sidrec.manifest import Run
@@ -35,6 +36,7 @@ from sidrec.prompts import (
     fit_history,
     wants_chat_template,
 )
+from sidrec.sequences import query_rows
 from sidrec.sft.convert import EXAMPLE_SCHEMA, SEQUENCE_TASK, fill_template, history_separator
 from sidrec.sft.models import (
     add_sid_tokens,
@@ -55,6 +57,7 @@ from sidrec.training import (
     use_bf16,
     work_dir,
 )
+from sidrec.validation import RankingValidation, metric_for_best
 
 MODES = ("full", "lora", "embeddings")
 # what an unfinished run must have been started with to be resumed (besides its inputs)
@@ -239,6 +242,26 @@ def _apply_mode(model: PreTrainedModel, cfg: dict[str, Any], sid_ids: list[int])
     return model
 
 
+def _ranking_validation(
+    ds: Any, table: Any, spec: PromptSpec, tok: Any, model: Any, cfg: dict[str, Any]
+) -> RankingValidation:
+    """Validation by NDCG@10: a seeded sample of ``sft.valid_users`` validation users (0 =
+    all), prompted as in evaluation, decoded with ``evaluate.num_beams`` beams."""
+    rows = query_rows(ds, "valid", cfg["sft"]["valid_users"], cfg["seed"])
+    device = next(model.parameters()).device
+    index = PrefixIndex.for_tokenizer(table, tok, model.config.vocab_size, device)
+    sids = table.sids
+    prompts = [
+        spec.encode(tok, [sids[i] for i in h], index.depth + 1)[0]
+        for h in rows["history"].to_list()
+    ]
+    targets = index.catalog.item_sid[rows["target"].to_numpy()]
+    e = cfg["evaluate"]
+    return RankingValidation(
+        index, prompts, targets, e["num_beams"], tok.pad_token_id, e["batch_size"]
+    )
+
+
 def _read_examples(examples: Path, name: str) -> pl.DataFrame:
     path = require_file(examples / f"{name}.parquet", f"{name} examples")
     df = pl.read_parquet(path)
@@ -271,6 +294,7 @@ def train_sft(
     s = cfg["sft"]
     if s["mode"] not in MODES:
         raise SidrecError(f"sft.mode must be one of {MODES}, got {s['mode']!r}")
+    best_metric, higher_is_better = metric_for_best(s["select_by"])
     if not 0 <= s["warmup_ratio"] < 1:
         raise SidrecError(
             f"sft.warmup_ratio is a fraction of the training steps: it must be in [0, 1), "
@@ -309,7 +333,19 @@ def train_sft(
             prepare_work(out, resume, overwrite, started)
 
         on_main(state, claim)
-        return _train(examples, out, cfg, run, state, accum, bf16, example_spec, resume)
+        return _train(
+            examples,
+            out,
+            cfg,
+            run,
+            state,
+            accum,
+            bf16,
+            example_spec,
+            resume,
+            best_metric,
+            higher_is_better,
+        )
 
 
 def _train(
@@ -322,6 +358,8 @@ def _train(
     bf16: bool,
     example_spec: PromptSpec,
     resume: bool,
+    best_metric: str,
+    higher_is_better: bool,
 ) -> dict[str, Any]:
     s = cfg["sft"]
     work = work_dir(out)
@@ -372,8 +410,8 @@ def _train(
         save_steps=s["eval_steps"],
         save_total_limit=s["save_total_limit"],
         load_best_model_at_end=has_valid,
-        metric_for_best_model="eval_loss",
-        greater_is_better=False,
+        metric_for_best_model=best_metric,
+        greater_is_better=higher_is_better,
         logging_steps=s["logging_steps"],
         logging_first_step=True,
         include_num_input_tokens_seen="non_padding",
@@ -390,6 +428,10 @@ def _train(
         disable_tqdm=False,
     )
     callbacks = swanlab_callbacks(cfg, work, "sft")
+    ranking = None
+    if has_valid and s["select_by"] != "loss":
+        ranking = _ranking_validation(ds, table, spec, tok, model, cfg)
+        callbacks.append(ranking)  # before early stopping, which reads its metric
     if has_valid and s["early_stopping_patience"] > 0:
         callbacks.append(EarlyStoppingCallback(s["early_stopping_patience"]))
     trainer = SidSFTTrainer(
@@ -401,6 +443,8 @@ def _train(
         processing_class=tok,
         callbacks=callbacks,
     )
+    if ranking is not None:
+        ranking.trainer = trainer
     train_loss, train_seconds = train_or_finish(trainer, last)
     if not trainer.is_world_process_zero():
         return {}
@@ -437,6 +481,8 @@ def _train(
             eval_loss_first=evals[0] if evals else None,
             eval_loss_best=min(evals) if evals else None,
             eval_loss_last=evals[-1] if evals else None,
+            select_by=s["select_by"],
+            best_metric=trainer.state.best_metric,
             best_checkpoint=Path(trainer.state.best_model_checkpoint).name
             if trainer.state.best_model_checkpoint
             else None,

@@ -1,11 +1,13 @@
-"""User sequences and training windows over them: shared by every model that trains on whole
-sequences (SFT's ``sequence`` format, SASRec)."""
+"""User sequences and the rows stages query: training windows over users' sequences (SFT's
+``sequence`` format, SASRec) and the seeded sample of a split's rows that evaluation and
+validation decode."""
 
 from __future__ import annotations
 
+import numpy as np
 import polars as pl
 
-from sidrec.data.dataset import Dataset
+from sidrec.data.dataset import SPLITS, Dataset
 from sidrec.errors import SidrecError
 
 
@@ -50,3 +52,16 @@ def sequence_windows(n_items: int, window: int) -> list[tuple[int, int, int]]:
         covered = end
         start = end - window // 2
     return out
+
+
+def query_rows(ds: Dataset, split: str, max_users: int, seed: int) -> pl.DataFrame:
+    """The rows of ``split`` to evaluate: all, or a seeded sample of ``max_users`` (> 0)."""
+    if split not in SPLITS[1:]:
+        raise SidrecError(f"evaluation split must be valid or test, got {split!r}")
+    rows = ds.split(split)
+    if rows.height == 0:
+        raise SidrecError(f"the dataset's {split} split is empty")
+    if 0 < max_users < rows.height:
+        keep = np.sort(np.random.default_rng(seed).choice(rows.height, max_users, replace=False))
+        rows = rows[keep]
+    return rows

@@ -89,9 +89,9 @@ def prepare_work(out: Path, resume: bool, overwrite: bool, started: dict[str, An
         previous = None
     if is_complete(out) and not overwrite:
         raise SidrecError(f"{out}: already complete; pass --overwrite to train again")
-    if work.exists() and overwrite:
-        shutil.rmtree(work)
-    elif work.exists() and any(work.iterdir()):
+    if work.exists() and (overwrite or last_checkpoint(work) is None):
+        shutil.rmtree(work)  # cleared, or nothing in it to resume: no checkpoint was saved
+    elif work.exists():
         if not resume:
             raise SidrecError(
                 f"{work}: holds an unfinished run of {out}; pass --resume to continue it from "

@@ -19,9 +19,9 @@ from sidrec.config import load_config
 from sidrec.data.dataset import read_dataset
 from sidrec.data.stage import write_imported_sids
 from sidrec.evaluate.generative import evaluate_model
-from sidrec.evaluate.metrics import hr_ndcg
 from sidrec.evaluate.sasrec import train_sasrec
 from sidrec.io import read_json
+from sidrec.metrics import hr_ndcg
 from sidrec.sids import SidTable, read_sid_dir
 
 REPO = Path(__file__).resolve().parents[2]

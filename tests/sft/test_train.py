@@ -248,6 +248,30 @@ def test_accelerate_configs_leave_precision_to_the_config() -> None:
         assert conf["mixed_precision"] == "no", name
 
 
+def test_the_best_checkpoint_by_validation_ndcg(
+    examples: Path, cache: Path, tmp_path: Path
+) -> None:
+    """sft.select_by=ndcg@10: every evaluation decodes the validation sample with constrained
+    beam search, logs HR@K / NDCG@K, and the kept model is the checkpoint with the best NDCG@10."""
+    cfg = _cfg(
+        cache,
+        "sft.max_steps=30",
+        "sft.select_by=ndcg@10",
+        "sft.valid_users=24",
+        "evaluate.num_beams=10",
+        "sft.early_stopping_patience=0",
+    )
+    manifest = train_sft(examples, tmp_path / "sft", cfg)
+    log = read_json(tmp_path / "sft" / "train_log.json")
+    ranked = [h for h in log if "eval_ndcg@10" in h]
+    assert [h["step"] for h in ranked] == [0, 10, 20, 30]  # eval_on_start, then every 10
+    assert all(0 <= h["eval_ndcg@10"] <= h["eval_hr@10"] <= 1 for h in ranked)
+    best = max(ranked[1:], key=lambda h: h["eval_ndcg@10"])  # checkpoints exist from step 10
+    assert manifest["select_by"] == "ndcg@10"
+    assert manifest["best_metric"] == best["eval_ndcg@10"]
+    assert manifest["best_checkpoint"] == f"checkpoint-{best['step']}"
+
+
 def test_bad_settings_fail_before_training(examples: Path, cache: Path, tmp_path: Path) -> None:
     out = tmp_path / "sft"
     with pytest.raises(
@@ -255,6 +279,8 @@ def test_bad_settings_fail_before_training(examples: Path, cache: Path, tmp_path
         match="global_batch_size=20 must be a positive multiple of per_device_batch_size=8",
     ):
         train_sft(examples, out, _cfg(cache, "sft.global_batch_size=20"))
+    with pytest.raises(SidrecError, match="select_by must be one of"):
+        train_sft(examples, out, _cfg(cache, "sft.select_by=recall"))
     with pytest.raises(SidrecError, match="sft.mode must be one of"):
         train_sft(examples, out, _cfg(cache, "sft.mode=half"))
     # transformers reads a warmup of 1 or more as steps: a ratio of 1.0 would be one step

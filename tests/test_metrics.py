@@ -9,9 +9,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from sidrec.evaluate.metrics import cutoffs, hr_ndcg, target_ranks
 from sidrec.evaluate.ranking import write_ranking
 from sidrec.io import read_json
+from sidrec.metrics import cutoffs, hr_ndcg, target_ranks
 
 
 def test_ranks_and_metrics_by_hand() -> None:

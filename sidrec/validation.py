@@ -1,0 +1,85 @@
+"""Validation by ranking quality, for every training stage: on each evaluation the model
+decodes a seeded sample of validation users with the constrained beam search ``evaluate``
+uses, and HR@K / NDCG@K join the trainer's metrics (``eval_hr@10``, ``eval_ndcg@10``, ...),
+so that the best checkpoint and early stopping can follow ``ndcg@10`` instead of the loss."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import Trainer, TrainerCallback
+
+from sidrec.decoding import PrefixIndex, beam_search
+from sidrec.errors import SidrecError
+from sidrec.metrics import cutoffs, hr_ndcg, target_ranks
+
+SELECT_BY = ("loss", "ndcg@10")
+
+
+def metric_for_best(select_by: str) -> tuple[str, bool]:
+    """The trainer's ``metric_for_best_model`` and ``greater_is_better`` for a
+    ``select_by`` setting (``loss`` or ``ndcg@10``)."""
+    if select_by not in SELECT_BY:
+        raise SidrecError(f"select_by must be one of {SELECT_BY}, got {select_by!r}")
+    return ("eval_loss", False) if select_by == "loss" else ("eval_ndcg@10", True)
+
+
+class RankingValidation(TrainerCallback):
+    """Adds HR@K / NDCG@K of constrained beam search on ``prompts`` to each evaluation.
+
+    Args:
+        index: the catalog's prefix index, on the model's device.
+        prompts: token ids of each validation user's prompt, encoded as in evaluation.
+        targets: (N,) the SID index of each user's target.
+        num_beams: K, the beams (and recommendations) per user.
+        pad_token_id: the padding token.
+        batch_size: users decoded together.
+
+    Set ``trainer`` after building the trainer, so the metrics are also logged (console,
+    ``train_log.json``, SwanLab).
+    """
+
+    def __init__(
+        self,
+        index: PrefixIndex,
+        prompts: Sequence[Sequence[int]],
+        targets: np.ndarray,
+        num_beams: int,
+        pad_token_id: int,
+        batch_size: int = 32,
+    ) -> None:
+        if num_beams < 10:
+            raise SidrecError(f"validation by NDCG@10 needs at least 10 beams, got {num_beams}")
+        self.index, self.prompts, self.targets = index, list(prompts), np.asarray(targets)
+        self.k, self.pad, self.batch_size = num_beams, pad_token_id, batch_size
+        self.trainer: Trainer | None = None
+
+    def ranking_metrics(self, model: Any) -> dict[str, float]:
+        """``hr@K`` and ``ndcg@K`` of ``model`` on the validation users."""
+        was_training = model.training
+        model.eval()
+        try:
+            found = [
+                beam_search(
+                    model, self.index, self.prompts[b : b + self.batch_size], self.k, self.pad
+                )[0]
+                .cpu()
+                .numpy()
+                for b in range(0, len(self.prompts), self.batch_size)
+            ]
+        finally:
+            model.train(was_training)
+        ranks = target_ranks(np.concatenate(found), self.targets)
+        return {k.lower(): v for k, v in hr_ndcg(ranks, cutoffs(self.k)).items()}
+
+    def on_evaluate(self, args, state, control, model=None, metrics=None, **kwargs):  # noqa: ANN001, ANN201
+        if model is None or metrics is None:
+            return
+        with torch.inference_mode():
+            found = {f"eval_{k}": v for k, v in self.ranking_metrics(model).items()}
+        metrics.update(found)
+        if self.trainer is not None:
+            self.trainer.log(found)
