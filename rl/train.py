@@ -36,6 +36,7 @@ from sidrec.model_dir import bundle, load_sid_model, model_items, model_sids
 from sidrec.prompts import PromptSpec, render_prompt
 from sidrec.rl.rewards import check_rewards, combined
 from sidrec.rq.embed import load_embeddings
+from sidrec.sequences import query_rows
 from sidrec.sids import sid_tokens
 from sidrec.training import (
     CHECKPOINTS,
@@ -48,6 +49,7 @@ from sidrec.training import (
     use_bf16,
     work_dir,
 )
+from sidrec.validation import RankingValidation
 
 TRAINING_SECTIONS = ("seed", "rl")
 
@@ -239,9 +241,31 @@ def train_rl(
     rows = ds.train
     if 0 < r["sample_size"] < rows.height:
         rows = rows.sample(n=r["sample_size"], seed=cfg["seed"]).sort("user_id")
+    answer = index.depth + 1
     train, shortened = rl_examples(
-        rows["history"].to_list(), rows["target"].to_list(), table.sids, spec, tok, index.depth + 1
+        rows["history"].to_list(), rows["target"].to_list(), table.sids, spec, tok, answer
     )
+    has_valid = r["eval_steps"] > 0
+    valid = ranking = None
+    if has_valid:
+        if r["save_steps"] % r["eval_steps"]:
+            raise SidrecError(
+                f"rl.save_steps={r['save_steps']} must be a multiple of rl.eval_steps="
+                f"{r['eval_steps']} (the best checkpoint is chosen at evaluations)"
+            )
+        rows_v = query_rows(ds, "valid", r["valid_users"], cfg["seed"])
+        valid, _ = rl_examples(
+            rows_v["history"].to_list(), rows_v["target"].to_list(), table.sids, spec, tok, answer
+        )
+        e = cfg["evaluate"]
+        ranking = RankingValidation(
+            index,
+            [tok(p, add_special_tokens=False)["input_ids"] for p in valid["prompt"]],
+            index.catalog.item_sid[rows_v["target"].to_numpy()],
+            e["num_beams"],
+            tok.pad_token_id,
+            e["batch_size"],
+        )
     run = Run("rl", cfg, {"model": str(model_dir), "data": str(data)}, cfg["seed"])
     started = {
         "run_id": run.id,
@@ -273,6 +297,12 @@ def train_rl(
             num_train_epochs=r["epochs"],
             max_steps=r["max_steps"],
             per_device_train_batch_size=r["per_device_batch_size"],
+            per_device_eval_batch_size=r["per_device_batch_size"],
+            eval_strategy="steps" if has_valid else "no",
+            eval_steps=r["eval_steps"] if has_valid else None,
+            load_best_model_at_end=has_valid,
+            metric_for_best_model="eval_ndcg@10" if has_valid else None,
+            greater_is_better=True if has_valid else None,
             gradient_accumulation_steps=r["gradient_accumulation_steps"],
             logging_steps=r["logging_steps"],
             logging_first_step=True,
@@ -287,16 +317,19 @@ def train_rl(
         )
         reward_funcs = reward_functions(r["rewards"], index.catalog.item_sid, g, vectors)
         args.reward_weights = [r["rewards"][f.__name__] for f in reward_funcs]
-        callbacks = swanlab_callbacks(cfg, work, "rl")
+        callbacks = swanlab_callbacks(cfg, work, "rl") + ([ranking] if ranking else [])
         trainer = SidGRPOTrainer(
             model=model,
             reward_funcs=reward_funcs,
             args=args,
             train_dataset=train,
+            eval_dataset=valid,
             processing_class=tok,
             callbacks=callbacks,
             rollout_func=rollout,
         )
+        if ranking is not None:
+            ranking.trainer = trainer
         train_loss, train_seconds = train_or_finish(trainer, last)
         if not trainer.is_world_process_zero():
             return {}
@@ -308,7 +341,9 @@ def train_rl(
             "epochs": trainer.state.epoch,
         }
         rewards = [h["reward"] for h in history if "reward" in h]
-        with publish_model(out, work, trainer.model, tok, spec, history, bool(callbacks)) as tmp:
+        ndcg = [h["eval_ndcg@10"] for h in history if "eval_ndcg@10" in h]
+        swanlab_on = cfg["swanlab"]["mode"] != "disabled"
+        with publish_model(out, work, trainer.model, tok, spec, history, swanlab_on) as tmp:
             digest = bundle(tmp, sid_dir, model_items(model_dir))
             return run.finish(
                 tmp,
@@ -321,6 +356,11 @@ def train_rl(
                 rollout_seconds=round(rollout.seconds, 3),
                 reward_first=rewards[0] if rewards else None,
                 reward_last=rewards[-1] if rewards else None,
+                valid_ndcg10_first=ndcg[0] if ndcg else None,
+                valid_ndcg10_best=trainer.state.best_metric,
+                best_checkpoint=Path(trainer.state.best_model_checkpoint).name
+                if trainer.state.best_model_checkpoint
+                else None,
                 processes=state.num_processes,
                 bf16=bf16,
             )

@@ -467,7 +467,8 @@ def _train(
         "epochs": trainer.state.epoch,
         "tokens_seen": trainer.state.num_input_tokens_seen,
     }
-    with publish_model(out, work, final, tok, spec, history, bool(callbacks)) as tmp:
+    swanlab_on = cfg["swanlab"]["mode"] != "disabled"
+    with publish_model(out, work, final, tok, spec, history, swanlab_on) as tmp:
         digest = bundle(tmp, sid_dir, ds.items)
         manifest = run.finish(
             tmp,

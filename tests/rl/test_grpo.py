@@ -26,8 +26,11 @@ RL = [
     "rl.sample_size=32",
     "rl.logging_steps=1",
     "rl.learning_rate=0.001",
+    "rl.eval_steps=1",
+    "rl.save_steps=2",
+    "rl.valid_users=16",
     "evaluate.max_users=16",
-    "evaluate.num_beams=5",
+    "evaluate.num_beams=10",
 ]
 
 
@@ -67,6 +70,10 @@ def test_grpo_rollouts_are_groups_of_catalog_sids(
     assert read_json(out / "prompting.json") == read_json(tiny_model["model"] / "prompting.json")
     log = read_json(out / "train_log.json")
     assert any("rewards/ranking/mean" in h and "frac_reward_zero_std" in h for h in log)
+    # validation by ranking quality at every evaluation; the best checkpoint is kept
+    ranked = [h for h in log if "eval_ndcg@10" in h]
+    assert [h["step"] for h in ranked] == [1, 2]
+    assert manifest["valid_ndcg10_best"] == max(h["eval_ndcg@10"] for h in ranked)
     results = evaluate_model(out, tiny_model["data"], None, tmp_path / "eval", cfg)
     assert results["users"] == 16
 
@@ -94,7 +101,7 @@ def test_an_interrupted_run_resumes_from_its_checkpoint(
 ) -> None:
     from transformers import Trainer
 
-    cfg = load_config(None, [*RL, "rl.max_steps=4", "rl.save_steps=2"])
+    cfg = load_config(None, [*RL, "rl.max_steps=4", "rl.save_steps=2", "rl.eval_steps=2"])
     real = Trainer._save_checkpoint
 
     def save_then_die(self: Trainer, *args: object, **kwargs: object) -> None:
