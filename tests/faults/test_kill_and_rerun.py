@@ -63,6 +63,7 @@ SETTINGS = {
         "eval_steps": 0,
         "save_steps": 2,
         "save_total_limit": 10,
+        "logging_steps": 1,
     },
     "swanlab": {"mode": "disabled"},
 }
@@ -179,6 +180,21 @@ def _evaluate(p: dict, out: Path) -> list[str]:
     ]
 
 
+def _rl(p: dict, out: Path) -> list[str]:
+    return [
+        "rl",
+        "--config",
+        str(p["cfg"]),
+        "--model",
+        str(p["sft"]),
+        "--data",
+        str(p["data"]),
+        "--out",
+        str(out),
+        "--resume",
+    ]
+
+
 COMMANDS = {
     "data": _data,
     "embed": _embed,
@@ -186,6 +202,7 @@ COMMANDS = {
     "convert": _convert,
     "sft": _sft,
     "evaluate": _evaluate,
+    "rl": _rl,
 }
 STAGES = list(COMMANDS)
 
