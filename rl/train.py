@@ -26,12 +26,10 @@ from accelerate import PartialState
 from datasets import Dataset as HFDataset
 from trl import GRPOConfig, GRPOTrainer
 
-from sidrec.config import plain
 from sidrec.data.dataset import read_dataset
 from sidrec.decoding import PrefixIndex, beam_search
 from sidrec.embeddings import load_embeddings
 from sidrec.errors import InputError, SidrecError
-from sidrec.io import output_lock
 from sidrec.manifest import Run
 from sidrec.model_dir import bundle, load_sid_model, model_items, model_sids
 from sidrec.prompts import PromptSpec, render_prompt
@@ -40,14 +38,12 @@ from sidrec.sequences import query_rows
 from sidrec.sids import sid_tokens
 from sidrec.training import (
     CHECKPOINTS,
+    claim_output,
     last_checkpoint,
-    on_main,
-    prepare_work,
     publish_model,
     swanlab_callbacks,
     train_or_finish,
     use_bf16,
-    work_dir,
 )
 from sidrec.validation import RankingValidation
 
@@ -267,21 +263,9 @@ def train_rl(
             e["batch_size"],
         )
     run = Run("rl", cfg, {"model": str(model_dir), "data": str(data)}, cfg["seed"])
-    started = {
-        "run_id": run.id,
-        "settings": plain({k: cfg[k] for k in TRAINING_SECTIONS}),
-        "inputs": run.inputs,
-        "input_runs": run.input_runs,
-        "pipeline": run.pipeline,
-    }
     with ExitStack() as stack:
-
-        def claim() -> None:
-            stack.enter_context(output_lock(out))
-            prepare_work(out, resume, overwrite, started)
-
-        on_main(state, claim)
-        work = work_dir(out)
+        settings = {k: cfg[k] for k in TRAINING_SECTIONS}
+        work = claim_output(stack, state, out, run, settings, resume, overwrite)
         last = last_checkpoint(work) if resume else None
         rollout = BeamRollout(index, tok, g)
         args = GRPOConfig(

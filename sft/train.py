@@ -22,11 +22,10 @@ from transformers import EarlyStoppingCallback, PreTrainedModel, Trainer
 from trl import SFTConfig, SFTTrainer
 from trl.trainer.utils import pad
 
-from sidrec.config import plain
 from sidrec.data.dataset import read_dataset
 from sidrec.decoding import PrefixIndex
 from sidrec.errors import InputError, SidrecError, require_file
-from sidrec.io import MANIFEST, output_lock, read_json
+from sidrec.io import MANIFEST, read_json
 from sidrec.manifest import Run
 from sidrec.model_dir import bundle
 from sidrec.prompts import (
@@ -48,9 +47,8 @@ from sidrec.sids import read_sid_dir
 from sidrec.training import (
     CHECKPOINTS,
     accumulation_steps,
+    claim_output,
     last_checkpoint,
-    on_main,
-    prepare_work,
     publish_model,
     swanlab_callbacks,
     train_or_finish,
@@ -318,21 +316,10 @@ def train_sft(
     )
     bf16 = use_bf16(s["bf16"])
     run = Run("sft", cfg, {"examples": str(examples), **manifest["inputs"]}, cfg["seed"])
-    started = {
-        "run_id": run.id,
-        "settings": plain({k: cfg[k] for k in TRAINING_SECTIONS}),
-        "inputs": run.inputs,
-        "input_runs": run.input_runs,
-        "pipeline": run.pipeline,
-    }
     with ExitStack() as stack:
-
-        def claim() -> None:
-            # an unfinished run is refused (or cleared, or resumed) before any model is loaded
-            stack.enter_context(output_lock(out))
-            prepare_work(out, resume, overwrite, started)
-
-        on_main(state, claim)
+        # an unfinished run is refused (or cleared, or resumed) before any model is loaded
+        settings = {k: cfg[k] for k in TRAINING_SECTIONS}
+        claim_output(stack, state, out, run, settings, resume, overwrite)
         return _train(
             examples,
             out,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 import shutil
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +16,10 @@ from accelerate.utils import broadcast_object_list
 from transformers import PreTrainedModel, Trainer, TrainerCallback, TrainerState
 from transformers.trainer import TRAINER_STATE_NAME
 
+from sidrec.config import plain
 from sidrec.errors import SidrecError
-from sidrec.io import atomic_dir, is_complete, read_json, write_json
-from sidrec.manifest import run_id
+from sidrec.io import atomic_dir, is_complete, output_lock, read_json, write_json
+from sidrec.manifest import Run, run_id
 from sidrec.prompts import PromptSpec
 
 CHECKPOINTS = "checkpoints"
@@ -110,6 +111,35 @@ def prepare_work(out: Path, resume: bool, overwrite: bool, started: dict[str, An
     work.mkdir(parents=True, exist_ok=True)
     write_json(run_file, started)
     return work
+
+
+def claim_output(
+    stack: ExitStack,
+    state: PartialState,
+    out: Path,
+    run: Run,
+    settings: dict[str, Any],
+    resume: bool,
+    overwrite: bool,
+) -> Path:
+    """Before a training run: on the main process take ``out``'s lock (held until ``stack``
+    closes) and check ``out`` and its work directory with :func:`prepare_work`, recording
+    ``run`` and the ``settings`` it must be resumed with; an error there ends every process.
+    Returns the work directory."""
+    started = {
+        "run_id": run.id,
+        "settings": plain(settings),
+        "inputs": run.inputs,
+        "input_runs": run.input_runs,
+        "pipeline": run.pipeline,
+    }
+
+    def claim() -> None:
+        stack.enter_context(output_lock(out))
+        prepare_work(out, resume, overwrite, started)
+
+    on_main(state, claim)
+    return work_dir(out)
 
 
 def last_checkpoint(work: Path) -> str | None:
