@@ -61,8 +61,8 @@ def small_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"data": root / "data", "sid": root / "sid", "root": root}
 
 
-# a 1-layer Qwen2 with Qwen2's tokenizer, a few SFT steps, small evaluations
-TINY_SFT = [
+# a 1-layer Qwen2 with Qwen2's tokenizer, no dashboard
+TINY_QWEN2 = [
     "model.name_or_path=tiny-qwen2",
     "model.tiny_qwen2.hidden_size=32",
     "model.tiny_qwen2.intermediate_size=64",
@@ -70,6 +70,10 @@ TINY_SFT = [
     "model.tiny_qwen2.num_attention_heads=2",
     "model.tiny_qwen2.num_key_value_heads=1",
     "swanlab.mode=disabled",
+]
+# that model, a few SFT steps, small evaluations
+TINY_SFT = [
+    *TINY_QWEN2,
     "convert.max_valid_examples=32",
     "sft.max_steps=20",
     "sft.eval_steps=10",

@@ -9,6 +9,7 @@ import polars as pl
 import pytest
 import torch
 import yaml
+from conftest import TINY_QWEN2
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from sidrec.config import load_config
@@ -27,13 +28,7 @@ from sidrec.sft.train import (
 from sidrec.sids import read_sid_dir
 
 TINY = [
-    "model.name_or_path=tiny-qwen2",
-    "model.tiny_qwen2.hidden_size=32",
-    "model.tiny_qwen2.intermediate_size=64",
-    "model.tiny_qwen2.num_hidden_layers=1",
-    "model.tiny_qwen2.num_attention_heads=2",
-    "model.tiny_qwen2.num_key_value_heads=1",
-    "swanlab.mode=disabled",
+    *TINY_QWEN2,
     "convert.max_valid_examples=48",
     "sft.global_batch_size=16",
     "sft.per_device_batch_size=8",
