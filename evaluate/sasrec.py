@@ -14,18 +14,20 @@ from typing import Any
 
 import numpy as np
 import torch
+import yaml
 from torch import nn
 from tqdm.auto import tqdm
 
 from sidrec.data.dataset import read_dataset
-from sidrec.errors import SidrecError
+from sidrec.errors import InputError, SidrecError
 from sidrec.evaluate.ranking import device_name, write_ranking
-from sidrec.io import atomic_dir, check_output, write_json
-from sidrec.manifest import Run
+from sidrec.io import atomic_dir, check_output, is_complete, write_json
+from sidrec.manifest import CONFIG_FILE, Run
 from sidrec.metrics import hr_ndcg, target_ranks
 from sidrec.sequences import query_rows, sequence_windows, user_sequences
 
 VALID_K = 10
+MODEL_FILE = "model.pt"
 
 
 class SASRec(nn.Module):
@@ -146,6 +148,36 @@ def rank_items(
     return np.concatenate(items), np.concatenate(scores)
 
 
+def load_sasrec(path: str | Path, n_items: int) -> tuple[SASRec, int]:
+    """The trained SASRec in ``path`` (an output of ``sidrec baseline sasrec``) for a catalog
+    of ``n_items`` items, in eval mode on the CPU, and the history length it reads."""
+    path = Path(path)
+    if not is_complete(path) or not (path / MODEL_FILE).is_file():
+        raise InputError(
+            path, f"is not a finished `sidrec baseline sasrec` output (no {MODEL_FILE})"
+        )
+    s = yaml.safe_load((path / CONFIG_FILE).read_text(encoding="utf-8"))["sasrec"]
+    state = torch.load(path / MODEL_FILE, map_location="cpu", weights_only=True)
+    found = state["item.weight"].shape[0] - 1
+    if found != n_items:
+        raise InputError(path, f"scores {found} items, the dataset has {n_items}")
+    model = SASRec(n_items, s["hidden"], s["layers"], s["heads"], s["dropout"], s["max_len"])
+    model.load_state_dict(state)
+    return model.eval(), s["max_len"]
+
+
+@torch.no_grad()
+def score_items(
+    model: SASRec, histories: list[list[int]], items: np.ndarray, max_len: int
+) -> np.ndarray:
+    """Scores (N, G) of ``items`` (N, G) after each of the N histories."""
+    dev = next(model.parameters()).device
+    part = [[i + 1 for i in h[-max_len:]] for h in histories]
+    hidden = model(_pad_left(part, max_len).to(dev))[:, -1]  # (N, H)
+    vectors = model.item.weight[torch.as_tensor(items, device=dev) + 1]  # (N, G, H)
+    return torch.einsum("ngh,nh->ng", vectors, hidden).float().cpu().numpy()
+
+
 def train_sasrec(
     data: str | Path, out: str | Path, cfg: dict[str, Any], overwrite: bool = False
 ) -> dict[str, Any]:
@@ -222,7 +254,7 @@ def train_sasrec(
         "device": device_name(),
     }
     with atomic_dir(out, overwrite) as tmp:
-        torch.save(model.state_dict(), tmp / "model.pt")
+        torch.save(model.state_dict(), tmp / MODEL_FILE)
         write_json(tmp / "train_log.json", log)
         results = write_ranking(tmp, rows, items, scores, info)
         run.finish(tmp, {"users": rows.height, "train_windows": len(windows)}, results=results)

@@ -5,27 +5,60 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from sidrec.config import load_config, stage_path
 
 
-def _rl(a: argparse.Namespace) -> dict:
-    from sidrec.rl.train import train_rl
+def run_rl(
+    cfg: dict[str, Any],
+    model: Path | None = None,
+    data: Path | None = None,
+    out: Path | None = None,
+    embeddings: Path | None = None,
+    examples: Path | None = None,
+    sasrec: Path | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+) -> dict:
+    """``sidrec rl`` for the resolved config ``cfg``; a path not given comes from
+    ``paths.*`` (embeddings, examples and SASRec only where a reward or task uses them)."""
+    from sidrec.rl.train import TITLE_TASKS, train_rl
 
-    cfg = load_config(a.config, a.overrides)
-    model = a.model or stage_path(cfg, "sft")
-    data = a.data or stage_path(cfg, "data")
-    out = a.out or stage_path(cfg, "rl")
-    emb = a.embeddings or (
-        stage_path(cfg, "embeddings") if cfg["rl"]["rewards"]["semantic"] else None
+    r = cfg["rl"]
+    grpo = r["algo"] == "grpo"
+    if embeddings is None and grpo and r["rewards"]["semantic"]:
+        embeddings = stage_path(cfg, "embeddings")
+    if sasrec is None and grpo and r["rewards"]["sasrec"]:
+        sasrec = stage_path(cfg, "sasrec")
+    if examples is None and any(r["tasks"].get(t, 0) > 0 for t in TITLE_TASKS):
+        examples = stage_path(cfg, "examples")
+    return train_rl(
+        model or stage_path(cfg, "sft"),
+        data or stage_path(cfg, "data"),
+        out or stage_path(cfg, "rl"),
+        cfg,
+        embeddings,
+        examples,
+        sasrec,
+        resume,
+        overwrite,
     )
-    return train_rl(model, data, out, cfg, emb, a.resume, a.overwrite)
+
+
+def _rl(a: argparse.Namespace) -> dict:
+    overrides = list(a.overrides) + ([f"rl.algo={a.algo}"] if a.algo else [])
+    cfg = load_config(a.config, overrides)
+    return run_rl(
+        cfg, a.model, a.data, a.out, a.embeddings, a.examples, a.sasrec, a.resume, a.overwrite
+    )
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Register ``sidrec rl``."""
-    p = sub.add_parser("rl", help="GRPO with constrained beam-search rollouts")
+    p = sub.add_parser("rl", help="GRPO (or DPO) with constrained beam-search rollouts")
     p.add_argument("--config", type=Path, required=True, help="a profile, e.g. configs/demo.yaml")
+    p.add_argument("--algo", choices=("grpo", "dpo"), help="overrides rl.algo")
     p.add_argument("--model", type=Path, help="the model to start from (default: paths.sft)")
     p.add_argument("--data", type=Path, help="dataset directory (default: paths.data)")
     p.add_argument("--out", type=Path, help="default: paths.rl")
@@ -33,6 +66,16 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "--embeddings",
         type=Path,
         help="item embeddings for the semantic reward (default: paths.embeddings when used)",
+    )
+    p.add_argument(
+        "--examples",
+        type=Path,
+        help="SFT examples for the title tasks (default: paths.examples when used)",
+    )
+    p.add_argument(
+        "--sasrec",
+        type=Path,
+        help="a `sidrec baseline sasrec` output for the sasrec reward (default: paths.sasrec)",
     )
     p.add_argument("--resume", action="store_true", help="continue an interrupted run")
     p.add_argument("--overwrite", action="store_true", help="discard an earlier run and restart")

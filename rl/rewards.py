@@ -13,6 +13,9 @@ name              reward of the beam at rank i (0-based) in a group of G
                   gets 0 everywhere (MiniOneRec's ``ranking``)
 ``ranking_only``  the penalty alone (``ranking`` minus ``rule``), 0 where no beam hits
 ``semantic``      cosine similarity of the beam's item embedding to the target's
+``sasrec``        the share of the group's SASRec probability that falls on the beam's item:
+                  softmax over the G beams of a trained SASRec's scores after the row's
+                  history (a classic model's opinion, dense where ``rule`` is 0)
 ================  ==========================================================================
 
 Rewards combine as a weighted sum (``rl.rewards``: ``{name: weight}``).
@@ -64,19 +67,37 @@ def semantic(beams: np.ndarray, target: np.ndarray, item_vectors: np.ndarray) ->
     return np.einsum("ngd,nd->ng", unit[np.asarray(beams)], unit[np.asarray(target)])
 
 
-# names (MiniOneRec's) -> whether the function needs item vectors
+def sasrec(beams: np.ndarray, target: np.ndarray, beam_scores: np.ndarray) -> np.ndarray:
+    """Softmax over each group of ``beam_scores`` (N, G): a SASRec model's score of each beam's
+    item after the row's history (``target`` is unused: the reward is the classic model's
+    opinion, not the answer).
+
+    Example:
+        >>> sasrec(np.array([[0, 1]]), np.array([1]), np.array([[0.0, np.log(3.0)]])).tolist()
+        [[0.25, 0.75]]
+    """
+    z = np.asarray(beam_scores, dtype=np.float64)
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+# names (MiniOneRec's) -> the function
 REWARDS: dict[str, Callable[..., np.ndarray]] = {
     "rule": rule,
     "ranking": ranking,
     "ranking_only": rank_penalty,
     "semantic": semantic,
+    "sasrec": sasrec,
 }
 NEEDS_VECTORS = {"semantic"}
+NEEDS_SASREC = {"sasrec"}
 
 
-def check_rewards(weights: Mapping[str, float], have_vectors: bool) -> None:
-    """Raise for an unknown reward name, an empty or all-zero weighting, or ``semantic``
-    without item embeddings."""
+def check_rewards(
+    weights: Mapping[str, float], have_vectors: bool, have_sasrec: bool = False
+) -> None:
+    """Raise for an unknown reward name, an empty or all-zero weighting, ``semantic``
+    without item embeddings or ``sasrec`` without a SASRec model."""
     unknown = sorted(set(weights) - set(REWARDS))
     if unknown:
         raise SidrecError(f"rl.rewards: unknown reward {unknown}; choose from {sorted(REWARDS)}")
@@ -87,6 +108,11 @@ def check_rewards(weights: Mapping[str, float], have_vectors: bool) -> None:
             "rl.rewards.semantic needs item embeddings: set paths.embeddings to the rq stage's "
             "embedding directory"
         )
+    if not have_sasrec and any(weights[n] for n in NEEDS_SASREC if n in weights):
+        raise SidrecError(
+            "rl.rewards.sasrec needs a trained SASRec: set paths.sasrec to the output of "
+            "`sidrec baseline sasrec` on the same dataset"
+        )
 
 
 def combined(
@@ -94,13 +120,20 @@ def combined(
     beams: np.ndarray,
     target: np.ndarray,
     item_vectors: np.ndarray | None = None,
+    beam_scores: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
-    """Each weighted reward (N, G) by name, and their weighted sum under ``"total"``."""
+    """Each weighted reward (N, G) by name, and their weighted sum under ``"total"``
+    (``item_vectors`` for ``semantic``, ``beam_scores`` (N, G) for ``sasrec``)."""
     out: dict[str, np.ndarray] = {}
     for name, weight in weights.items():
         if not weight:
             continue
         fn = REWARDS[name]
-        out[name] = fn(beams, target, item_vectors) if name in NEEDS_VECTORS else fn(beams, target)
+        if name in NEEDS_VECTORS:
+            out[name] = fn(beams, target, item_vectors)
+        elif name in NEEDS_SASREC:
+            out[name] = fn(beams, target, beam_scores)
+        else:
+            out[name] = fn(beams, target)
     out["total"] = sum(weights[n] * r for n, r in out.items())
     return out

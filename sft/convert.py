@@ -25,7 +25,7 @@ directory's ``prompting.json`` says how the main task's prompts were made.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +37,8 @@ from sidrec.data.dataset import Dataset, read_dataset
 from sidrec.errors import SidrecError
 from sidrec.io import atomic_dir
 from sidrec.manifest import Run
-from sidrec.prompts import PromptSpec
-from sidrec.sequences import sequence_windows, user_sequences
+from sidrec.prompts import PromptSpec, fill_template, history_separator
+from sidrec.sequences import sequence_windows, user_sequences, weighted_pick
 from sidrec.sids import SidTable, read_sid_dir
 
 MAIN_TASK = "sid_history"
@@ -58,7 +58,6 @@ EXAMPLE_SCHEMA = {
     "template": pl.String,
     "history": pl.List(pl.String),
 }
-TITLE_SEPARATOR = ", "
 
 # (prompt, completion, template, history items): template and history are empty where the
 # prompt has no history to shorten
@@ -84,16 +83,6 @@ def _check_templates(templates: dict[str, list[str]], tasks: dict[str, float]) -
 
 def _titles(ds: Dataset) -> list[str | None]:
     return [t.strip() if t and t.strip() else None for t in ds.items["title"].to_list()]
-
-
-def history_separator(task: str, item_separator: str) -> str:
-    """What joins the history items of ``task``'s prompts: quoted titles take ``", "``."""
-    return TITLE_SEPARATOR if task.startswith("title_history") else item_separator
-
-
-def fill_template(template: str, history: Sequence[str], separator: str, **fields: str) -> str:
-    """A prompt from ``template`` with ``{history}`` = the items joined by ``separator``."""
-    return template.format(history=separator.join(history), **fields)
 
 
 def _task_rows(
@@ -130,13 +119,6 @@ def _task_rows(
         else:
             rows.append({"history": text, "completion": sids[target]})
     return rows, skipped
-
-
-def _pick(n: int, weight: float, rng: np.random.Generator) -> np.ndarray:
-    """Indices of ``round(weight * n)`` examples: whole repeats, then a sample without repeats."""
-    whole, frac = divmod(weight, 1.0)
-    extra = np.sort(rng.choice(n, size=round(frac * n), replace=False)) if n else np.array([])
-    return np.concatenate([np.tile(np.arange(n), int(whole)), extra]).astype(np.int64)
 
 
 def _fill(
@@ -209,7 +191,11 @@ def build_examples(
 
     if fmt == "sequence":
         rows = _sequence_rows(ds, sids, sep, max_history + 1)
-        add("train", SEQUENCE_TASK, [rows[i] for i in _pick(len(rows), tasks[MAIN_TASK], rng)])
+        add(
+            "train",
+            SEQUENCE_TASK,
+            [rows[i] for i in weighted_pick(len(rows), tasks[MAIN_TASK], rng)],
+        )
     else:
         for task, weight in tasks.items():
             if weight == 0:
@@ -217,7 +203,7 @@ def build_examples(
             rows, skipped = _task_rows(task, ds, sids, titles, "train")
             if skipped:
                 counts["skipped_no_title"][task] = skipped
-            picked = [rows[i] for i in _pick(len(rows), weight, rng)]
+            picked = [rows[i] for i in weighted_pick(len(rows), weight, rng)]
             add("train", task, _fill(picked, templates[task], history_separator(task, sep), rng))
     spec = main_prompt_spec(cfg, False, max_history)
     valid = ds.valid

@@ -32,11 +32,12 @@ from sidrec.prompts import (
     PROMPTING_FILE,
     PromptSpec,
     encode_prompt,
-    fit_history,
+    fit_example_prompt,
+    history_separator,
     wants_chat_template,
 )
 from sidrec.sequences import query_rows
-from sidrec.sft.convert import EXAMPLE_SCHEMA, SEQUENCE_TASK, fill_template, history_separator
+from sidrec.sft.convert import EXAMPLE_SCHEMA, SEQUENCE_TASK
 from sidrec.sft.models import (
     add_sid_tokens,
     load_base_model,
@@ -79,26 +80,25 @@ def tokenize_examples(
     rows = df.select("prompt", "completion", "task", "template", "history").iter_rows()
     for prompt, completion, task, template, history in rows:
         wrap = chat and task != SEQUENCE_TASK
-        p = encode_prompt(tok, prompt, wrap)
         c = tok(completion, add_special_tokens=False)["input_ids"]
         c = c if task == SEQUENCE_TASK else c + eos
-        if len(p) + len(c) > max_length:
-            if task == SEQUENCE_TASK:
+        if task == SEQUENCE_TASK:
+            p = encode_prompt(tok, prompt, wrap)
+            if len(p) + len(c) > max_length:
                 raise SidrecError(
                     f"a training window is {len(p) + len(c)} tokens, more than "
                     f"sft.max_length={max_length}: raise sft.max_length or lower "
                     "data.max_history (a window holds max_history + 1 items)"
                 )
+        else:
             sep = history_separator(task, item_separator)
-
-            def encode(h: list[str], t: str = template, s: str = sep, w: bool = wrap) -> list[int]:
-                return encode_prompt(tok, fill_template(t, h, s), w)
-
-            p = fit_history(encode, history, max_length - len(c))[0] if history else None
+            p, _, shortened = fit_example_prompt(
+                tok, prompt, template, history, sep, wrap, max_length - len(c)
+            )
             if p is None:
                 counts["dropped_too_long"] += 1
                 continue
-            counts["truncated"] += 1
+            counts["truncated"] += shortened
         ids.append(p + c)
         masks.append([0] * len(p) + [1] * len(c))
     return HFDataset.from_dict({"input_ids": ids, "completion_mask": masks}), counts

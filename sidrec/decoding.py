@@ -448,3 +448,71 @@ def beam_search(
     if bool((done_sid < 0).any()) or not bool(torch.isfinite(done).all()):
         raise SidrecError("constrained beam search produced a sequence that is not a catalog SID")
     return done_sid, done
+
+
+@torch.inference_mode()
+def constrained_sample(
+    model: PreTrainedModel,
+    index: PrefixIndex,
+    prompts: Sequence[Sequence[int]],
+    num_samples: int,
+    pad_token_id: int,
+    temperature: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``num_samples`` catalog SIDs per prompt, drawn token by token from the model's
+    distribution at ``temperature`` renormalised over the allowed tokens (the prefix index's
+    masks, as in :func:`beam_search`); the same SID can be drawn more than once.
+
+    Each prompt runs through the model once; its cache is then repeated for the samples.
+
+    Returns:
+        ``sids`` (B, G) SID indices and ``scores`` (B, G): each sample's log-probability under
+        the model (temperature 1), each row sorted best first.
+    """
+    if temperature <= 0:
+        raise SidrecError(f"sampling temperature must be > 0, got {temperature}")
+    g = num_samples
+    batch = left_pad(prompts, pad_token_id, model.device)
+    mask = batch["attention_mask"]
+    n = mask.shape[0]
+    position = (mask.cumsum(1) - 1).clamp(min=0)
+    out = model(**batch, position_ids=position, use_cache=True, logits_to_keep=1)
+    cache = out.past_key_values
+    rep = torch.arange(n, device=mask.device).repeat_interleave(g)
+    cache.reorder_cache(rep)
+    logits = out.logits[:, -1].index_select(0, rep)  # (N * G, V)
+    mask, position = mask[rep], position[rep, -1]
+    node = torch.zeros(n * g, dtype=torch.long, device=mask.device)
+    score = torch.zeros(n * g, device=mask.device)
+    sid = torch.full_like(node, -1)
+    for step in range(index.depth + 1):
+        cols = index.columns(step)
+        logp = index.restrict(_log_probs(logits, cols, node.shape[0]), node, step)
+        noise = torch.rand(logp.shape, device=logp.device, generator=generator)
+        # Gumbel-max over the allowed columns draws from softmax(logp / temperature)
+        gumbel = -torch.log(-torch.log(noise.clamp_(1e-20, 1.0 - 1e-7)))
+        pick = (logp / temperature + gumbel).argmax(1)
+        score += torch.where(sid < 0, logp.gather(1, pick[:, None]).squeeze(1), 0.0)
+        tokens = cols[pick]
+        ending = (sid < 0) & (tokens == index.eos_token_id)
+        sid = torch.where(ending, index.sid_of_node[node], sid)
+        node = index.child(node, tokens)
+        if bool((sid >= 0).all()):
+            break
+        mask = torch.cat([mask, mask.new_ones(n * g, 1)], 1)
+        position = position + 1
+        if bool(index.eos_only[node].all()):
+            logits = None  # every sample holds a complete SID: the next step only ends it
+            continue
+        logits = model(
+            input_ids=tokens[:, None],
+            attention_mask=mask,
+            position_ids=position[:, None],
+            past_key_values=cache,
+            use_cache=True,
+        ).logits[:, -1]
+    if bool((sid < 0).any()):
+        raise SidrecError("constrained sampling produced a sequence that is not a catalog SID")
+    score, order = score.view(n, g).sort(1, descending=True)
+    return sid.view(n, g).gather(1, order), score

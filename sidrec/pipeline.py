@@ -1,6 +1,7 @@
 """``sidrec pipeline``: every stage that exists, in order, from one config.
 
-Stages: data -> embeddings -> sid -> examples -> sft -> evaluate. Outputs go to
+Stages: data -> embeddings -> sid -> examples -> sft -> evaluate -> rl -> evaluate_rl (the RL
+model evaluated like the SFT one; both RL stages run when ``rl.enabled``). Outputs go to
 ``paths.<stage>``, by default ``<output_root>/<run_name>/<stage>``. Each stage decides from its
 own output: the manifest records the config sections it was made with and the run id of every
 input it read. A stage whose output is complete, made with the same sections from the inputs
@@ -75,9 +76,22 @@ def _sft(cfg: dict[str, Any], out: Path, fresh: bool) -> None:
     train_sft(stage_path(cfg, "examples"), out, cfg, resume=not fresh, overwrite=fresh)
 
 
-def _evaluate(cfg: dict[str, Any], out: Path, fresh: bool) -> None:
-    paths = [stage_path(cfg, name) for name in ("sft", "data", "sid")]
-    evaluate_model(*paths, out, cfg, overwrite=True)
+def _evaluator(model_stage: str) -> Callable[[dict[str, Any], Path, bool], None]:
+    def run(cfg: dict[str, Any], out: Path, fresh: bool) -> None:
+        paths = [stage_path(cfg, name) for name in (model_stage, "data", "sid")]
+        evaluate_model(*paths, out, cfg, overwrite=True)
+
+    return run
+
+
+def _rl(cfg: dict[str, Any], out: Path, fresh: bool) -> None:
+    from sidrec.rl.cli import run_rl
+
+    run_rl(cfg, resume=not fresh, overwrite=fresh)
+
+
+def _rl_enabled(cfg: dict[str, Any]) -> bool:
+    return bool(cfg["rl"]["enabled"])
 
 
 def _show_results(out: Path) -> str:
@@ -92,7 +106,11 @@ STAGES = (
     Stage("sid", ("seed", "sid"), _sid, lambda p: report_sids(sid=p)[1]),
     Stage("examples", ("seed", "convert", "sft.format", "sft.max_length"), _examples),
     Stage("sft", ("seed", "model", "generation", "sft"), _sft),
-    Stage("evaluate", ("seed", "evaluate"), _evaluate, _show_results),
+    Stage("evaluate", ("seed", "evaluate"), _evaluator("sft"), _show_results),
+    Stage(
+        "rl", ("seed", "rl", "evaluate.num_beams", "evaluate.batch_size"), _rl, needed=_rl_enabled
+    ),
+    Stage("evaluate_rl", ("seed", "evaluate"), _evaluator("rl"), _show_results, needed=_rl_enabled),
 )
 
 

@@ -26,6 +26,8 @@ from sidrec.io import read_json, write_json
 
 PROMPTING_FILE = "prompting.json"
 FORMATS = ("prompt", "sequence")
+# joins the quoted titles of a title history
+TITLE_SEPARATOR = ", "
 
 
 @dataclass(frozen=True)
@@ -148,3 +150,40 @@ def render_prompt(tok: Any, text: str, chat: bool) -> str:
 def encode_prompt(tok: Any, text: str, chat: bool) -> list[int]:
     """Token ids of the rendered prompt (special tokens come from the template only)."""
     return tok(render_prompt(tok, text, chat), add_special_tokens=False)["input_ids"]
+
+
+def history_separator(task: str, item_separator: str) -> str:
+    """What joins the history items of ``task``'s prompts: quoted titles take ``", "``."""
+    return TITLE_SEPARATOR if task.startswith("title_history") else item_separator
+
+
+def fill_template(template: str, history: Sequence[str], separator: str, **fields: str) -> str:
+    """A prompt from ``template`` with ``{history}`` = the items joined by ``separator``."""
+    return template.format(history=separator.join(history), **fields)
+
+
+def fit_example_prompt(
+    tok: Any,
+    prompt: str,
+    template: str,
+    history: Sequence[str],
+    separator: str,
+    chat: bool,
+    budget: int,
+) -> tuple[list[int] | None, str, bool]:
+    """Token ids of an example's ``prompt`` (a row of ``sidrec convert``'s examples) within
+    ``budget`` tokens: when too long, rebuilt from its ``template`` with the oldest ``history``
+    items dropped until it fits. Returns the ids (None when even no history does not fit, or
+    there is no history to shorten), the prompt text they encode (before any chat template)
+    and whether it was shortened."""
+    ids = encode_prompt(tok, prompt, chat)
+    if len(ids) <= budget:
+        return ids, prompt, False
+    if not history:
+        return None, prompt, False
+
+    def encode(h: Sequence[str]) -> list[int]:
+        return encode_prompt(tok, fill_template(template, h, separator), chat)
+
+    ids, dropped = fit_history(encode, history, budget)
+    return ids, fill_template(template, history[dropped:], separator), True

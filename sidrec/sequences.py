@@ -65,3 +65,16 @@ def query_rows(ds: Dataset, split: str, max_users: int, seed: int) -> pl.DataFra
         keep = np.sort(np.random.default_rng(seed).choice(rows.height, max_users, replace=False))
         rows = rows[keep]
     return rows
+
+
+def weighted_pick(n: int, weight: float, rng: np.random.Generator) -> np.ndarray:
+    """Indices of ``round(weight * n)`` of ``n`` rows: whole repeats, then a sample without
+    repeats (a task's weight: 0 = none, 1 = all, 2.5 = all twice and half again).
+
+    Example:
+        >>> weighted_pick(3, 1.0, np.random.default_rng(0)).tolist()
+        [0, 1, 2]
+    """
+    whole, frac = divmod(weight, 1.0)
+    extra = np.sort(rng.choice(n, size=round(frac * n), replace=False)) if n else np.array([])
+    return np.concatenate([np.tile(np.arange(n), int(whole)), extra]).astype(np.int64)

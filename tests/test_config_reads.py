@@ -44,6 +44,11 @@ TINY = [
     "sasrec.epochs=1",
     "sasrec.max_valid_users=16",
     "sasrec.top_k=5",
+    "rl.max_steps=1",
+    "rl.num_generations=2",
+    "rl.per_device_batch_size=4",
+    "rl.sample_size=8",
+    "rl.eval_steps=0",
 ]
 
 
@@ -90,22 +95,36 @@ def test_every_default_key_is_read(tmp_path: Path) -> None:
     convert(outputs["data"], outputs["sid"], tmp_path / "seq-examples", c)
     train_sft(tmp_path / "seq-examples", tmp_path / "lora", c)
     train_sasrec(outputs["data"], stage_path(c, "sasrec"), c)
-    # GRPO from the demo SFT model, with every reward
+    # GRPO from the demo SFT model, with every reward, sampled rollouts, dynamic sampling and
+    # a synced reference model; then DPO on the title tasks
+    rl = ("rl.eval_steps=1", "rl.save_steps=1", "rl.valid_users=8", "evaluate.num_beams=10")
     c = cfg(
-        "rl.max_steps=1",
-        "rl.num_generations=2",
-        "rl.per_device_batch_size=4",
-        "rl.sample_size=8",
+        *rl,
         "rl.rewards.rule=1",
         "rl.rewards.ranking_only=1",
         "rl.rewards.semantic=1",
-        "rl.eval_steps=1",
-        "rl.save_steps=1",
-        "rl.valid_users=8",
-        "evaluate.num_beams=10",
+        "rl.rewards.sasrec=1",
+        "rl.rollout=sample",
+        "rl.drop_zero_variance=true",
+        "rl.sync_ref_model=true",
         "swanlab.mode=disabled",
     )
-    train_rl(outputs["sft"], outputs["data"], stage_path(c, "rl"), c, outputs["embeddings"])
+    train_rl(
+        outputs["sft"],
+        outputs["data"],
+        tmp_path / "grpo",
+        c,
+        embeddings=outputs["embeddings"],
+        sasrec=stage_path(c, "sasrec"),
+    )
+    c = cfg(
+        *rl,
+        "rl.algo=dpo",
+        "rl.tasks.title_to_sid=1",
+        "rl.tasks.title_history_to_sid=1",
+        "swanlab.mode=disabled",
+    )
+    train_rl(outputs["sft"], outputs["data"], tmp_path / "dpo", c, examples=tmp_path / "all-tasks")
     # the other sources
     (tmp_path / "raw").mkdir()
     raw = write_amazon18_raw(tmp_path / "raw", "Tiny_Category")

@@ -10,6 +10,7 @@ import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
 from sidrec.decoding import (
+    constrained_sample,
     Catalog,
     PrefixIndex,
     SidConstraint,
@@ -206,3 +207,58 @@ def test_too_many_beams_and_missing_tokens_are_refused() -> None:
     wider = SidTable([[0, 1], [1, 0], [2, 2]], [3, 3])
     with pytest.raises(SidrecError, match="lacks SID tokens"):
         PrefixIndex.for_tokenizer(wider, tok, len(tok))
+
+
+def test_constrained_samples_follow_the_renormalised_model() -> None:
+    """Every sample is a catalog SID scored by its log-probability (as beam search scores
+    it), rows come best first, a seeded generator repeats its draws, and the frequencies
+    match the model's distribution renormalised over the allowed tokens at each step."""
+    rng = np.random.default_rng(5)
+    table = random_table(rng, 12, [3, 3, 3], 1.0)
+    tok = sid_tokenizer(table)
+    model = tiny_model(tok, seed=2)
+    index = PrefixIndex.for_tokenizer(table, tok, model.config.vocab_size)
+    prompt = tok(table.sids[1] + table.sids[4])["input_ids"]
+    n = 3000
+
+    def draw(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        gen = torch.Generator().manual_seed(seed)
+        return constrained_sample(model, index, [prompt], n, tok.pad_token_id, 1.0, gen)
+
+    sids, scores = draw(0)
+    assert sids.shape == scores.shape == (1, n)
+    assert torch.equal(sids, draw(0)[0]) and not torch.equal(sids, draw(1)[0])
+    assert (scores[0, :-1] >= scores[0, 1:]).all()
+    beams, beam_scores = beam_search(model, index, [prompt], 12, tok.pad_token_id)
+    exact = dict(zip(beams[0].tolist(), beam_scores[0].tolist(), strict=True))
+    for s, score in zip(sids[0].tolist()[:50], scores[0].tolist()[:50], strict=True):
+        assert score == pytest.approx(exact[s], abs=1e-4)
+    # the sampling distribution: each step's softmax over the allowed tokens only
+    want = np.zeros(12)
+    for s, codes in enumerate(index.catalog.codes):
+        target = tok.convert_tokens_to_ids(sid_tokens(codes))
+        with torch.no_grad():
+            logits = model(torch.tensor([prompt + target])).logits[0, len(prompt) - 1 :]
+        logp = 0.0
+        for j, t in enumerate(target):
+            allowed = index.allowed_tokens(torch.tensor([target[:j]]))[0]
+            logp += float(logits[j, allowed].log_softmax(-1)[allowed.nonzero()[:, 0] == t][0])
+        want[s] = np.exp(logp)
+    assert want.sum() == pytest.approx(1.0, abs=1e-4)
+    got = np.bincount(sids[0].numpy(), minlength=12) / n
+    assert np.abs(got - want).max() < 0.03
+
+
+def test_sampling_at_a_low_temperature_takes_the_greedy_path() -> None:
+    rng = np.random.default_rng(6)
+    table = random_table(rng, 10, [4, 4, 4], 1.0)
+    tok = sid_tokenizer(table)
+    model = tiny_model(tok, seed=3)
+    index = PrefixIndex.for_tokenizer(table, tok, model.config.vocab_size)
+    prompt = tok(table.sids[2])["input_ids"]
+    gen = torch.Generator().manual_seed(0)
+    sids, _ = constrained_sample(model, index, [prompt], 8, tok.pad_token_id, 1e-4, gen)
+    greedy, _ = beam_search(model, index, [prompt], 1, tok.pad_token_id)
+    assert sids[0].tolist() == [greedy[0, 0].item()] * 8
+    with pytest.raises(SidrecError, match="temperature must be > 0"):
+        constrained_sample(model, index, [prompt], 2, tok.pad_token_id, 0.0)

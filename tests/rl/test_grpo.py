@@ -4,18 +4,24 @@ settings fail before training."""
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
+import polars as pl
 import pytest
 
 from sidrec.config import load_config
+from sidrec.data.dataset import read_dataset
 from sidrec.decoding import PrefixIndex, beam_search
 from sidrec.errors import SidrecError
 from sidrec.evaluate.generative import evaluate_model
 from sidrec.io import read_json
 from sidrec.model_dir import load_sid_model, model_sids
+from sidrec.prompts import PromptSpec
 from sidrec.rl import train as rl_train
 from sidrec.rl.train import train_rl
+from sidrec.sids import sid_tokens
 
 G = 4
 RL = [
@@ -38,14 +44,14 @@ def test_grpo_rollouts_are_groups_of_catalog_sids(
     tiny_model: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     seen: list[tuple[list[str], dict]] = []
-    real = rl_train.BeamRollout.__call__
+    real = rl_train.Rollout.__call__
 
-    def record(self: rl_train.BeamRollout, prompts: list[str], trainer: object) -> dict:
+    def record(self: rl_train.Rollout, prompts: list[str], trainer: object) -> dict:
         out = real(self, prompts, trainer)
         seen.append((prompts, out))
         return out
 
-    monkeypatch.setattr(rl_train.BeamRollout, "__call__", record)
+    monkeypatch.setattr(rl_train.Rollout, "__call__", record)
     cfg = load_config(None, RL)
     manifest = train_rl(tiny_model["model"], tiny_model["data"], tmp_path / "rl", cfg)
     assert manifest["counts"]["steps"] == 2 and seen
@@ -117,3 +123,119 @@ def test_an_interrupted_run_resumes_from_its_checkpoint(
         train_rl(tiny_model["model"], tiny_model["data"], tmp_path / "rl", cfg)
     manifest = train_rl(tiny_model["model"], tiny_model["data"], tmp_path / "rl", cfg, resume=True)
     assert manifest["resumed_from"] == "checkpoint-2" and manifest["counts"]["steps"] == 4
+
+
+def test_sampled_rollouts_title_tasks_and_dynamic_sampling(
+    tiny_model: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``rl.rollout=sample``: groups of G constrained samples (catalog SIDs, ranked by the
+    model's score); title-task prompts hold the title only, their target is the SID of the
+    example's own completion; with dynamic sampling the kept share is logged and is exactly
+    the share of groups whose rewards differ."""
+    seen: list[tuple[list[str], dict]] = []
+    real = rl_train.Rollout.__call__
+
+    def record(self: rl_train.Rollout, prompts: list[str], trainer: object) -> dict:
+        out = real(self, prompts, trainer)
+        seen.append((prompts, out))
+        return out
+
+    monkeypatch.setattr(rl_train.Rollout, "__call__", record)
+    examples = tiny_model["model"].parent / "examples"
+    cfg = load_config(
+        None,
+        [
+            *RL,
+            "rl.rollout=sample",
+            "rl.temperature=1.5",
+            "rl.drop_zero_variance=true",
+            "rl.loss_type=bnpo",
+            "rl.tasks.title_to_sid=1",
+            "rl.rewards.rule=1",
+            "rl.eval_steps=0",
+            "rl.max_steps=3",
+        ],
+    )
+    manifest = train_rl(
+        tiny_model["model"], tiny_model["data"], tmp_path / "rl", cfg, examples=examples
+    )
+    counts = manifest["counts"]
+    assert counts["rows_sid_history"] > 0 and counts["rows_title_to_sid"] > 0
+    assert manifest["inputs"]["examples"] == str(examples)
+    table, _ = model_sids(tiny_model["model"])
+    tok = load_sid_model(tiny_model["model"], "cpu", False)[1]
+    catalog = {tuple(tok.convert_tokens_to_ids(_tokens(s))) for s in table.sids}
+    for _, out in seen:
+        for c in out["completion_ids"]:
+            assert c[-1] == tok.eos_token_id and tuple(c[:-1]) in catalog
+        assert out["beam_rank"][:G] == list(range(G))
+    # the training rows: a title prompt has no SID token; its target is its completion's SID
+    rows = rl_train.training_rows
+    index = PrefixIndex.for_tokenizer(table, tok, len(tok))
+    ds, _ = read_dataset(tiny_model["data"])
+    spec = PromptSpec.load(tiny_model["model"])
+    train, _ = rows(ds, examples, table, index.catalog.item_sid, spec, tok, index.depth + 1, cfg)
+    titles = pl.read_parquet(examples / "train.parquet").filter(pl.col("task") == "title_to_sid")
+    want = {p: c for p, c in zip(titles["prompt"], titles["completion"], strict=True)}
+    checked = 0
+    for prompt, target, task in zip(train["prompt"], train["target"], train["task"], strict=True):
+        if task != "title_to_sid":
+            continue
+        assert "<a_" not in prompt and "<b_" not in prompt
+        text = next(p for p in want if p in prompt)
+        assert "".join(sid_tokens(index.catalog.codes[target])) == want[text]
+        checked += 1
+    assert checked == counts["rows_title_to_sid"]
+    log = read_json(tmp_path / "rl" / "train_log.json")
+    steps = [h for h in log if "dynamic_sampling/kept_share" in h]
+    assert len(steps) == 3
+    for h in steps:
+        assert h["dynamic_sampling/kept_share"] == pytest.approx(1 - h["frac_reward_zero_std"])
+
+
+def test_dpo_pairs_train_and_the_model_evaluates(tiny_model: dict, tmp_path: Path) -> None:
+    cfg = load_config(None, [*RL, "rl.algo=dpo", "rl.dpo.rejected=2", "rl.per_device_batch_size=4"])
+    manifest = train_rl(tiny_model["model"], tiny_model["data"], tmp_path / "dpo", cfg)
+    pairs = pl.read_parquet(tmp_path / "dpo" / "dpo_pairs" / "train.parquet")
+    assert manifest["algo"] == "dpo" and manifest["counts"]["dpo_pairs"] == pairs.height
+    assert pairs.height >= 32 * 1  # at least one wrong beam per prompt, at most two
+    assert pairs.group_by("prompt").len()["len"].max() <= 2
+    table, _ = model_sids(tiny_model["model"])
+    model, tok = load_sid_model(tiny_model["model"], "cpu", False)
+    index = PrefixIndex.for_tokenizer(table, tok, model.config.vocab_size)
+    text = ["".join(sid_tokens(c)) for c in index.catalog.codes]
+    assert (pairs["target"] != pairs["rejected_sid"]).all()
+    assert pairs["chosen"].to_list() == [text[t] for t in pairs["target"]]
+    first = pairs.row(0, named=True)
+    ids = tok(first["prompt"], add_special_tokens=False)["input_ids"]
+    top, _ = beam_search(model, index, [ids], 3, tok.pad_token_id)
+    beams = top[0].tolist()
+    assert beams[first["rejected_rank"]] == first["rejected_sid"] != first["target"]
+    # the rejected of a prompt are its best wrong beams, in order
+    assert first["rejected_sid"] == [s for s in beams if s != first["target"]][0]
+    log = read_json(tmp_path / "dpo" / "train_log.json")
+    assert any("eval_ndcg@10" in h for h in log) and any("rewards/margins" in h for h in log)
+    results = evaluate_model(tmp_path / "dpo", tiny_model["data"], None, tmp_path / "eval", cfg)
+    assert results["users"] == 16
+
+
+def test_bad_inputs_fail_before_training(tiny_model: dict, tmp_path: Path) -> None:
+    args = (tiny_model["model"], tiny_model["data"], tmp_path / "rl")
+    with pytest.raises(SidrecError, match="sasrec needs a trained SASRec"):
+        train_rl(*args, load_config(None, [*RL, "rl.rewards.sasrec=1"]))
+    with pytest.raises(SidrecError, match="title_to_sid needs the SFT examples"):
+        train_rl(*args, load_config(None, [*RL, "rl.tasks.title_to_sid=1"]))
+    with pytest.raises(SidrecError, match="rl.algo must be one of"):
+        train_rl(*args, load_config(None, [*RL, "rl.algo=ppo"]))
+    # a model directory whose tokenizer lost its SID tokens
+    bare = tmp_path / "bare"
+    shutil.copytree(tiny_model["model"], bare)
+    spec = json.loads((bare / "tokenizer.json").read_text())
+    spec["added_tokens"] = [t for t in spec["added_tokens"] if t["content"][:3] not in SID_HEADS]
+    (bare / "tokenizer.json").write_text(json.dumps(spec))
+    with pytest.raises(SidrecError, match="lacks SID tokens"):
+        train_rl(bare, tiny_model["data"], tmp_path / "rl", load_config(None, RL))
+    assert not (tmp_path / "rl").exists() and not (tmp_path / "rl.partial").exists()
+
+
+SID_HEADS = {"<a_", "<b_", "<c_", "<d_"}

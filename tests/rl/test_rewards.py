@@ -9,7 +9,15 @@ import numpy as np
 import pytest
 
 from sidrec.errors import SidrecError
-from sidrec.rl.rewards import check_rewards, combined, rank_penalty, ranking, rule, semantic
+from sidrec.rl.rewards import (
+    check_rewards,
+    combined,
+    rank_penalty,
+    ranking,
+    rule,
+    sasrec,
+    semantic,
+)
 
 # discounts of ranks 0..3: 1, 1/log2(3), 1/2, 1/log2(5)
 D = [1.0, 1 / math.log2(3), 0.5, 1 / math.log2(5)]
@@ -56,3 +64,18 @@ def test_weighted_combination_and_bad_names() -> None:
         check_rewards({"semantic": 1.0}, False)
     with pytest.raises(SidrecError, match="non-zero weight"):
         check_rewards({"rule": 0.0}, True)
+    with pytest.raises(SidrecError, match="sasrec needs a trained SASRec"):
+        check_rewards({"sasrec": 1.0}, True, have_sasrec=False)
+
+
+def test_sasrec_is_the_groups_softmax_of_the_classic_scores() -> None:
+    scores = np.array([[1.0, 1.0, 1.0, 1.0], [2.0, 0.0, np.log(2.0), -50.0]])
+    got = sasrec(np.array([[0, 1, 2, 3], [4, 5, 6, 7]]), np.array([0, 9]), scores)
+    e = [math.e**2, 1.0, 2.0, math.e**-50]
+    assert np.allclose(got, [[0.25] * 4, [v / sum(e) for v in e]])
+    assert np.allclose(got.sum(1), 1.0)
+    # weighted with the rule: the target's beam gets 1 on top of its SASRec share
+    out = combined(
+        {"rule": 1.0, "sasrec": 2.0}, np.array([[0, 1]]), np.array([1]), None, scores[:1, :2]
+    )
+    assert np.allclose(out["total"], [[1.0, 2.0]])

@@ -7,9 +7,9 @@ from sidrec.config import load_config
 from sidrec.data.dataset import read_dataset
 from sidrec.errors import SidrecError
 from sidrec.io import read_json
-from sidrec.prompts import PromptSpec
+from sidrec.prompts import PromptSpec, fill_template, history_separator
 from sidrec.sequences import sequence_windows, user_sequences
-from sidrec.sft.convert import build_examples, convert, fill_template, history_separator
+from sidrec.sft.convert import build_examples, convert
 from sidrec.sids import SidTable, parse_sid, read_sid_dir
 
 
