@@ -7,18 +7,4 @@
 #   ACCEL_CONFIG   configs/accelerate/zero2.yaml (default, DeepSpeed ZeRO-2) | configs/accelerate/ddp.yaml
 # The global batch (sft.global_batch_size) stays the same for any NPROC: gradient accumulation
 # makes up the difference, and a batch that does not divide is rejected before training.
-set -euo pipefail
-CONFIG=${1:-configs/qwen2.5-0.5b.yaml}
-shift $(( $# < 1 ? $# : 1 ))
-if [[ -z "${NPROC:-}" ]]; then
-  NPROC=$(nvidia-smi -L 2>/dev/null | wc -l || true)
-  (( NPROC > 0 )) || NPROC=1
-fi
-case "${LAUNCHER:-accelerate}" in
-  accelerate)
-    exec accelerate launch --config_file "${ACCEL_CONFIG:-configs/accelerate/zero2.yaml}" \
-      --num_processes "$NPROC" -m sidrec.cli sft --config "$CONFIG" "$@" ;;
-  torchrun)
-    exec torchrun --standalone --nproc_per_node "$NPROC" -m sidrec.cli sft --config "$CONFIG" "$@" ;;
-  *) echo "LAUNCHER must be accelerate or torchrun, got ${LAUNCHER}" >&2; exit 2 ;;
-esac
+exec bash "$(dirname "$0")/_launch.sh" sft configs/accelerate/zero2.yaml "$@"

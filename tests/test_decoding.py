@@ -10,12 +10,12 @@ import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
 from sidrec.decoding import (
-    constrained_sample,
     Catalog,
     PrefixIndex,
     SidConstraint,
     beam_config,
     beam_search,
+    constrained_sample,
     left_pad,
 )
 from sidrec.errors import SidrecError

@@ -302,6 +302,8 @@ PIPELINE_KILLS = [
     ("sidrec.rq.stage:plot_code_usage", 1, "before"),  # in the SID stage
     ("transformers:Trainer._save_checkpoint", 2, "after"),  # in SFT
     ("sidrec.evaluate.generative:beam_search", 1, "after"),  # in evaluation
+    # SFT saves 4 checkpoints, so the 5th is RL's first
+    ("transformers:Trainer._save_checkpoint", 5, "after"),  # in RL
 ]
 
 
@@ -327,7 +329,9 @@ def _pipeline_args(root: Path) -> list[str]:
 
 
 @pytest.mark.parametrize(
-    ("target", "n", "when"), PIPELINE_KILLS, ids=[t.split(":")[1] for t, _, _ in PIPELINE_KILLS]
+    ("target", "n", "when"),
+    PIPELINE_KILLS,
+    ids=[f"{t.split(':')[1]}-{n}" for t, n, _ in PIPELINE_KILLS],
 )
 def test_a_killed_pipeline_reruns_to_the_same_result(
     ref_pipeline: Path, tmp_path: Path, target: str, n: int, when: str
@@ -336,7 +340,8 @@ def test_a_killed_pipeline_reruns_to_the_same_result(
     killed = _run(args, (target, n, when))
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     root = tmp_path / "demo"
-    checkpoints = _complete_checkpoints(root / "sft")
+    training = "rl" if n == 5 else "sft"
+    checkpoints = _complete_checkpoints(root / training)
     again = _run(args)
     assert again.returncode == 0, again.stderr[-3000:]
     for stage, name in (
@@ -346,15 +351,17 @@ def test_a_killed_pipeline_reruns_to_the_same_result(
         ("convert", "examples"),
         ("sft", "sft"),
         ("evaluate", "evaluate"),
+        ("rl", "rl"),
+        ("evaluate", "evaluate_rl"),
     ):
         _same_output(stage, root / name, ref_pipeline / name)
     if target.startswith("transformers"):
-        assert "[sft] resuming" in again.stdout
-        manifest = read_json(root / "sft" / "manifest.json")
+        assert f"[{training}] resuming" in again.stdout
+        manifest = read_json(root / training / "manifest.json")
         assert manifest["resumed_from"] == f"checkpoint-{checkpoints[-1]}"
     # a third run finds everything complete
     third = _run(args)
-    assert third.returncode == 0 and third.stdout.count("complete and unchanged") == 6
+    assert third.returncode == 0 and third.stdout.count("complete and unchanged") == 8
 
 
 def test_the_kill_points_cover_every_stage() -> None:

@@ -5,11 +5,15 @@ settings fail before training."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import polars as pl
 import pytest
+import yaml
 
 from sidrec.config import load_config
 from sidrec.data.dataset import read_dataset
@@ -239,3 +243,33 @@ def test_bad_inputs_fail_before_training(tiny_model: dict, tmp_path: Path) -> No
 
 
 SID_HEADS = {"<a_", "<b_", "<c_", "<d_"}
+
+
+def test_two_processes_train_through_the_launch_script(tiny_model: dict, tmp_path: Path) -> None:
+    """scripts/rl.sh with torchrun: two CPU processes meet over gloo (DDP), each rolling out
+    its own groups; validation and the published model come from the main process."""
+    cfg_file = tmp_path / "cfg.yaml"
+    cfg = load_config(None, [*RL, "rl.eval_steps=2"])
+    cfg_file.write_text(yaml.safe_dump({k: cfg[k] for k in ("rl", "evaluate", "swanlab")}))
+    out = tmp_path / "rl"
+    env = {
+        **os.environ,
+        "LAUNCHER": "torchrun",
+        "NPROC": "2",
+        "CUDA_VISIBLE_DEVICES": "",
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
+    script = Path(__file__).resolve().parents[2] / "scripts" / "rl.sh"
+    args = ["--model", str(tiny_model["model"]), "--data", str(tiny_model["data"])]
+    run = subprocess.run(
+        ["bash", str(script), str(cfg_file), *args, "--out", str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    manifest = read_json(out / "manifest.json")
+    assert manifest["processes"] == 2 and manifest["counts"]["steps"] == 2
+    log = read_json(out / "train_log.json")
+    assert [h["step"] for h in log if "eval_ndcg@10" in h] == [2]
+    assert sum("reward" in h for h in log) >= 2

@@ -24,33 +24,59 @@ TINY_MODEL = [
     "convert.max_valid_examples=32",
     "evaluate.max_users=64",
     "evaluate.num_beams=5",
+    "rl.max_steps=2",
+    "rl.sample_size=16",
+    "rl.num_generations=4",
+    "rl.per_device_batch_size=8",
+    "rl.eval_steps=0",
 ]
 
 
-def test_demo_pipeline_runs_through_sft(tmp_path: Path) -> None:
-    cfg = load_config(
-        REPO / "configs" / "demo.yaml",
-        [
-            f"output_root={tmp_path}",
-            f"model.cache_dir={tmp_path / 'models'}",
-            "data.synth.n_items=150",
-            "data.synth.n_users=120",
-            "embed.max_seq_length=32",
-            "sid.codebook_size=8",
-            *TINY_MODEL,
-        ],
-    )
+def test_demo_pipeline_runs_through_sft_and_rl(tmp_path: Path) -> None:
+    overrides = [
+        f"output_root={tmp_path}",
+        f"model.cache_dir={tmp_path / 'models'}",
+        "data.synth.n_items=150",
+        "data.synth.n_users=120",
+        "embed.max_seq_length=32",
+        "sid.codebook_size=8",
+        *TINY_MODEL,
+    ]
+    cfg = load_config(REPO / "configs" / "demo.yaml", overrides)
     logs: list[str] = []
     outputs = run_pipeline(cfg, log=logs.append)
-    assert list(outputs) == ["data", "embeddings", "sid", "examples", "sft", "evaluate"]
+    assert list(outputs) == [
+        "data",
+        "embeddings",
+        "sid",
+        "examples",
+        "sft",
+        "evaluate",
+        "rl",
+        "evaluate_rl",
+    ]
     manifest = read_json(outputs["sft"] / "manifest.json")
     assert manifest["counts"]["steps"] == 4 and manifest["base_model"] == "tiny-qwen2"
-    results = read_json(outputs["evaluate"] / "results.json")
-    assert results["users"] == 64 and results["ks"] == [1, 3, 5]
-    assert any(m.startswith("test (64 users") for m in logs)
+    rl = read_json(outputs["rl"] / "manifest.json")
+    assert rl["counts"]["steps"] == 2 and rl["base_model"] == str(outputs["sft"])
+    for name, model in (("evaluate", "sft"), ("evaluate_rl", "rl")):
+        results = read_json(outputs[name] / "results.json")
+        assert results["users"] == 64 and results["ks"] == [1, 3, 5]
+        assert read_json(outputs[name] / "manifest.json")["inputs"]["model"] == str(outputs[model])
+    assert sum(m.startswith("test (64 users") for m in logs) == 2
     logs.clear()
     run_pipeline(cfg, log=logs.append)
-    assert [m.split()[1] for m in logs if m.startswith("[")] == ["complete"] * 6
+    assert [m.split()[1] for m in logs if m.startswith("[")] == ["complete"] * 8
+    # RL off: the pipeline ends with the SFT model's evaluation
+    logs.clear()
+    run_pipeline(
+        load_config(REPO / "configs" / "demo.yaml", [*overrides, "rl.enabled=false"]),
+        log=logs.append,
+    )
+    assert logs[-2:] == [
+        "[rl] not needed for this config",
+        "[evaluate_rl] not needed for this config",
+    ]
 
 
 def test_beauty_config_trains_on_whole_sequences(
