@@ -216,6 +216,7 @@ class Rollout:
             tok.convert_tokens_to_ids(sid_tokens(codes)) + eos for codes in index.catalog.codes
         ]
         self.seconds = 0.0
+        self._previous: tuple[float, float] | None = None  # last training rollout: start, time
 
     def decode(self, model: Any, ids: list[list[int]], step: int, process: int) -> torch.Tensor:
         """(B, G) SID indices for the prompts ``ids``, best first."""
@@ -250,7 +251,15 @@ class Rollout:
         finally:
             model.train(was_training)
         beams = top.cpu().tolist()
-        self.seconds += time.perf_counter() - started
+        elapsed = time.perf_counter() - started
+        self.seconds += elapsed
+        if was_training:  # logged with the step: this rollout's time, the last step's share
+            metrics = trainer._metrics["train"]
+            metrics["rollout/seconds"].append(elapsed)
+            if self._previous is not None:
+                start, seconds = self._previous
+                metrics["rollout/share_of_step"].append(seconds / (started - start))
+            self._previous = (started, elapsed)
         return {
             "prompt_ids": [p for p in ids for _ in range(g)],
             "completion_ids": [self.completion[s] for row in beams for s in row],

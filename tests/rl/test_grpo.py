@@ -80,6 +80,9 @@ def test_grpo_rollouts_are_groups_of_catalog_sids(
     assert read_json(out / "prompting.json") == read_json(tiny_model["model"] / "prompting.json")
     log = read_json(out / "train_log.json")
     assert any("rewards/ranking/mean" in h and "frac_reward_zero_std" in h for h in log)
+    assert all(h["rollout/seconds"] > 0 for h in log if "reward" in h)
+    shares = [h["rollout/share_of_step"] for h in log if "rollout/share_of_step" in h]
+    assert shares and all(0 < x < 1 for x in shares)
     # validation by ranking quality at every evaluation; the best checkpoint is kept
     ranked = [h for h in log if "eval_ndcg@10" in h]
     assert [h["step"] for h in ranked] == [1, 2]
