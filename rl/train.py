@@ -533,12 +533,16 @@ def train_rl(
                 loss_type=r["loss_type"],
                 reward_weights=[r["rewards"][f.__name__] for f in reward_funcs],
             )
+            # the evaluation that triggers RankingValidation (on every valid_users prompt) also
+            # makes TRL roll out and score its eval set: one device batch of prompts is enough
             trainer = SidGRPOTrainer(
                 model=model,
                 reward_funcs=reward_funcs,
                 args=args,
                 train_dataset=train,
-                eval_dataset=valid,
+                eval_dataset=valid.select(range(min(len(valid), r["per_device_batch_size"] // g)))
+                if valid is not None
+                else None,
                 processing_class=tok,
                 callbacks=callbacks,
                 rollout_func=rollout,

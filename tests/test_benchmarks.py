@@ -47,3 +47,28 @@ def test_decode_speed_benchmark(minionerec_src: Path) -> None:
             assert row[vocab]["speedup_vs_per_beam_dict"] > 1
             assert 0 < row[vocab]["constraint_share_of_beam_search"] < 1
             assert row[vocab]["hf_generate_tiny_seconds"] > 0
+
+
+@pytest.mark.slow
+def test_rl_speed_benchmark(tmp_path: Path) -> None:
+    bench = _load("rl_speed")
+    tiny = [
+        f"output_root={tmp_path}",
+        f"model.cache_dir={tmp_path / 'models'}",
+        "data.synth.n_items=150",
+        "data.synth.n_users=120",
+        "embed.max_seq_length=32",
+        "sid.codebook_size=8",
+        "model.tiny_qwen2.hidden_size=32",
+        "model.tiny_qwen2.intermediate_size=64",
+        "model.tiny_qwen2.num_hidden_layers=1",
+        "sft.max_steps=4",
+        "sft.eval_steps=2",
+        "swanlab.mode=disabled",
+    ]
+    result = bench.run(steps=2, prompts=2, overrides=tiny)
+    for rollout in ("ours_beam_search", "generate_sid_constraint"):
+        row = result[rollout]
+        assert row["rollout_seconds"] > 0 and row["update_seconds"] > 0
+        assert 0 < row["rollout_share_of_step"] < 1 and row["reward_seconds"] >= 0
+    assert result["settings"]["num_generations"] == 16 and result["rollout_speedup"] > 0

@@ -17,8 +17,9 @@ import yaml
 
 from sidrec.config import load_config
 from sidrec.data.dataset import read_dataset
+from sidrec.data.stage import synth
 from sidrec.decoding import PrefixIndex, beam_search
-from sidrec.errors import SidrecError
+from sidrec.errors import InputError, SidrecError
 from sidrec.evaluate.generative import evaluate_model
 from sidrec.io import read_json
 from sidrec.model_dir import load_sid_model, model_sids
@@ -234,6 +235,10 @@ def test_bad_inputs_fail_before_training(tiny_model: dict, tmp_path: Path) -> No
         train_rl(*args, load_config(None, [*RL, "rl.tasks.title_to_sid=1"]))
     with pytest.raises(SidrecError, match="rl.algo must be one of"):
         train_rl(*args, load_config(None, [*RL, "rl.algo=ppo"]))
+    # a dataset of another catalog
+    synth(tmp_path / "other", n_items=90, n_users=60, seed=1)
+    with pytest.raises(InputError, match="has 90 items, the model's SIDs 120"):
+        train_rl(tiny_model["model"], tmp_path / "other", tmp_path / "rl", load_config(None, RL))
     # a model directory whose tokenizer lost its SID tokens
     bare = tmp_path / "bare"
     shutil.copytree(tiny_model["model"], bare)
