@@ -36,7 +36,6 @@ from sidrec.data.dataset import Dataset, read_dataset
 from sidrec.decoding import PrefixIndex, beam_search, constrained_sample
 from sidrec.embeddings import load_embeddings
 from sidrec.errors import InputError, SidrecError, require_file
-from sidrec.evaluate.sasrec import SASRec, load_sasrec, score_items
 from sidrec.manifest import Run
 from sidrec.model_dir import bundle, load_sid_model, model_items, model_sids
 from sidrec.prompts import (
@@ -46,6 +45,7 @@ from sidrec.prompts import (
     render_prompt,
 )
 from sidrec.rl.rewards import NEEDS_SASREC, check_rewards, combined
+from sidrec.sasrec_model import SASRec, load_sasrec, score_items
 from sidrec.sequences import query_rows, weighted_pick
 from sidrec.sids import SidTable, sid_tokens
 from sidrec.training import (

@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from sidrec.evaluate.sasrec import SASRec, _pad_left, _windows, rank_items, train_epoch
+from sidrec.evaluate.sasrec import _windows, rank_items, train_epoch
+from sidrec.sasrec_model import SASRec, pad_left
 
 
 def test_padding_width_does_not_change_the_prediction() -> None:
@@ -14,7 +15,7 @@ def test_padding_width_does_not_change_the_prediction() -> None:
     model = SASRec(30, hidden=16, layers=2, heads=2, dropout=0.0, max_len=12).eval()
     history = [[3, 7, 1, 9, 4], [5, 2]]
     with torch.no_grad():
-        last = [model(_pad_left(history, w))[:, -1] for w in (5, 8, 12)]
+        last = [model(pad_left(history, w))[:, -1] for w in (5, 8, 12)]
     for other in last[1:]:
         torch.testing.assert_close(other, last[0], atol=1e-5, rtol=1e-5)
 

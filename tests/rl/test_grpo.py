@@ -236,8 +236,8 @@ def test_bad_inputs_fail_before_training(tiny_model: dict, tmp_path: Path) -> No
     with pytest.raises(SidrecError, match="rl.algo must be one of"):
         train_rl(*args, load_config(None, [*RL, "rl.algo=ppo"]))
     # a dataset of another catalog
-    synth(tmp_path / "other", n_items=90, n_users=60, seed=1)
-    with pytest.raises(InputError, match="has 90 items, the model's SIDs 120"):
+    synth(tmp_path / "other", n_items=110, n_users=80, seed=1)
+    with pytest.raises(InputError, match="has 110 items, the model's SIDs 120"):
         train_rl(tiny_model["model"], tmp_path / "other", tmp_path / "rl", load_config(None, RL))
     # a model directory whose tokenizer lost its SID tokens
     bare = tmp_path / "bare"
