@@ -7,6 +7,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -71,6 +72,33 @@ TINY_QWEN2 = [
     "model.tiny_qwen2.num_key_value_heads=1",
     "swanlab.mode=disabled",
 ]
+
+
+def tiny_demo(root: Path) -> list[str]:
+    """Overrides that shrink configs/demo.yaml's data and SIDs to seconds, writing under
+    ``root``."""
+    return [
+        f"output_root={root}",
+        f"model.cache_dir={root / 'models'}",
+        "data.synth.n_items=150",
+        "data.synth.n_users=120",
+        "embed.max_seq_length=32",
+        "sid.codebook_size=8",
+    ]
+
+
+def two_process_env() -> dict[str, str]:
+    """The environment in which a launch script (scripts/*.sh) runs two CPU processes with
+    torchrun over gloo, this interpreter's environment first on PATH."""
+    return {
+        **os.environ,
+        "LAUNCHER": "torchrun",
+        "NPROC": "2",
+        "CUDA_VISIBLE_DEVICES": "",
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
+
+
 # that model, a few SFT steps, small evaluations
 TINY_SFT = [
     *TINY_QWEN2,

@@ -4,6 +4,7 @@ import importlib.util
 from pathlib import Path
 
 import pytest
+from conftest import TINY_QWEN2, tiny_demo
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -52,20 +53,7 @@ def test_decode_speed_benchmark(minionerec_src: Path) -> None:
 @pytest.mark.slow
 def test_rl_speed_benchmark(tmp_path: Path) -> None:
     bench = _load("rl_speed")
-    tiny = [
-        f"output_root={tmp_path}",
-        f"model.cache_dir={tmp_path / 'models'}",
-        "data.synth.n_items=150",
-        "data.synth.n_users=120",
-        "embed.max_seq_length=32",
-        "sid.codebook_size=8",
-        "model.tiny_qwen2.hidden_size=32",
-        "model.tiny_qwen2.intermediate_size=64",
-        "model.tiny_qwen2.num_hidden_layers=1",
-        "sft.max_steps=4",
-        "sft.eval_steps=2",
-        "swanlab.mode=disabled",
-    ]
+    tiny = [*tiny_demo(tmp_path), *TINY_QWEN2, "sft.max_steps=4", "sft.eval_steps=2"]
     result = bench.run(steps=2, prompts=2, overrides=tiny)
     for rollout in ("ours_beam_search", "generate_sid_constraint"):
         row = result[rollout]

@@ -3,14 +3,13 @@ traceback, on every process of a multi-process run."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from conftest import two_process_env
 
 import sidrec.data.amazon18 as amazon18
 from sidrec.cli import main
@@ -98,13 +97,7 @@ def test_every_process_ends_with_the_main_process_error(tiny_model: dict, tmp_pa
     settings["sft"] = {**settings["sft"], "per_device_batch_size": 8}
     cfg_file.write_text(yaml.safe_dump(settings))
     examples = tiny_model["model"].parent / "examples"
-    env = {
-        **os.environ,
-        "LAUNCHER": "torchrun",
-        "NPROC": "2",
-        "CUDA_VISIBLE_DEVICES": "",
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-    }
+    env = two_process_env()
     run = subprocess.run(
         [
             "bash",

@@ -3,16 +3,14 @@ merge to the single-process answer, and SASRec on the same rows."""
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pytest
 import yaml
-from conftest import TINY_SFT
+from conftest import TINY_SFT, two_process_env
 
 from sidrec.cli import main
 from sidrec.config import load_config
@@ -107,13 +105,7 @@ def test_two_processes_decode_shards_that_merge_to_the_same_answer(
     """scripts/evaluate.sh with torchrun: two CPU processes each decode half of the users."""
     cfg_file = tmp_path / "cfg.yaml"
     cfg_file.write_text(yaml.safe_dump({"evaluate": trained["cfg"]["evaluate"]}))
-    env = {
-        **os.environ,
-        "LAUNCHER": "torchrun",
-        "NPROC": "2",
-        "CUDA_VISIBLE_DEVICES": "",
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-    }
+    env = two_process_env()
     args = ["--model", trained["model"], "--data", trained["data"], "--sid", trained["sid"]]
     run = subprocess.run(
         ["bash", str(REPO / "scripts" / "evaluate.sh"), str(cfg_file), *map(str, args)]

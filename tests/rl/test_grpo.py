@@ -5,15 +5,14 @@ settings fail before training."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import polars as pl
 import pytest
 import yaml
+from conftest import two_process_env
 
 from sidrec.config import load_config
 from sidrec.data.dataset import read_dataset
@@ -45,9 +44,9 @@ RL = [
 ]
 
 
-def test_grpo_rollouts_are_groups_of_catalog_sids(
-    tiny_model: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def rollouts(monkeypatch: pytest.MonkeyPatch) -> list[tuple[list[str], dict]]:
+    """Every rollout the test's runs make: (the prompts it got, what it returned)."""
     seen: list[tuple[list[str], dict]] = []
     real = rl_train.Rollout.__call__
 
@@ -57,14 +56,20 @@ def test_grpo_rollouts_are_groups_of_catalog_sids(
         return out
 
     monkeypatch.setattr(rl_train.Rollout, "__call__", record)
+    return seen
+
+
+def test_grpo_rollouts_are_groups_of_catalog_sids(
+    tiny_model: dict, tmp_path: Path, rollouts: list[tuple[list[str], dict]]
+) -> None:
     cfg = load_config(None, RL)
     manifest = train_rl(tiny_model["model"], tiny_model["data"], tmp_path / "rl", cfg)
-    assert manifest["counts"]["steps"] == 2 and seen
+    assert manifest["counts"]["steps"] == 2 and rollouts
     table, _ = model_sids(tiny_model["model"])
     model, tok = load_sid_model(tiny_model["model"], "cpu", False)
     index = PrefixIndex.for_tokenizer(table, tok, model.config.vocab_size)
     catalog = {tuple(tok.convert_tokens_to_ids(t) for t in _tokens(s)) for s in table.sids}
-    for step, (prompts, out) in enumerate(seen):
+    for step, (prompts, out) in enumerate(rollouts):
         comps, sids, ranks = out["completion_ids"], out["beam_sid"], out["beam_rank"]
         assert len(comps) == len(prompts) == len(out["prompt_ids"])
         for c in comps:
@@ -134,21 +139,12 @@ def test_an_interrupted_run_resumes_from_its_checkpoint(
 
 
 def test_sampled_rollouts_title_tasks_and_dynamic_sampling(
-    tiny_model: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tiny_model: dict, tmp_path: Path, rollouts: list[tuple[list[str], dict]]
 ) -> None:
     """``rl.rollout=sample``: groups of G constrained samples (catalog SIDs, ranked by the
     model's score); title-task prompts hold the title only, their target is the SID of the
     example's own completion; with dynamic sampling the kept share is logged and is exactly
     the share of groups whose rewards differ."""
-    seen: list[tuple[list[str], dict]] = []
-    real = rl_train.Rollout.__call__
-
-    def record(self: rl_train.Rollout, prompts: list[str], trainer: object) -> dict:
-        out = real(self, prompts, trainer)
-        seen.append((prompts, out))
-        return out
-
-    monkeypatch.setattr(rl_train.Rollout, "__call__", record)
     examples = tiny_model["model"].parent / "examples"
     cfg = load_config(
         None,
@@ -173,7 +169,7 @@ def test_sampled_rollouts_title_tasks_and_dynamic_sampling(
     table, _ = model_sids(tiny_model["model"])
     tok = load_sid_model(tiny_model["model"], "cpu", False)[1]
     catalog = {tuple(tok.convert_tokens_to_ids(_tokens(s))) for s in table.sids}
-    for _, out in seen:
+    for _, out in rollouts:
         for c in out["completion_ids"]:
             assert c[-1] == tok.eos_token_id and tuple(c[:-1]) in catalog
         assert out["beam_rank"][:G] == list(range(G))
@@ -260,13 +256,7 @@ def test_two_processes_train_through_the_launch_script(tiny_model: dict, tmp_pat
     cfg = load_config(None, [*RL, "rl.eval_steps=2"])
     cfg_file.write_text(yaml.safe_dump({k: cfg[k] for k in ("rl", "evaluate", "swanlab")}))
     out = tmp_path / "rl"
-    env = {
-        **os.environ,
-        "LAUNCHER": "torchrun",
-        "NPROC": "2",
-        "CUDA_VISIBLE_DEVICES": "",
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-    }
+    env = two_process_env()
     script = Path(__file__).resolve().parents[2] / "scripts" / "rl.sh"
     args = ["--model", str(tiny_model["model"]), "--data", str(tiny_model["data"])]
     run = subprocess.run(

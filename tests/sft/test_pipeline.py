@@ -5,6 +5,7 @@ training."""
 from pathlib import Path
 
 import pytest
+from conftest import tiny_demo
 from transformers import AutoModelForCausalLM
 
 from sidrec.config import load_config
@@ -33,15 +34,7 @@ TINY_MODEL = [
 
 
 def test_demo_pipeline_runs_through_sft_and_rl(tmp_path: Path) -> None:
-    overrides = [
-        f"output_root={tmp_path}",
-        f"model.cache_dir={tmp_path / 'models'}",
-        "data.synth.n_items=150",
-        "data.synth.n_users=120",
-        "embed.max_seq_length=32",
-        "sid.codebook_size=8",
-        *TINY_MODEL,
-    ]
+    overrides = [*tiny_demo(tmp_path), *TINY_MODEL]
     cfg = load_config(REPO / "configs" / "demo.yaml", overrides)
     logs: list[str] = []
     outputs = run_pipeline(cfg, log=logs.append)

@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 import torch
 import yaml
-from conftest import TINY_QWEN2
+from conftest import TINY_QWEN2, two_process_env
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from sidrec.config import load_config
@@ -348,13 +348,7 @@ def test_two_processes_train_through_the_launch_script(
     cfg = _cfg(cache, "sft.max_steps=6", "sft.eval_steps=3")
     cfg_file.write_text(yaml.safe_dump({k: cfg[k] for k in ("model", "sft", "swanlab", "convert")}))
     out = tmp_path / "sft"
-    env = {
-        **os.environ,
-        "LAUNCHER": "torchrun",
-        "NPROC": "2",
-        "CUDA_VISIBLE_DEVICES": "",
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-    }
+    env = two_process_env()
     script = Path(__file__).resolve().parents[2] / "scripts" / "sft.sh"
     run = subprocess.run(
         ["bash", str(script), str(cfg_file), "--examples", str(examples), "--out", str(out)],
