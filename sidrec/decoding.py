@@ -365,6 +365,24 @@ def _log_probs(logits: torch.Tensor | None, cols: torch.Tensor, n: int) -> torch
     return logits.index_select(1, cols) - logits.logsumexp(1, keepdim=True)
 
 
+def _next_logits(
+    model: PreTrainedModel,
+    tokens: torch.Tensor,
+    mask: torch.Tensor,
+    position: torch.Tensor,
+    cache: object,
+) -> torch.Tensor:
+    """Logits (B, V) after feeding one token per row, ``tokens`` (B,), at ``position`` (B,)
+    with attention ``mask`` (B, t) over the rows of ``cache``."""
+    return model(
+        input_ids=tokens[:, None],
+        attention_mask=mask,
+        position_ids=position[:, None],
+        past_key_values=cache,
+        use_cache=True,
+    ).logits[:, -1]
+
+
 @torch.inference_mode()
 def beam_search(
     model: PreTrainedModel,
@@ -437,14 +455,7 @@ def beam_search(
             # every beam holds a complete SID: the next step only ends them, at no cost
             logits = None
             continue
-        out = model(
-            input_ids=tokens[:, None],
-            attention_mask=mask,
-            position_ids=position[:, None],
-            past_key_values=cache,
-            use_cache=True,
-        )
-        logits = out.logits[:, -1]
+        logits = _next_logits(model, tokens, mask, position, cache)
     if bool((done_sid < 0).any()) or not bool(torch.isfinite(done).all()):
         raise SidrecError("constrained beam search produced a sequence that is not a catalog SID")
     return done_sid, done
@@ -505,13 +516,7 @@ def constrained_sample(
         if bool(index.eos_only[node].all()):
             logits = None  # every sample holds a complete SID: the next step only ends it
             continue
-        logits = model(
-            input_ids=tokens[:, None],
-            attention_mask=mask,
-            position_ids=position[:, None],
-            past_key_values=cache,
-            use_cache=True,
-        ).logits[:, -1]
+        logits = _next_logits(model, tokens, mask, position, cache)
     if bool((sid < 0).any()):
         raise SidrecError("constrained sampling produced a sequence that is not a catalog SID")
     score, order = score.view(n, g).sort(1, descending=True)

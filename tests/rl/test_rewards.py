@@ -79,3 +79,35 @@ def test_sasrec_is_the_groups_softmax_of_the_classic_scores() -> None:
         {"rule": 1.0, "sasrec": 2.0}, np.array([[0, 1]]), np.array([1]), None, scores[:1, :2]
     )
     assert np.allclose(out["total"], [[1.0, 2.0]])
+
+
+def test_the_sasrec_reward_scores_each_group_after_its_own_history() -> None:
+    """Through the TRL reward function: completions arrive in any order within their group,
+    and each group's beams are scored by the SASRec model after that row's history."""
+    import torch
+
+    from sidrec.rl.train import reward_functions
+    from sidrec.sasrec_model import SASRec, score_items
+
+    torch.manual_seed(0)
+    model = SASRec(n_items=6, hidden=8, layers=1, heads=1, dropout=0.0, max_len=5).eval()
+    item_of_sid = np.array([0, 1, 2, 3, 4, 5])
+    (fn,) = reward_functions({"sasrec": 1.0}, 3, None, (model, 5, item_of_sid))
+    assert fn.__name__ == "sasrec"
+    histories = [[0, 1], [4, 2, 3]]
+    beams = np.array([[5, 3, 1], [0, 2, 4]])
+    # group 0 arrives in rank order 2, 0, 1; group 1 in order 1, 2, 0
+    rank = [2, 0, 1, 1, 2, 0]
+    sid = [beams[0, 2], beams[0, 0], beams[0, 1], beams[1, 1], beams[1, 2], beams[1, 0]]
+    got = fn(
+        prompts=[""] * 6,
+        completions=[""] * 6,
+        beam_rank=rank,
+        beam_sid=sid,
+        target=[3] * 3 + [0] * 3,
+        history=[histories[0]] * 3 + [histories[1]] * 3,
+    )
+    want = sasrec(beams, np.array([3, 0]), score_items(model, histories, beams, 5))
+    assert np.allclose(
+        got, [want[0, 2], want[0, 0], want[0, 1], want[1, 1], want[1, 2], want[1, 0]]
+    )
