@@ -20,8 +20,9 @@ from tqdm.auto import tqdm
 from sidrec.data.dataset import read_dataset
 from sidrec.decoding import PrefixIndex, beam_search
 from sidrec.errors import InputError, SidrecError
-from sidrec.evaluate.ranking import device_name, write_ranking
+from sidrec.evaluate.ranking import device_name, record_experiment, write_ranking
 from sidrec.io import atomic_dir, check_output
+from sidrec.ledger import describe
 from sidrec.manifest import Run
 from sidrec.model_dir import load_sid_model, model_sids
 from sidrec.prompts import PromptSpec
@@ -113,4 +114,7 @@ def evaluate_model(
     with atomic_dir(out, overwrite) as tmp:
         results = write_ranking(tmp, rows, items, scores, info, ranked_sids, target_sids)
         run.finish(tmp, {"users": rows.height}, results=results)
+    record_experiment(
+        cfg, out, results, describe(model_dir, "base_model"), Path(data), describe(sid_dir)
+    )
     return results

@@ -12,11 +12,10 @@ import numpy as np
 import polars as pl
 import torch
 
-from sidrec.io import write_json
+from sidrec.io import PREDICTIONS_FILE, RESULTS_FILE, write_json
+from sidrec.ledger import METRIC_COLUMNS, append_experiment, describe
+from sidrec.manifest import git_commit
 from sidrec.metrics import cutoffs, hr_ndcg, target_ranks
-
-RESULTS_FILE = "results.json"
-PREDICTIONS_FILE = "predictions.parquet"
 
 
 def device_name() -> str:
@@ -83,3 +82,30 @@ def write_ranking(
     frame.write_parquet(out / PREDICTIONS_FILE)
     write_json(out / RESULTS_FILE, results)
     return results
+
+
+def record_experiment(
+    cfg: dict[str, Any], out: Path, results: dict[str, Any], model: str, data: Path, sid: str
+) -> Path:
+    """Add a finished evaluation in ``out`` to the experiment ledger; returns its path.
+
+    Args:
+        model: what was evaluated (e.g. ``sft:tiny-qwen2``, ``sasrec``).
+        data: the dataset directory.
+        sid: the SID method (the SID directory's stage), empty for non-SID models.
+    """
+    return append_experiment(
+        cfg,
+        {
+            "run_name": cfg["run_name"],
+            "method": results["method"],
+            "model": model,
+            "dataset": describe(data, "source", "dataset"),
+            "sid_method": sid,
+            "split": results["split"],
+            "users": results["users"],
+            "commit": git_commit() or "",
+            "output": str(out),
+            **{k: v for k, v in results["metrics"].items() if k in METRIC_COLUMNS},
+        },
+    )

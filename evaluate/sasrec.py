@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from sidrec.data.dataset import read_dataset
 from sidrec.errors import SidrecError
-from sidrec.evaluate.ranking import device_name, write_ranking
+from sidrec.evaluate.ranking import device_name, record_experiment, write_ranking
 from sidrec.io import atomic_dir, check_output, write_json
 from sidrec.manifest import Run
 from sidrec.metrics import hr_ndcg, target_ranks
@@ -180,4 +180,5 @@ def train_sasrec(
         write_json(tmp / "train_log.json", log)
         results = write_ranking(tmp, rows, items, scores, info)
         run.finish(tmp, {"users": rows.height, "train_windows": len(windows)}, results=results)
+    record_experiment(cfg, out, results, "sasrec", Path(data), "")
     return results

@@ -17,6 +17,7 @@ from sidrec.errors import SidrecError
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from sidrec.analysis import cli as analysis_cli
     from sidrec.data import cli as data_cli
     from sidrec.evaluate import cli as evaluate_cli
     from sidrec.rl import cli as rl_cli
@@ -31,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     sft_cli.add_commands(sub)
     rl_cli.add_commands(sub)
     evaluate_cli.add_commands(sub)
+    analysis_cli.add_commands(sub)
     _add_pipeline(sub)
     _add_recommend(sub)
     return parser

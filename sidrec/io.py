@@ -24,6 +24,9 @@ from filelock import FileLock, Timeout
 from sidrec.errors import InputError, SidrecError, require_file
 
 MANIFEST = "manifest.json"
+# what every evaluation writes (sidrec evaluate, the baselines), read by sidrec compare
+RESULTS_FILE = "results.json"
+PREDICTIONS_FILE = "predictions.parquet"
 _TMP_MARK = ".tmp-"
 _RENAME_EXCHANGE = 2  # renameat2 flag (Linux >= 3.15): swap two paths atomically
 _AT_FDCWD = -100

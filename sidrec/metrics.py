@@ -5,6 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+from scipy.stats import bootstrap
+
+from sidrec.errors import SidrecError
 
 KS = (1, 3, 5, 10, 20, 50)
 
@@ -24,6 +27,20 @@ def target_ranks(ranked: np.ndarray, target: np.ndarray) -> np.ndarray:
     return np.where(hit.any(1), hit.argmax(1) + 1, 0)
 
 
+def user_gains(ranks: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-query HR@K and NDCG@K, (N,) each, from 1-based ranks (0 = missed).
+
+    Example:
+        >>> hit, gain = user_gains(np.array([1, 3, 0]), 2)
+        >>> hit.tolist(), gain.tolist()
+        ([1.0, 0.0, 0.0], [1.0, 0.0, 0.0])
+    """
+    ranks = np.asarray(ranks)
+    within = (ranks > 0) & (ranks <= k)
+    gain = np.where(within, 1.0 / np.log2(np.maximum(ranks, 1) + 1), 0.0)
+    return within.astype(float), gain
+
+
 def hr_ndcg(ranks: np.ndarray, ks: Sequence[int]) -> dict[str, float]:
     """``HR@K`` and ``NDCG@K`` for each K, from 1-based ranks (0 = missed).
 
@@ -32,14 +49,40 @@ def hr_ndcg(ranks: np.ndarray, ks: Sequence[int]) -> dict[str, float]:
         >>> m["HR@1"], m["HR@3"], round(m["NDCG@3"], 4)
         (0.25, 0.75, 0.5237)
     """
-    ranks = np.asarray(ranks)
-    found = ranks > 0
-    gain = np.where(found, 1.0 / np.log2(np.maximum(ranks, 1) + 1), 0.0)
     out = {}
     for k in ks:
-        within = found & (ranks <= k)
-        out[f"HR@{k}"] = float(within.mean()) if len(ranks) else 0.0
-        out[f"NDCG@{k}"] = float(np.where(within, gain, 0.0).mean()) if len(ranks) else 0.0
+        hit, gain = user_gains(ranks, k)
+        out[f"HR@{k}"] = float(hit.mean()) if len(hit) else 0.0
+        out[f"NDCG@{k}"] = float(gain.mean()) if len(gain) else 0.0
+    return out
+
+
+def paired_difference(
+    ranks_a: np.ndarray, ranks_b: np.ndarray, k: int, resamples: int = 2000, seed: int = 0
+) -> dict[str, dict[str, float]]:
+    """HR@K and NDCG@K of A minus B on the same queries, with a 95% bootstrap interval over
+    queries (scipy's percentile bootstrap of the per-query differences): a gain is real when
+    the interval excludes 0.
+
+    Args:
+        ranks_a: (N,) 1-based ranks of model A's target per query (0 = missed).
+        ranks_b: (N,) model B's, same queries in the same order.
+    """
+    if len(ranks_a) != len(ranks_b) or not len(ranks_a):
+        raise SidrecError(f"need the same non-empty queries, got {len(ranks_a)} and {len(ranks_b)}")
+    out = {}
+    for name, a, b in zip(
+        ("HR", "NDCG"), user_gains(ranks_a, k), user_gains(ranks_b, k), strict=True
+    ):
+        diff = a - b
+        ci = bootstrap(
+            (diff,), np.mean, n_resamples=resamples, method="percentile", random_state=seed
+        ).confidence_interval
+        out[f"{name}@{k}"] = {
+            "difference": float(diff.mean()),
+            "ci95_low": float(ci.low),
+            "ci95_high": float(ci.high),
+        }
     return out
 
 

@@ -24,8 +24,7 @@ from sidrec.data.stage import build_from_config, import_sids_from_config
 from sidrec.data.stats import dataset_stats, format_stats
 from sidrec.errors import SidrecError
 from sidrec.evaluate.generative import evaluate_model
-from sidrec.evaluate.ranking import RESULTS_FILE
-from sidrec.io import MANIFEST, is_complete, read_json
+from sidrec.io import MANIFEST, RESULTS_FILE, is_complete, read_json
 from sidrec.manifest import recording, run_id
 from sidrec.rq.embed import embed_dataset
 from sidrec.rq.stage import build_sids, report_sids

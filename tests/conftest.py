@@ -122,7 +122,9 @@ def tiny_model(small_run: dict[str, Path], tmp_path_factory: pytest.TempPathFact
     from sidrec.sft.train import train_sft
 
     root = tmp_path_factory.mktemp("tiny_model")
-    cfg = load_config(None, [*TINY_SFT, f"model.cache_dir={root / 'models'}"])
+    cfg = load_config(
+        None, [*TINY_SFT, f"model.cache_dir={root / 'models'}", f"output_root={root}"]
+    )
     convert(small_run["data"], small_run["sid"], root / "examples", cfg)
     train_sft(root / "examples", root / "sft", cfg)
     return {**small_run, "model": root / "sft", "cfg": cfg}

@@ -9,9 +9,10 @@ import numpy as np
 import polars as pl
 import pytest
 
+from sidrec.errors import SidrecError
 from sidrec.evaluate.ranking import write_ranking
 from sidrec.io import read_json
-from sidrec.metrics import cutoffs, hr_ndcg, target_ranks
+from sidrec.metrics import cutoffs, hr_ndcg, paired_difference, target_ranks, user_gains
 
 
 def test_ranks_and_metrics_by_hand() -> None:
@@ -24,6 +25,37 @@ def test_ranks_and_metrics_by_hand() -> None:
     assert m["HR@3"] == 0.75
     assert m["NDCG@3"] == pytest.approx((1 + 2 * (1 / math.log2(4))) / 4)
     assert m["NDCG@3"] == pytest.approx(0.5)
+
+
+def test_per_user_gains_average_to_the_metrics() -> None:
+    ranks = np.array([1, 3, 0, 2, 11])
+    hit, gain = user_gains(ranks, 10)
+    assert hit.tolist() == [1, 1, 0, 1, 0]
+    assert gain.tolist() == pytest.approx([1, 0.5, 0, 1 / math.log2(3), 0])
+    m = hr_ndcg(ranks, [10])
+    assert m["HR@10"] == hit.mean() and m["NDCG@10"] == pytest.approx(gain.mean())
+
+
+def test_paired_difference_and_its_interval() -> None:
+    rng = np.random.default_rng(0)
+    b = rng.integers(0, 30, 4000)
+    # A finds the target one place higher for every user B ranks 2..10: a sure gain
+    a = np.where((b >= 2) & (b <= 10), b - 1, b)
+    d = paired_difference(a, b, 10)["NDCG@10"]
+    _, ga = user_gains(a, 10)
+    _, gb = user_gains(b, 10)
+    assert d["difference"] == pytest.approx(ga.mean() - gb.mean())
+    assert 0 < d["ci95_low"] < d["difference"] < d["ci95_high"]
+    assert paired_difference(a, b, 10)["HR@10"]["difference"] == 0  # same hits
+    # the same model against itself: no difference, an interval of width 0 around it
+    same = paired_difference(b, b, 10)["NDCG@10"]
+    assert same == {"difference": 0.0, "ci95_low": 0.0, "ci95_high": 0.0}
+    # two unrelated draws of the same quality: the interval covers 0
+    c = rng.permutation(b)
+    mixed = paired_difference(c, b, 10)["NDCG@10"]
+    assert mixed["ci95_low"] < 0 < mixed["ci95_high"]
+    with pytest.raises(SidrecError, match="same non-empty queries"):
+        paired_difference(a[:3], b, 10)
 
 
 def test_cutoffs_fit_the_beams() -> None:

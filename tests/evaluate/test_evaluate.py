@@ -19,6 +19,7 @@ from sidrec.data.stage import write_imported_sids
 from sidrec.evaluate.generative import evaluate_model
 from sidrec.evaluate.sasrec import train_sasrec
 from sidrec.io import read_json
+from sidrec.ledger import read_ledger
 from sidrec.metrics import hr_ndcg
 from sidrec.sids import SidTable, read_sid_dir
 
@@ -72,7 +73,7 @@ def test_cli_refuses_to_overwrite_and_checks_the_sids(
     trained: dict, tmp_path: Path, capsys
 ) -> None:  # noqa: ANN001
     args = ["evaluate", "--model", str(trained["model"]), "--data", str(trained["data"])]
-    args += ["--num-beams", "5", *TINY_SFT]
+    args += ["--num-beams", "5", *TINY_SFT, f"output_root={tmp_path}"]
     out = tmp_path / "e"
     assert main([*args, "--sid", str(trained["sid"]), "--out", str(out)]) == 0
     assert read_json(out / "results.json")["ks"] == [1, 3, 5]
@@ -97,6 +98,14 @@ def test_cli_refuses_to_overwrite_and_checks_the_sids(
         read_json(tmp_path / "h" / "results.json")["metrics"]
         == read_json(tmp_path / "g" / "results.json")["metrics"]
     )
+    # each finished evaluation, and only those, is a row of the experiment ledger
+    ledger = read_ledger(tmp_path / "experiments.csv")
+    assert ledger["output"].to_list() == [str(tmp_path / d) for d in ("e", "g", "h")]
+    assert ledger["model"].to_list() == ["sft:tiny-qwen2"] * 3
+    assert ledger["sid_method"].to_list() == ["sid.import"] * 3
+    assert ledger["NDCG@5"][2] == read_json(tmp_path / "h" / "results.json")["metrics"]["NDCG@5"]
+    assert ledger["NDCG@10"].is_null().all()  # 5 beams: no K = 10
+    assert ledger["config_hash"].n_unique() == 1 and ledger["split"][0] == "test"
 
 
 def test_two_processes_decode_shards_that_merge_to_the_same_answer(
@@ -104,7 +113,8 @@ def test_two_processes_decode_shards_that_merge_to_the_same_answer(
 ) -> None:
     """scripts/evaluate.sh with torchrun: two CPU processes each decode half of the users."""
     cfg_file = tmp_path / "cfg.yaml"
-    cfg_file.write_text(yaml.safe_dump({"evaluate": trained["cfg"]["evaluate"]}))
+    settings = {"evaluate": trained["cfg"]["evaluate"], "output_root": str(tmp_path)}
+    cfg_file.write_text(yaml.safe_dump(settings))
     env = two_process_env()
     args = ["--model", trained["model"], "--data", trained["data"], "--sid", trained["sid"]]
     run = subprocess.run(
@@ -135,6 +145,7 @@ def test_sasrec_trains_and_reports_in_the_same_form(trained: dict, tmp_path: Pat
             "sasrec.patience=0",
             "sasrec.top_k=20",
             "evaluate.max_users=40",
+            f"output_root={tmp_path}",
         ],
     )
     results = train_sasrec(trained["data"], tmp_path / "sasrec", cfg)
@@ -155,3 +166,6 @@ def test_sasrec_trains_and_reports_in_the_same_form(trained: dict, tmp_path: Pat
     gen_users = pl.read_parquet(tmp_path / "gen" / "predictions.parquet")["user_id"]
     assert pred["user_id"].to_list() == gen_users.to_list()
     assert gen["users"] == results["users"]
+    ledger = read_ledger(tmp_path / "experiments.csv")
+    assert ledger["method"].to_list() == ["sasrec"] and ledger["model"][0] == "sasrec"
+    assert ledger["HR@20"][0] == results["metrics"]["HR@20"] and ledger["HR@50"][0] is None

@@ -1,0 +1,56 @@
+"""``sidrec compare``: a thin layer over :mod:`sidrec.analysis.compare`, imported when the
+command runs."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from sidrec.config import load_config
+from sidrec.errors import SidrecError
+from sidrec.ledger import ledger_path
+
+
+def _compare(a: argparse.Namespace) -> None:
+    import polars as pl
+
+    from sidrec.analysis.compare import compare, format_comparison, rank_ledger
+
+    if a.ledger is not None:
+        if a.runs:
+            raise SidrecError("give runs to compare or --ledger, not both")
+        path = a.ledger or ledger_path(load_config(a.config))
+        ranked = rank_ledger(path, a.metric, a.top)
+        cols = ["run_name", "method", "model", "dataset", "sid_method", "split", "users"]
+        with pl.Config(tbl_cols=-1, tbl_rows=-1, tbl_width_chars=200, fmt_str_lengths=40):
+            print(ranked.select([*cols, a.metric, "time", "output"]))
+        return
+    print(format_comparison(compare(a.runs, a.out)))
+    if a.out is not None:
+        print(f"written: {a.out}")
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    """Register ``sidrec compare``."""
+    p = sub.add_parser(
+        "compare",
+        help="evaluations side by side, with paired significance; or the ledger ranked",
+        description="Compare each run with the first: every metric with absolute and relative "
+        "deltas, and a paired bootstrap over users where both ranked the same users. A run is "
+        "an evaluation directory or its results.json. With --ledger, rank the experiment "
+        "ledger instead.",
+    )
+    p.add_argument("runs", nargs="*", type=Path, metavar="RUN", help="baseline first")
+    p.add_argument("--out", type=Path, help="write comparison.json and comparison.png here")
+    p.add_argument(
+        "--ledger",
+        nargs="?",
+        const="",
+        type=str,
+        metavar="FILE",
+        help="rank the runs of the ledger (default: <output_root>/experiments.csv)",
+    )
+    p.add_argument("--metric", default="NDCG@10", help="what --ledger ranks by")
+    p.add_argument("--top", type=int, default=20, help="runs --ledger shows")
+    p.add_argument("--config", type=Path, help="a profile (its output_root, for --ledger)")
+    p.set_defaults(func=_compare)
