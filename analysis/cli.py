@@ -1,5 +1,5 @@
-"""``sidrec compare``: a thin layer over :mod:`sidrec.analysis.compare`, imported when the
-command runs."""
+"""``sidrec analyze`` and ``sidrec compare``: thin layers over :mod:`sidrec.analysis.analyze`
+and :mod:`sidrec.analysis.compare`, imported when a command runs."""
 
 from __future__ import annotations
 
@@ -9,6 +9,14 @@ from pathlib import Path
 from sidrec.config import load_config
 from sidrec.errors import SidrecError
 from sidrec.ledger import ledger_path
+
+
+def _analyze(a: argparse.Namespace) -> None:
+    from sidrec.analysis.analyze import analyze, format_summary
+
+    report = analyze(a.eval, a.out, a.data, a.sid, a.embeddings, a.top_k, a.seed, a.overwrite)
+    print(format_summary(report))
+    print(f"written: {a.out}")
 
 
 def _compare(a: argparse.Namespace) -> None:
@@ -31,7 +39,23 @@ def _compare(a: argparse.Namespace) -> None:
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    """Register ``sidrec compare``."""
+    """Register ``sidrec analyze`` and ``sidrec compare``."""
+    p = sub.add_parser(
+        "analyze",
+        help="bad-case report of an evaluation: segments, decoding depth, what is recommended",
+    )
+    p.add_argument("--eval", type=Path, required=True, help="an evaluate (or sasrec) output")
+    p.add_argument("--out", type=Path, required=True, help="the report directory")
+    p.add_argument("--data", type=Path, help="dataset directory (default: the evaluation's)")
+    p.add_argument("--sid", type=Path, help="SID directory (default: the evaluated model's)")
+    p.add_argument(
+        "--embeddings", type=Path, help="an embed output: adds the similarity and recency segments"
+    )
+    p.add_argument("--top-k", type=int, default=10, help="a failure = target not in the top K")
+    p.add_argument("--seed", type=int, default=0, help="which misses are shown as examples")
+    p.add_argument("--overwrite", action="store_true", help="replace a complete output")
+    p.set_defaults(func=_analyze)
+
     p = sub.add_parser(
         "compare",
         help="evaluations side by side, with paired significance; or the ledger ranked",
