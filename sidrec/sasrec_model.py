@@ -18,6 +18,17 @@ from sidrec.manifest import CONFIG_FILE
 MODEL_FILE = "model.pt"
 
 
+def _init(module: nn.Module) -> None:
+    """Weights ~ N(0, 0.02), biases 0 (BERT's and RecBole's initialisation): item scores start
+    near 0, so the first loss is ln(n_items), not the ~30 of unit-variance embeddings."""
+    if isinstance(module, (nn.Linear, nn.Embedding)):
+        nn.init.normal_(module.weight, std=0.02)
+    if isinstance(module, nn.Linear) and module.bias is not None:
+        nn.init.zeros_(module.bias)
+    if isinstance(module, nn.Embedding) and module.padding_idx is not None:
+        nn.init.zeros_(module.weight[module.padding_idx])
+
+
 class SASRec(nn.Module):
     """Item embeddings (shared with the output layer), learned positions and pre-norm
     transformer blocks under a causal mask; item ``i`` is token ``i + 1``, 0 is padding.
@@ -38,11 +49,12 @@ class SASRec(nn.Module):
         self.blocks = nn.TransformerEncoder(block, layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(hidden)
         self.heads = heads
+        self.apply(_init)
 
     def forward(self, seq: torch.Tensor) -> torch.Tensor:
         """Hidden states (B, L, H) of left-padded token sequences ``seq`` (B, L)."""
         b, length = seq.shape
-        x = self.item(seq) * self.item.embedding_dim**0.5
+        x = self.item(seq)
         n = self.position.num_embeddings
         x = self.dropout(x + self.position(torch.arange(n - length, n, device=seq.device)))
         # causal, padding keys hidden; every position sees itself (no all-masked row)

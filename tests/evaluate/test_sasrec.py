@@ -3,7 +3,10 @@ model learns a next-item rule that needs attention to positions."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+import pytest
 import torch
 
 from sidrec.evaluate.sasrec import _windows, rank_items, train_epoch
@@ -46,3 +49,17 @@ def test_learns_a_rule_that_needs_positions() -> None:
     assert np.all(np.diff(scores, axis=1) <= 0)
     hit = np.mean(items[:, 0] == np.array([s[-1] for s in seqs[:200]]))
     assert hit > 0.9, hit
+
+
+def test_an_untrained_sasrec_starts_at_the_uniform_loss() -> None:
+    """Weights ~ N(0, 0.02): every item scores near 0 before training, so the first loss is
+    ln(n_items), not the ~30 that unit-variance embeddings give (which slowed training)."""
+    torch.manual_seed(0)
+    model = SASRec(5000, 64, 2, 2, 0.0, 50).eval()
+    seq = pad_left(torch.randint(1, 5001, (64, 30)).tolist(), 50)
+    with torch.no_grad():
+        scores = model.scores(model(seq)[:, -1])
+    loss = torch.nn.functional.cross_entropy(scores, torch.randint(0, 5000, (64,)))
+    assert scores.abs().max() < 0.5
+    assert float(loss) == pytest.approx(math.log(5000), abs=0.05)
+    assert model.item.weight[0].abs().sum() == 0  # padding stays zero
