@@ -27,7 +27,7 @@ from sidrec.config import load_config, stage_path
 from sidrec.evaluate.sasrec import train_sasrec
 from sidrec.io import PREDICTIONS_FILE, RESULTS_FILE, read_json
 from sidrec.manifest import git_commit, machine, print_report, recording
-from sidrec.metrics import paired_difference
+from sidrec.metrics import metric_interval, paired_difference
 from sidrec.pipeline import run_pipeline, stage_state
 
 REPO = Path(__file__).resolve().parents[1]
@@ -85,6 +85,15 @@ def _versus(a: Path, b: Path) -> dict[str, Any]:
     }
 
 
+def _intervals(directory: Path) -> dict[str, list[float]]:
+    """95% bootstrap intervals over the evaluated users of R@10 and N@10."""
+    found = metric_interval(_ranks(directory)[1], 10)
+    return {
+        ("R" if m.startswith("HR") else "N") + "@10": [round(v, 4) for v in ci]
+        for m, ci in found.items()
+    }
+
+
 def _rl_report(outputs: dict[str, Path], sft_metrics: dict[str, float]) -> dict[str, Any]:
     """SFT against SFT+RL at every K, what RL did there, and the RL run's figures."""
     rl = read_json(outputs["evaluate_rl"] / RESULTS_FILE)["metrics"]
@@ -137,6 +146,7 @@ def run(
             "best_epoch": found["best_epoch"],
             "epochs_run": found["epochs_run"],
             "train_minutes": round(found["train_seconds"] / 60, 1),
+            "ci95": _intervals(sasrec_dir),
         }
         versus = _versus(outputs["evaluate"], sasrec_dir)
         want_sasrec = PUBLISHED[SASREC_GOAL]
@@ -173,6 +183,7 @@ def run(
             "sidrec": {
                 **mine,
                 "strict": _short(ours["metrics_strict"]),
+                "ci95": _intervals(outputs["evaluate"]),
                 "train_minutes": round(sft["seconds"] / 60, 1),
                 "eval_seconds": ours["seconds"],
             },

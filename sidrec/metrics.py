@@ -57,6 +57,26 @@ def hr_ndcg(ranks: np.ndarray, ks: Sequence[int]) -> dict[str, float]:
     return out
 
 
+def _interval(values: np.ndarray, resamples: int, seed: int) -> tuple[float, float]:
+    """95% percentile bootstrap interval of the mean of ``values`` (N,)."""
+    ci = bootstrap(
+        (values,), np.mean, n_resamples=resamples, method="percentile", random_state=seed
+    ).confidence_interval
+    return float(ci.low), float(ci.high)
+
+
+def metric_interval(
+    ranks: np.ndarray, k: int, resamples: int = 2000, seed: int = 0
+) -> dict[str, tuple[float, float]]:
+    """95% bootstrap intervals over queries of HR@K and NDCG@K from 1-based ranks (0 =
+    missed): how far a published figure may be from ours by chance of the test users."""
+    hit, gain = user_gains(ranks, k)
+    return {
+        f"HR@{k}": _interval(hit, resamples, seed),
+        f"NDCG@{k}": _interval(gain, resamples, seed),
+    }
+
+
 def paired_difference(
     ranks_a: np.ndarray, ranks_b: np.ndarray, k: int, resamples: int = 2000, seed: int = 0
 ) -> dict[str, dict[str, float]]:
@@ -75,14 +95,8 @@ def paired_difference(
         ("HR", "NDCG"), user_gains(ranks_a, k), user_gains(ranks_b, k), strict=True
     ):
         diff = a - b
-        ci = bootstrap(
-            (diff,), np.mean, n_resamples=resamples, method="percentile", random_state=seed
-        ).confidence_interval
-        out[f"{name}@{k}"] = {
-            "difference": float(diff.mean()),
-            "ci95_low": float(ci.low),
-            "ci95_high": float(ci.high),
-        }
+        low, high = _interval(diff, resamples, seed)
+        out[f"{name}@{k}"] = {"difference": float(diff.mean()), "ci95_low": low, "ci95_high": high}
     return out
 
 

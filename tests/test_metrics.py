@@ -12,7 +12,14 @@ import pytest
 from sidrec.errors import SidrecError
 from sidrec.evaluate.ranking import write_ranking
 from sidrec.io import read_json
-from sidrec.metrics import cutoffs, hr_ndcg, paired_difference, target_ranks, user_gains
+from sidrec.metrics import (
+    cutoffs,
+    hr_ndcg,
+    metric_interval,
+    paired_difference,
+    target_ranks,
+    user_gains,
+)
 
 
 def test_ranks_and_metrics_by_hand() -> None:
@@ -56,6 +63,18 @@ def test_paired_difference_and_its_interval() -> None:
     assert mixed["ci95_low"] < 0 < mixed["ci95_high"]
     with pytest.raises(SidrecError, match="same non-empty queries"):
         paired_difference(a[:3], b, 10)
+
+
+def test_a_metrics_interval_covers_it_and_narrows_with_more_users() -> None:
+    rng = np.random.default_rng(1)
+    few, many = rng.integers(0, 30, 500), rng.integers(0, 30, 20000)
+    for ranks in (few, many):
+        m = hr_ndcg(ranks, [10])
+        ci = metric_interval(ranks, 10)
+        assert ci["HR@10"][0] < m["HR@10"] < ci["HR@10"][1]
+        assert ci["NDCG@10"][0] < m["NDCG@10"] < ci["NDCG@10"][1]
+    width = [metric_interval(r, 10)["HR@10"] for r in (few, many)]
+    assert width[1][1] - width[1][0] < (width[0][1] - width[0][0]) / 3  # sqrt(40) ~ 6.3x
 
 
 def test_cutoffs_fit_the_beams() -> None:
