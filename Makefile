@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 CONFIG ?= configs/demo.yaml
 
-.PHONY: venv demo test test-faults lint clean
+.PHONY: venv demo test test-faults test-browser lint clean
 
 $(BIN)/sidrec: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ test: venv
 # SIGKILL every stage and the pipeline at 24 points and re-run them (a few minutes)
 test-faults: venv
 	$(BIN)/python -m pytest -m faults tests/faults
+
+# the bad-case report in headless Chromium (installs Debian's chromium when missing and root)
+test-browser: venv
+	$(BIN)/python -m pytest -m browser tests/analysis
 
 lint: venv
 	$(BIN)/ruff check .

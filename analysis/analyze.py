@@ -3,8 +3,8 @@ defines what is measured).
 
 Reads an evaluation directory (``predictions.parquet``, ``manifest.json``), the dataset and
 SIDs it was made from (or the ones given), optionally item embeddings, and writes
-``eval_results.jsonl``, ``badcase_report.json``, ``summary_report.txt`` and
-``visualizations/*.png`` into a new output directory.
+``eval_results.jsonl``, ``badcase_report.json``, ``summary_report.txt``,
+``visualizations/*.png`` and a self-contained ``report.html`` into a new output directory.
 """
 
 from __future__ import annotations
@@ -17,10 +17,12 @@ import numpy as np
 import polars as pl
 
 from sidrec.analysis import badcase as bc
+from sidrec.analysis.html import write_html
 from sidrec.analysis.plots import write_plots
 from sidrec.data.dataset import read_dataset
 from sidrec.errors import InputError, SidrecError, require_file
 from sidrec.io import MANIFEST, PREDICTIONS_FILE, atomic_dir, read_json, write_json
+from sidrec.ledger import describe
 from sidrec.manifest import Run
 from sidrec.metrics import hr_ndcg
 from sidrec.sids import SidTable, read_sid_dir, sid_summary
@@ -42,13 +44,41 @@ def _predictions(eval_dir: Path) -> pl.DataFrame:
 
 def _inputs(eval_dir: Path, data: Path | None, sid: Path | None) -> tuple[Path, Path | None]:
     """The dataset and SID directories: given, or those the evaluation read."""
-    manifest = read_json(require_file(eval_dir / MANIFEST, "evaluation manifest"))
-    inputs = manifest.get("inputs", {})
+    inputs = _evaluation_inputs(eval_dir)
     data = data or (Path(inputs["data"]) if "data" in inputs else None)
     if data is None:
         raise SidrecError(f"{eval_dir}: its manifest names no dataset; pass --data")
     sid = sid or (Path(inputs["sid"]) if "sid" in inputs else None)
     return data, sid
+
+
+def _evaluation_inputs(eval_dir: Path) -> dict[str, str]:
+    manifest = read_json(require_file(eval_dir / MANIFEST, "evaluation manifest"))
+    return manifest.get("inputs", {})
+
+
+def _training(eval_dir: Path) -> dict[str, Any] | None:
+    """What the evaluated model's training said (its manifest and config), when it has them:
+    what ``sidrec suggest`` bases the hyperparameter strategy on."""
+    model = _evaluation_inputs(eval_dir).get("model")
+    if model is None or not (Path(model) / MANIFEST).is_file():
+        return None
+    m = read_json(Path(model) / MANIFEST)
+    keys = (
+        "stage",
+        "eval_loss_first",
+        "eval_loss_best",
+        "eval_loss_last",
+        "select_by",
+        "best_metric",
+        "best_checkpoint",
+        "train_seconds",
+    )
+    out = {k: m.get(k) for k in keys}
+    out["model"] = model
+    out["steps"] = m.get("counts", {}).get("steps")
+    out["epochs"] = m.get("counts", {}).get("epochs")
+    return out
 
 
 def _segments(
@@ -210,6 +240,9 @@ def analyze(
     segments, skipped = _segments(histories, targets, freq, ds.items, table, emb)
     report = {
         "evaluation": str(eval_dir),
+        "dataset": describe(data, "source", "dataset"),
+        "titles": bool(ds.items["title"].str.strip_chars().str.len_chars().gt(0).any()),
+        "training": _training(eval_dir),
         "users": frame.height,
         "top_k": top_k,
         "failures": int((~hit).sum()),
@@ -231,8 +264,10 @@ def analyze(
                 row["segments"] = {name: lab[r] for name, lab in segments.items()}
                 f.write(json.dumps(row) + "\n")
         write_json(tmp / "badcase_report.json", report)
-        (tmp / "summary_report.txt").write_text(format_summary(report) + "\n", encoding="utf-8")
+        summary = format_summary(report)
+        (tmp / "summary_report.txt").write_text(summary + "\n", encoding="utf-8")
         write_plots(report, ranks, ranked.shape[1], tmp / "visualizations")
+        write_html(report, tmp / "visualizations", tmp / "report.html", summary)
         run.finish(tmp, {"users": frame.height, "failures": report["failures"]})
     return report
 

@@ -115,6 +115,11 @@ def evaluate_model(
         results = write_ranking(tmp, rows, items, scores, info, ranked_sids, target_sids)
         run.finish(tmp, {"users": rows.height}, results=results)
     record_experiment(
-        cfg, out, results, describe(model_dir, "base_model"), Path(data), describe(sid_dir)
+        cfg,
+        out,
+        results,
+        describe(model_dir, "stage", "base_model"),
+        Path(data),
+        describe(sid_dir, "stage"),
     )
     return results

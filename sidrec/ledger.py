@@ -50,13 +50,15 @@ def config_hash(cfg: dict[str, Any]) -> str:
 
 
 def describe(path: str | Path, *keys: str) -> str:
-    """``stage`` (and the given manifest fields, ``:``-joined) of the sidrec output at
-    ``path``; empty when it has no manifest."""
+    """The given manifest fields of the sidrec output at ``path``, ``:``-joined (those it
+    lacks left out); empty when it has no manifest.
+
+    Example: ``describe(data, "source", "dataset")`` -> ``"letter:Beauty"``."""
     try:
         m = json.loads((Path(path) / MANIFEST).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return ""
-    return ":".join(str(m[k]) for k in ("stage", *keys) if m.get(k) is not None)
+    return ":".join(str(m[k]) for k in keys if m.get(k) is not None)
 
 
 def _check_header(path: Path, text: str) -> None:

@@ -3,6 +3,7 @@ and ``sidrec analyze`` end to end on an evaluation of the tiny model."""
 
 from __future__ import annotations
 
+import html
 import json
 import math
 from pathlib import Path
@@ -121,6 +122,10 @@ def test_analyze_writes_every_file_and_counts_right(evaluation: Path, tmp_path: 
     assert "failure rate" in (out / "summary_report.txt").read_text()
     for plot in PLOTS:
         assert (out / "visualizations" / f"{plot}.png").read_bytes()[:4] == b"\x89PNG"
+    page = (out / "report.html").read_text()
+    assert page.count("src='data:image/png;base64,") == len(PLOTS) and "http" not in page
+    for case in report["examples"]:  # every bad case is shown with its titles
+        assert html.escape(case["target"]["title"]) in page
 
 
 def test_analyze_with_embeddings_and_bad_input(
