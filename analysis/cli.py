@@ -1,12 +1,12 @@
-"""``sidrec analyze`` and ``sidrec compare``: thin layers over :mod:`sidrec.analysis.analyze`
-and :mod:`sidrec.analysis.compare`, imported when a command runs."""
+"""``sidrec analyze``, ``sidrec suggest`` and ``sidrec compare``: thin layers over the
+modules of :mod:`sidrec.analysis`, imported when a command runs."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from sidrec.config import load_config
+from sidrec.config import command_config
 from sidrec.errors import SidrecError
 from sidrec.ledger import ledger_path
 
@@ -19,6 +19,20 @@ def _analyze(a: argparse.Namespace) -> None:
     print(f"written: {a.out}")
 
 
+def _suggest(a: argparse.Namespace) -> None:
+    import sys
+
+    from sidrec.analysis.suggest import ask, suggest
+
+    if not a.auto and not sys.stdin.isatty():
+        raise SidrecError("no terminal to choose strategies in: pass --auto")
+    result = suggest(a.report, a.out, a.auto, None if a.auto else ask)
+    for s in result["strategies"]:
+        mark = "chosen" if s["name"] in result["chosen"] else "-"
+        print(f"{s['name']:<15} {mark:<7} triggered={s['triggered']}  {s['evidence']}")
+    print(f"overlay: {result['written']} (sidrec pipeline --config BASE --overlay {a.out})")
+
+
 def _compare(a: argparse.Namespace) -> None:
     import polars as pl
 
@@ -27,7 +41,7 @@ def _compare(a: argparse.Namespace) -> None:
     if a.ledger is not None:
         if a.runs:
             raise SidrecError("give runs to compare or --ledger, not both")
-        path = a.ledger or ledger_path(load_config(a.config))
+        path = a.ledger or ledger_path(command_config(a, []))
         ranked = rank_ledger(path, a.metric, a.top)
         cols = ["run_name", "method", "model", "dataset", "sid_method", "split", "users"]
         with pl.Config(tbl_cols=-1, tbl_rows=-1, tbl_width_chars=200, fmt_str_lengths=40):
@@ -39,7 +53,7 @@ def _compare(a: argparse.Namespace) -> None:
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    """Register ``sidrec analyze`` and ``sidrec compare``."""
+    """Register ``sidrec analyze``, ``sidrec suggest`` and ``sidrec compare``."""
     p = sub.add_parser(
         "analyze",
         help="bad-case report of an evaluation: segments, decoding depth, what is recommended",
@@ -55,6 +69,18 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="which misses are shown as examples")
     p.add_argument("--overwrite", action="store_true", help="replace a complete output")
     p.set_defaults(func=_analyze)
+
+    p = sub.add_parser(
+        "suggest",
+        help="optimization strategies from a bad-case report, as a config overlay",
+        description="Judge the six strategies (long_tail, cold_start, short_history, "
+        "sid_quality, recency_bias, hyperparameter) on a badcase_report.json and write the "
+        "chosen ones' config changes as an overlay for --overlay.",
+    )
+    p.add_argument("--report", type=Path, required=True, help="a badcase_report.json")
+    p.add_argument("--out", type=Path, required=True, help="the overlay YAML to write")
+    p.add_argument("--auto", action="store_true", help="take every triggered strategy")
+    p.set_defaults(func=_suggest)
 
     p = sub.add_parser(
         "compare",

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sidrec.config import load_config, stage_path
+from sidrec.config import command_config, stage_path
 
 
 def _evaluate(a: argparse.Namespace) -> dict:
@@ -19,7 +19,7 @@ def _evaluate(a: argparse.Namespace) -> dict:
             overrides.append(f"evaluate.{key}={value}")
     if a.split is not None:
         overrides.append(f"evaluate.split={a.split}")
-    cfg = load_config(a.config, overrides)
+    cfg = command_config(a, overrides)
     model = a.model or stage_path(cfg, "sft")
     data = a.data or stage_path(cfg, "data")
     sid = a.sid  # None: the SIDs bundled with the model
@@ -31,7 +31,7 @@ def _evaluate(a: argparse.Namespace) -> dict:
 def _sasrec(a: argparse.Namespace) -> dict:
     from sidrec.evaluate.sasrec import train_sasrec
 
-    cfg = load_config(a.config, a.overrides)
+    cfg = command_config(a)
     data = a.data or stage_path(cfg, "data")
     out = a.out or stage_path(cfg, "sasrec")
     return train_sasrec(data, out, cfg, a.overwrite)["metrics"]

@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from sidrec.config import load_config, stage_path
+from sidrec.config import command_config, stage_path
 
 
 def run_rl(
@@ -48,7 +48,7 @@ def run_rl(
 
 def _rl(a: argparse.Namespace) -> dict:
     overrides = list(a.overrides) + ([f"rl.algo={a.algo}"] if a.algo else [])
-    cfg = load_config(a.config, overrides)
+    cfg = command_config(a, overrides)
     return run_rl(
         cfg, a.model, a.data, a.out, a.embeddings, a.examples, a.sasrec, a.resume, a.overwrite
     )

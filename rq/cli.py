@@ -7,12 +7,12 @@ import argparse
 import json
 from pathlib import Path
 
-from sidrec.config import load_config
+from sidrec.config import command_config
 
 
 def _config(a: argparse.Namespace, section: str, flags: dict[str, object]) -> dict:
     overrides = [f"{section}.{k}={json.dumps(v)}" for k, v in flags.items() if v is not None]
-    return load_config(a.config, [*overrides, *a.overrides])
+    return command_config(a, [*overrides, *a.overrides])
 
 
 def _common(p: argparse.ArgumentParser) -> None:

@@ -8,7 +8,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from sidrec.config import load_config, stage_path
+from sidrec.config import command_config, stage_path
 from sidrec.io import is_complete
 
 
@@ -19,7 +19,7 @@ def _paths(a: argparse.Namespace, cfg: dict[str, Any], names: tuple[str, ...]) -
 def _convert(a: argparse.Namespace) -> dict:
     from sidrec.sft.convert import convert
 
-    cfg = load_config(a.config, a.overrides)
+    cfg = command_config(a)
     data, sid, out = _paths(a, cfg, ("data", "sid", "examples"))
     return convert(data, sid, out, cfg, a.overwrite)
 
@@ -28,7 +28,7 @@ def _sft(a: argparse.Namespace) -> dict:
     from sidrec.sft.convert import convert
     from sidrec.sft.train import train_sft
 
-    cfg = load_config(a.config, a.overrides)
+    cfg = command_config(a)
     examples, out = _paths(a, cfg, ("examples", "sft"))
     if not is_complete(examples):
         data, sid = stage_path(cfg, "data"), stage_path(cfg, "sid")

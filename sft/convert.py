@@ -115,10 +115,33 @@ def _task_rows(
             if titles[target] is None:
                 skipped += 1
                 continue
-            rows.append({"history": text, "completion": titles[target]})  # type: ignore[dict-item]
+            rows.append({"history": text, "completion": titles[target], "target": target})
         else:
-            rows.append({"history": text, "completion": sids[target]})
+            rows.append({"history": text, "completion": sids[target], "target": target})
     return rows, skipped
+
+
+def _recent_copies(rows: list[dict[str, Any]], n: int) -> list[dict[str, Any]]:
+    """Each history row again with only its last ``n`` items (rows already that short are not
+    repeated): recent context on its own, for models that under-use it."""
+    return [{**r, "history": r["history"][-n:]} for r in rows if len(r["history"]) > n]
+
+
+def _pick(
+    rows: list[dict[str, Any]],
+    weight: float,
+    balance: float,
+    freq: np.ndarray,
+    rng: np.random.Generator,
+) -> list[dict[str, Any]]:
+    """``round(weight * len(rows))`` rows: :func:`weighted_pick`, or with ``balance`` > 0 a
+    seeded draw with replacement, each row's chance proportional to its target's training
+    frequency to the power ``-balance`` (rows without a target keep weight 1)."""
+    if balance == 0 or not rows or "target" not in rows[0]:
+        return [rows[i] for i in weighted_pick(len(rows), weight, rng)]
+    p = np.maximum(freq[[r["target"] for r in rows]], 1).astype(float) ** -balance
+    idx = rng.choice(len(rows), size=round(weight * len(rows)), replace=True, p=p / p.sum())
+    return [rows[i] for i in np.sort(idx)]
 
 
 def _fill(
@@ -130,7 +153,7 @@ def _fill(
     for i, row in zip(choice, rows, strict=True):
         template = templates[int(i)]
         history = row.get("history", [])
-        others = {k: v for k, v in row.items() if k not in ("completion", "history")}
+        others = {k: v for k, v in row.items() if k not in ("completion", "history", "target")}
         prompt = fill_template(template, history, sep, **others)
         out.append((prompt, row["completion"], template if history else "", history))
     return out
@@ -169,6 +192,17 @@ def build_examples(
                 f"sft.format=sequence trains the main task only; set convert.tasks.{others[0]}=0"
             )
     _check_templates(templates, tasks)
+    balance, recent = conv["popularity_balance"], conv["recent_items"]
+    if not 0 <= balance <= 1:
+        raise SidrecError(f"convert.popularity_balance must be in [0, 1], got {balance}")
+    if recent < 0:
+        raise SidrecError(f"convert.recent_items must be >= 0 (0 = off), got {recent}")
+    if fmt == "sequence" and (balance or recent):
+        raise SidrecError(
+            "convert.popularity_balance and convert.recent_items shape prompt-format examples; "
+            "sft.format=sequence trains whole sequences"
+        )
+    freq = np.bincount(ds.train["target"].to_numpy(), minlength=ds.items.height)
     sids, titles = table.sids, _titles(ds)
     rng = np.random.default_rng(seed)
     frames: dict[str, list[pl.DataFrame]] = {"train": [], "valid": []}
@@ -203,7 +237,9 @@ def build_examples(
             rows, skipped = _task_rows(task, ds, sids, titles, "train")
             if skipped:
                 counts["skipped_no_title"][task] = skipped
-            picked = [rows[i] for i in weighted_pick(len(rows), weight, rng)]
+            if recent and TASK_FIELDS[task] == ("history",):
+                rows = rows + _recent_copies(rows, recent)
+            picked = _pick(rows, weight, balance, freq, rng)
             add("train", task, _fill(picked, templates[task], history_separator(task, sep), rng))
     spec = main_prompt_spec(cfg, False, max_history)
     valid = ds.valid

@@ -35,14 +35,31 @@ def build_parser() -> argparse.ArgumentParser:
     analysis_cli.add_commands(sub)
     _add_pipeline(sub)
     _add_recommend(sub)
+    _add_overlays(parser)
     return parser
 
 
+def _add_overlays(parser: argparse.ArgumentParser) -> None:
+    """Give every command that reads ``--config`` a repeatable ``--overlay FILE``."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                _add_overlays(sub)
+    if any("--config" in a.option_strings for a in parser._actions):
+        parser.add_argument(
+            "--overlay",
+            type=Path,
+            action="append",
+            metavar="FILE",
+            help="config applied over --config, e.g. a `sidrec suggest` output (repeatable)",
+        )
+
+
 def _pipeline(a: argparse.Namespace) -> None:
-    from sidrec.config import load_config
+    from sidrec.config import command_config
     from sidrec.pipeline import run_pipeline
 
-    run_pipeline(load_config(a.config, a.overrides), a.force, until=a.until)
+    run_pipeline(command_config(a), a.force, until=a.until)
 
 
 def _add_pipeline(sub: argparse._SubParsersAction) -> None:

@@ -75,33 +75,43 @@ def _merge(base: dict[str, Any], new: dict[str, Any], prefix: str, source: str) 
             base[k] = _typed(key, base[k], v, source)
 
 
-def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> dict[str, Any]:
+def _read_profile(path: str | Path) -> dict[str, Any]:
+    path = require_file(path, "config file")
+    try:
+        profile = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        raise InputError(
+            path,
+            f"invalid YAML: {getattr(e, 'problem', e)}",
+            row=mark.line + 1 if mark else None,
+            row_label="line",
+        ) from None
+    if not isinstance(profile, dict):
+        raise InputError(path, "expected a YAML mapping of config keys")
+    return profile
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: Iterable[str] = (),
+    overlays: Iterable[str | Path] = (),
+) -> dict[str, Any]:
     """Resolve a config.
 
     Args:
         path: a YAML profile (e.g. ``configs/demo.yaml``), or None for the defaults alone.
         overrides: ``dotted.key=value`` strings; values are parsed as YAML (``3``, ``true``).
+        overlays: YAML files applied over the profile, in order, before the overrides (e.g.
+            what ``sidrec suggest`` writes).
 
     Example:
         >>> load_config(None, ["data.synth.n_items=50"])["data"]["synth"]["n_items"]
         50
     """
     cfg = defaults()
-    if path is not None:
-        path = require_file(path, "config file")
-        try:
-            profile = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            raise InputError(
-                path,
-                f"invalid YAML: {getattr(e, 'problem', e)}",
-                row=mark.line + 1 if mark else None,
-                row_label="line",
-            ) from None
-        if not isinstance(profile, dict):
-            raise InputError(path, "expected a YAML mapping of config keys")
-        _merge(cfg, profile, "", str(path))
+    for layer in ([path] if path is not None else []) + list(overlays):
+        _merge(cfg, _read_profile(layer), "", str(layer))
     for item in overrides:
         key, eq, raw = item.partition("=")
         if not eq or not key:
@@ -112,6 +122,13 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -
             nested = {p: nested}
         _merge(cfg, nested, "", f"override {item!r}")
     return cfg
+
+
+def command_config(a: Any, overrides: Iterable[str] | None = None) -> dict[str, Any]:
+    """The config of a parsed ``sidrec`` command: its ``--config`` profile, its ``--overlay``
+    files, then ``overrides`` (default: its ``key=value`` arguments)."""
+    given = a.overrides if overrides is None else overrides
+    return load_config(a.config, given, a.overlay or ())
 
 
 def stage_path(cfg: dict[str, Any], name: str) -> Path:

@@ -25,6 +25,7 @@ from sidrec.data.stats import dataset_stats, format_stats
 from sidrec.errors import SidrecError
 from sidrec.evaluate.generative import evaluate_model
 from sidrec.io import MANIFEST, RESULTS_FILE, is_complete, read_json
+from sidrec.ledger import describe
 from sidrec.manifest import recording, run_id
 from sidrec.rq.embed import embed_dataset
 from sidrec.rq.stage import build_sids, report_sids
@@ -156,6 +157,16 @@ def stage_state(out: Path, want: dict[str, Any]) -> str:
     return state if _made_as(record, want) else "stale"
 
 
+def _check_suggested_for(cfg: dict[str, Any], data: Path) -> None:
+    """Refuse an overlay that ``sidrec suggest`` made for another dataset."""
+    want, found = cfg["suggested_for"], describe(data, "source", "dataset")
+    if want is not None and want != found:
+        raise SidrecError(
+            f"the config's overlay was suggested for dataset {want!r}, but {data} is {found!r}; "
+            "analyze this dataset's own evaluation and suggest again"
+        )
+
+
 def run_pipeline(
     cfg: dict[str, Any],
     force: bool = False,
@@ -181,6 +192,8 @@ def run_pipeline(
             log(f"[{stage.name}] {'resuming' if state == 'resumable' else 'building'} {out}")
             with recording(want):
                 stage.run(cfg, out, state != "resumable")
+        if stage.name == "data":
+            _check_suggested_for(cfg, out)
         if stage.show is not None:
             log(stage.show(out))
         outputs[stage.name] = out
