@@ -36,6 +36,7 @@ th:first-child, td:first-child { text-align: left; }
 img { max-width: 100%; border: 1px solid #eee; }
 .case { border-left: 3px solid #c33; padding-left: 0.8em; margin-bottom: 1em; }
 .muted { color: #777; }
+pre { white-space: pre-wrap; }
 </style>"""
 
 
@@ -55,6 +56,10 @@ def _pct(x: float | None) -> str:
 
 def _num(x: float | None) -> str:
     return "-" if x is None else f"{x:.4f}"
+
+
+def _value(x: Any) -> str:
+    return f"{x:.4f}" if isinstance(x, float) else _e(x)
 
 
 def _segments(report: dict[str, Any]) -> str:
@@ -137,7 +142,7 @@ def write_html(report: dict[str, Any], charts: Path, path: Path, summary: str) -
             list(report["decoding"].get("misses_by_depth", {}).items()),
         ),
         "<h2>What is recommended</h2>",
-        _table(["measure", "value"], [[n, v] for n, v in rec.items()]),
+        _table(["measure", "value"], [[n, _value(v)] for n, v in rec.items()]),
         "<h2>Charts</h2>",
         *images,
         "<h2>Bad cases</h2>",
