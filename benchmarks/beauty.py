@@ -85,6 +85,11 @@ def _versus(a: Path, b: Path) -> dict[str, Any]:
     }
 
 
+def _papers_protocol(results: dict[str, Any]) -> dict[str, float]:
+    """R@K / N@K with the history's items left in the ranking (the generative papers')."""
+    return _short(results.get("metrics_with_history", results["metrics"]))
+
+
 def _intervals(directory: Path) -> dict[str, list[float]]:
     """95% bootstrap intervals over the evaluated users of R@10 and N@10."""
     found = metric_interval(_ranks(directory)[1], 10)
@@ -132,6 +137,7 @@ def run(
     ours = read_json(outputs["evaluate"] / RESULTS_FILE)
     sft = read_json(outputs["sft"] / "manifest.json")
     baseline = versus = sasrec_goal = None
+    exclude = cfg["evaluate"]["exclude_history"]
     if sasrec:
         sasrec_dir = stage_path(cfg, "sasrec")
         want = {k: cfg[k] for k in SASREC_KEYS}
@@ -141,6 +147,7 @@ def run(
         found = read_json(sasrec_dir / RESULTS_FILE)
         baseline = {
             **_short(found["metrics"]),
+            "history_kept": _papers_protocol(found),
             "settings": cfg["sasrec"],
             "parameters": found["parameters"],
             "best_epoch": found["best_epoch"],
@@ -152,11 +159,13 @@ def run(
         want_sasrec = PUBLISHED[SASREC_GOAL]
         sasrec_goal = {
             "reach": SASREC_GOAL,
+            "protocol": "history left out, as RecBole" if exclude else "history kept",
             **{k: want_sasrec[k] for k in ("R@10", "N@10")},
             "met": all(baseline[k] >= want_sasrec[k] for k in ("R@10", "N@10")),
             f"under_{MINUTES}_minutes": found["train_seconds"] < MINUTES * 60,
         }
     mine = _short(ours["metrics"])
+    papers = _papers_protocol(ours)  # what the published generative rows report
     goal = PUBLISHED[GOAL]
     return {
         "benchmark": "beauty",
@@ -164,7 +173,14 @@ def run(
         f"{ours['users']} test users",
         "protocol": "leave-one-out; test history = every item before the last (last 20 kept); "
         f"{ours['num_beams']} constrained beams ranked by SID log-probability; full ranking; "
-        "papers' rule: a predicted SID matches when it equals the target's SID",
+        "papers' rule: a predicted SID matches when it equals the target's SID; "
+        + (
+            "R@K / N@K with each user's history items left out of the ranking (RecBole's "
+            "full-ranking protocol, which the SASRec goal's figure used), `history_kept`: "
+            "the same lists unfiltered (the generative papers' protocol)"
+            if exclude
+            else "history items stay in the ranking"
+        ),
         "settings": {
             "config": str(config),
             "overrides": overrides,
@@ -182,6 +198,7 @@ def run(
         "results": {
             "sidrec": {
                 **mine,
+                "history_kept": papers,
                 "strict": _short(ours["metrics_strict"]),
                 "ci95": _intervals(outputs["evaluate"]),
                 "train_minutes": round(sft["seconds"] / 60, 1),
@@ -195,7 +212,8 @@ def run(
         "goal": {
             "beat": GOAL,
             **{k: goal[k] for k in ("R@10", "N@10")},
-            "met": mine["R@10"] > goal["R@10"] and mine["N@10"] > goal["N@10"],
+            "protocol": "history kept, as the paper",
+            "met": papers["R@10"] > goal["R@10"] and papers["N@10"] > goal["N@10"],
             "beats_sasrec": None
             if baseline is None
             else all(mine[k] > baseline[k] for k in ("R@10", "N@10")),

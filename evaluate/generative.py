@@ -24,6 +24,7 @@ from sidrec.evaluate.ranking import device_name, record_experiment, write_rankin
 from sidrec.io import atomic_dir, check_output
 from sidrec.ledger import describe
 from sidrec.manifest import Run
+from sidrec.metrics import drop_history
 from sidrec.model_dir import load_sid_model, model_sids
 from sidrec.prompts import PromptSpec
 from sidrec.sequences import query_rows
@@ -72,6 +73,10 @@ def evaluate_model(
     inputs = {"model": str(model_dir), "data": str(data), "sid": str(sid_dir)}
     run = Run("evaluate", cfg, inputs, None)
     k = e["num_beams"]
+    histories = rows["history"].to_list()
+    exclude = e["exclude_history"]
+    # with the history left out, enough beams that num_beams new items remain
+    beams = k + (max(map(len, histories), default=0) if exclude else 0)
     started = time.perf_counter()
     with state.split_between_processes(list(range(len(prompts)))) as shard:
         shard = sorted(shard, key=lambda i: len(prompts[i]))
@@ -79,7 +84,9 @@ def evaluate_model(
         batches = range(0, len(shard), e["batch_size"])
         for b in tqdm(batches, desc="evaluate", disable=not state.is_main_process):
             part = shard[b : b + e["batch_size"]]
-            top, scores = beam_search(model, index, [prompts[i] for i in part], k, tok.pad_token_id)
+            top, scores = beam_search(
+                model, index, [prompts[i] for i in part], beams, tok.pad_token_id
+            )
             found += zip(part, top.tolist(), scores.tolist(), strict=True)
     found = gather_object(found)
     seconds = time.perf_counter() - started
@@ -92,7 +99,12 @@ def evaluate_model(
     scores = np.array([r[2] for r in found], dtype=np.float64)
     catalog = index.catalog
     items = catalog.representative[top]
-    ranked_sids = [[sids[i] for i in row] for row in items.tolist()]
+    unfiltered = unfiltered_sids = None
+    if exclude:
+        unfiltered = items[:, :k]
+        unfiltered_sids = [[sids[i] for i in row] for row in unfiltered.tolist()]
+        items, scores = drop_history(items, scores, histories, k)
+    ranked_sids = [[sids[i] if i >= 0 else "" for i in row] for row in items.tolist()]
     target_sids = [sids[t] for t in rows["target"].to_list()]
     shared = sum(len(its) > 1 for its in catalog.items)
     info = {
@@ -100,6 +112,8 @@ def evaluate_model(
         "model": str(model_dir),
         "split": e["split"],
         "num_beams": k,
+        "beams_decoded": beams,
+        "exclude_history": exclude,
         "batch_size": e["batch_size"],
         "max_users": e["max_users"],
         "shared_sids": shared,
@@ -112,7 +126,9 @@ def evaluate_model(
         "bf16": bf16,
     }
     with atomic_dir(out, overwrite) as tmp:
-        results = write_ranking(tmp, rows, items, scores, info, ranked_sids, target_sids)
+        results = write_ranking(
+            tmp, rows, items, scores, info, ranked_sids, target_sids, unfiltered, unfiltered_sids
+        )
         run.finish(tmp, {"users": rows.height}, results=results)
     record_experiment(
         cfg,

@@ -32,6 +32,8 @@ def write_ranking(
     info: dict[str, Any],
     sids: list[list[str]] | None = None,
     target_sids: list[str] | None = None,
+    unfiltered: np.ndarray | None = None,
+    unfiltered_sids: list[list[str]] | None = None,
 ) -> dict[str, Any]:
     """Score a ranking and write ``predictions.parquet`` and ``results.json`` into ``out``.
 
@@ -44,12 +46,22 @@ def write_ranking(
             rule (a predicted SID matches when it equals the target's SID) and
             ``metrics_strict`` credit a shared SID to one item only (the ranked item).
         target_sids: per row, the target's SID (with ``sids``).
+        unfiltered: (N, K) the ranking before the history's items were left out (with
+            ``evaluate.exclude_history``; ``unfiltered_sids`` their SIDs for generative
+            models): scored as ``metrics_with_history``.
 
     Returns:
         The results dictionary.
     """
     targets = rows["target"].to_numpy()
     ks = cutoffs(items.shape[1])
+
+    def sid_ranks(ranked_sids: list[list[str]]) -> np.ndarray:
+        assert target_sids is not None
+        width = max(len(s) for s in target_sids + [x for r in ranked_sids for x in r]) or 1
+        ranked = np.array(ranked_sids, dtype=f"<U{width}")
+        return target_ranks(ranked, np.array(target_sids, dtype=f"<U{width}"))
+
     strict = target_ranks(items, targets)
     cols: dict[str, Any] = {
         "user_id": rows["user_id"],
@@ -63,16 +75,18 @@ def write_ranking(
         rank = strict
         results["match_rule"] = "item"
     else:
-        assert target_sids is not None
-        width = max(len(s) for s in target_sids + [x for r in sids for x in r])
-        ranked = np.array(sids, dtype=f"<U{width}")
-        rank = target_ranks(ranked, np.array(target_sids, dtype=f"<U{width}"))
+        rank = sid_ranks(sids)
         cols |= {"target_sid": target_sids, "ranked_sids": sids, "rank_strict": strict}
         results["match_rule"] = "sid (a predicted SID matches when it equals the target's SID)"
     cols["rank"] = rank
     results["metrics"] = hr_ndcg(rank, ks)
     if sids is not None:
         results["metrics_strict"] = hr_ndcg(strict, ks)
+    if unfiltered is not None:
+        before = target_ranks(unfiltered, targets) if unfiltered_sids is None else None
+        results["metrics_with_history"] = hr_ndcg(
+            before if before is not None else sid_ranks(unfiltered_sids), ks
+        )
     # ranks are 1-based; null where the target is not among the K predictions
     frame = pl.DataFrame(cols).with_columns(
         pl.when(pl.col(c) > 0).then(pl.col(c)).cast(pl.Int32).alias(c)

@@ -85,16 +85,28 @@ def train_epoch(
 
 @torch.no_grad()
 def rank_items(
-    model: SASRec, histories: list[list[int]], k: int, max_len: int, batch: int
+    model: SASRec,
+    histories: list[list[int]],
+    k: int,
+    max_len: int,
+    batch: int,
+    exclude_history: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Top-``k`` items (N, k) and scores (N, k) after each history, full ranking."""
+    """Top-``k`` items (N, k) and scores (N, k) after each history, full ranking (without the
+    history's own items when ``exclude_history``)."""
     model.eval()
     dev = next(model.parameters()).device
     items, scores = [], []
     for b in range(0, len(histories), batch):
-        part = [[i + 1 for i in h[-max_len:]] for h in histories[b : b + batch]]
+        hists = histories[b : b + batch]
+        part = [[i + 1 for i in h[-max_len:]] for h in hists]
         hidden = model(pad_left(part, max_len).to(dev))[:, -1]
-        top = model.scores(hidden).topk(k, dim=1)
+        all_scores = model.scores(hidden)
+        if exclude_history:
+            rows = [r for r, h in enumerate(hists) for _ in h]
+            cols = [i for h in hists for i in h]
+            all_scores[rows, cols] = float("-inf")
+        top = all_scores.topk(k, dim=1)
         items.append(top.indices.cpu().numpy())
         scores.append(top.values.float().cpu().numpy())
     return np.concatenate(items), np.concatenate(scores)
@@ -137,13 +149,16 @@ def train_sasrec(
     valid = query_rows(ds, "valid", s["max_valid_users"], cfg["seed"])
     valid_hist = valid["history"].to_list()
     valid_target = valid["target"].to_numpy()
+    exclude = cfg["evaluate"]["exclude_history"]
     best, best_state, waited, log = -1.0, None, 0, []
     patience = s["patience"]
     started = time.perf_counter()
     bar = tqdm(range(1, s["epochs"] + 1), desc="sasrec")
     for epoch in bar:
         train_loss = train_epoch(model, opt, windows, s["batch_size"], rng)
-        items, _ = rank_items(model, valid_hist, VALID_K, s["max_len"], s["eval_batch_size"])
+        items, _ = rank_items(
+            model, valid_hist, VALID_K, s["max_len"], s["eval_batch_size"], exclude
+        )
         metrics = hr_ndcg(target_ranks(items, valid_target), [VALID_K])
         log.append({"epoch": epoch, "train_loss": train_loss, **metrics})
         score = metrics[f"NDCG@{VALID_K}"]
@@ -160,14 +175,19 @@ def train_sasrec(
     e = cfg["evaluate"]
     rows = query_rows(ds, e["split"], e["max_users"], cfg["seed"])
     started = time.perf_counter()
+    histories = rows["history"].to_list()
     items, scores = rank_items(
-        model, rows["history"].to_list(), s["top_k"], s["max_len"], s["eval_batch_size"]
+        model, histories, s["top_k"], s["max_len"], s["eval_batch_size"], exclude
     )
+    unfiltered = None
+    if exclude:
+        unfiltered, _ = rank_items(model, histories, s["top_k"], s["max_len"], s["eval_batch_size"])
     info = {
         "method": "sasrec",
         "split": e["split"],
         "top_k": s["top_k"],
         "max_users": e["max_users"],
+        "exclude_history": exclude,
         "best_epoch": max(log, key=lambda r: r[f"NDCG@{VALID_K}"])["epoch"],
         "epochs_run": len(log),
         "parameters": sum(p.numel() for p in model.parameters()),
@@ -178,7 +198,7 @@ def train_sasrec(
     with atomic_dir(out, overwrite) as tmp:
         torch.save(model.state_dict(), tmp / MODEL_FILE)
         write_json(tmp / "train_log.json", log)
-        results = write_ranking(tmp, rows, items, scores, info)
+        results = write_ranking(tmp, rows, items, scores, info, unfiltered=unfiltered)
         run.finish(tmp, {"users": rows.height, "train_windows": len(windows)}, results=results)
     record_experiment(cfg, out, results, "sasrec", Path(data), "")
     return results

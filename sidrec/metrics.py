@@ -100,6 +100,32 @@ def paired_difference(
     return out
 
 
+def drop_history(
+    ranked: np.ndarray, scores: np.ndarray, histories: Sequence[Sequence[int]], k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's first ``k`` items that are not in its history, with their scores.
+
+    Args:
+        ranked: (N, B) items, best first (B >= k + the longest history keeps k per row).
+        scores: (N, B) their scores.
+
+    Returns:
+        (N, k) items and scores; -1 and -inf where a row ran out.
+
+    Example:
+        >>> drop_history(np.array([[4, 1, 2]]), np.array([[3.0, 2.0, 1.0]]), [[4]], 2)[0].tolist()
+        [[1, 2]]
+    """
+    items = np.full((len(ranked), k), -1, dtype=ranked.dtype)
+    kept = np.full((len(ranked), k), -np.inf, dtype=float)
+    for r, (row, hist) in enumerate(zip(ranked, histories, strict=True)):
+        keep = ~np.isin(row, np.asarray(hist, dtype=row.dtype))
+        found = row[keep][:k]
+        items[r, : len(found)] = found
+        kept[r, : len(found)] = scores[r][keep][:k]
+    return items, kept
+
+
 def cutoffs(num_beams: int) -> list[int]:
     """The standard K values that fit in ``num_beams`` predictions."""
     return [k for k in KS if k <= num_beams]

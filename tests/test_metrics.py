@@ -14,6 +14,7 @@ from sidrec.evaluate.ranking import write_ranking
 from sidrec.io import read_json
 from sidrec.metrics import (
     cutoffs,
+    drop_history,
     hr_ndcg,
     metric_interval,
     paired_difference,
@@ -75,6 +76,15 @@ def test_a_metrics_interval_covers_it_and_narrows_with_more_users() -> None:
         assert ci["NDCG@10"][0] < m["NDCG@10"] < ci["NDCG@10"][1]
     width = [metric_interval(r, 10)["HR@10"] for r in (few, many)]
     assert width[1][1] - width[1][0] < (width[0][1] - width[0][0]) / 3  # sqrt(40) ~ 6.3x
+
+
+def test_dropping_history_items_keeps_order_and_fills_what_it_can() -> None:
+    ranked = np.array([[5, 1, 7, 2, 9], [3, 4, 6, 8, 0]])
+    scores = -np.arange(5.0)[None].repeat(2, 0)
+    items, kept = drop_history(ranked, scores, [[1, 2, 7], [3, 4, 6, 8]], 3)
+    assert items.tolist() == [[5, 9, -1], [0, -1, -1]]
+    assert kept[0, :2].tolist() == [0.0, -4.0] and np.isinf(kept[0, 2])
+    assert kept[1].tolist()[0] == -4.0
 
 
 def test_cutoffs_fit_the_beams() -> None:

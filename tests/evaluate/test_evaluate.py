@@ -169,3 +169,33 @@ def test_sasrec_trains_and_reports_in_the_same_form(trained: dict, tmp_path: Pat
     ledger = read_ledger(tmp_path / "experiments.csv")
     assert ledger["method"].to_list() == ["sasrec"] and ledger["model"][0] == "sasrec"
     assert ledger["HR@20"][0] == results["metrics"]["HR@20"] and ledger["HR@50"][0] is None
+
+
+def test_history_items_can_be_left_out_of_both_rankings(trained: dict, tmp_path: Path) -> None:
+    """evaluate.exclude_history (RecBole's protocol): no user is recommended an item of their
+    own history, by the generative model or by SASRec; the unfiltered figures stay beside."""
+    ds, _ = read_dataset(trained["data"])
+    cfg = load_config(
+        None,
+        [
+            *TINY_SFT,
+            "evaluate.exclude_history=true",
+            f"output_root={tmp_path}",
+            "sasrec.hidden=16",
+            "sasrec.heads=1",
+            "sasrec.epochs=2",
+            "sasrec.top_k=20",
+        ],
+    )
+    gen = evaluate_model(trained["model"], trained["data"], trained["sid"], tmp_path / "g", cfg)
+    sas = train_sasrec(trained["data"], tmp_path / "s", cfg)
+    longest = int(ds.test["history"].list.len().max())
+    assert gen["beams_decoded"] == 10 + longest and gen["exclude_history"]
+    for out, results, k in ((tmp_path / "g", gen, 10), (tmp_path / "s", sas, 20)):
+        pred = pl.read_parquet(out / "predictions.parquet")
+        pairs = zip(pred["history"].to_list(), pred["ranked_items"].to_list(), strict=True)
+        for hist, ranked in pairs:
+            assert len(ranked) == k and not set(hist) & set(ranked)
+            assert len(set(ranked)) == k  # enough items were decoded to fill every list
+        assert set(results["metrics_with_history"]) == set(results["metrics"])
+        assert results["metrics"] == hr_ndcg(pred["rank"].fill_null(0).to_numpy(), results["ks"])

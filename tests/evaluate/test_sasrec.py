@@ -60,6 +60,6 @@ def test_an_untrained_sasrec_starts_at_the_uniform_loss() -> None:
     with torch.no_grad():
         scores = model.scores(model(seq)[:, -1])
     loss = torch.nn.functional.cross_entropy(scores, torch.randint(0, 5000, (64,)))
-    assert scores.abs().max() < 0.5
+    assert scores.std() < 0.3 and scores.abs().max() < 1.5  # unit-variance weights: std ~8
     assert float(loss) == pytest.approx(math.log(5000), abs=0.05)
     assert model.item.weight[0].abs().sum() == 0  # padding stays zero
