@@ -17,6 +17,7 @@ from sidrec.cli import main
 from sidrec.config import load_config
 from sidrec.data.dataset import read_dataset
 from sidrec.errors import SidrecError
+from sidrec.io import read_json
 from sidrec.pipeline import run_pipeline
 from sidrec.rq.stage import build_sids
 from sidrec.sft.convert import build_examples
@@ -240,3 +241,32 @@ def test_the_sid_keys_change_the_codes(tmp_path: Path) -> None:
             "largest_code_share"
         ]
     assert largest["rqkmeans-constrained"] < largest["rqkmeans"]
+
+
+def test_the_hyperparameter_overlay_changes_training(small_run: dict, tmp_path: Path) -> None:
+    from conftest import TINY_SFT
+
+    from sidrec.sft.convert import convert
+    from sidrec.sft.train import train_sft
+
+    report = _healthy()
+    report["training"] = {
+        "eval_loss_best": 2.0,
+        "eval_loss_last": 2.5,
+        "steps": 20,
+        "best_checkpoint": "checkpoint-10",
+    }
+    overlay = tmp_path / "o.yaml"
+    suggest(_write(tmp_path, report), overlay)
+    cfg = load_config(
+        None,
+        [*TINY_SFT, f"model.cache_dir={tmp_path / 'm'}", "sft.valid_users=16"],
+        overlays=[overlay],
+    )
+    assert cfg["sft"]["residual_dropout"] == 0.1 and cfg["sft"]["select_by"] == "ndcg@10"
+    convert(small_run["data"], small_run["sid"], tmp_path / "examples", cfg)
+    manifest = train_sft(tmp_path / "examples", tmp_path / "sft", cfg)
+    # the checkpoint is now chosen by validation NDCG@10 of constrained decoding
+    assert manifest["select_by"] == "ndcg@10"
+    log = read_json(tmp_path / "sft" / "train_log.json")
+    assert any("eval_ndcg@10" in h for h in log)
