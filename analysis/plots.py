@@ -42,9 +42,19 @@ def _segment_bars(
         ax.set_xticks(x, [r["label"] for r in rows], rotation=30, ha="right", fontsize=8)
         ax.set_title(name)
         ax.legend(fontsize=7)
+    _finish(plt, fig, path)
+
+
+def _finish(plt: Any, fig: Any, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
+
+
+def _nothing(ax: Any, text: str) -> None:
+    """An empty panel saying why there is no chart."""
+    ax.axis("off")
+    ax.text(0.5, 0.5, text, ha="center", va="center")
 
 
 def write_plots(report: dict[str, Any], ranks: np.ndarray, beams: int, out: Path) -> None:
@@ -84,9 +94,7 @@ def write_plots(report: dict[str, Any], ranks: np.ndarray, beams: int, out: Path
     ax.set_ylabel("users")
     ax.legend(fontsize=8)
     ax.set_title("where the target is")
-    fig.tight_layout()
-    fig.savefig(out / "rank_distribution.png", dpi=90)
-    plt.close(fig)
+    _finish(plt, fig, out / "rank_distribution.png")
 
     fig, ax = plt.subplots(figsize=(7, 3.2))
     depth = report["decoding"].get("misses_by_depth")
@@ -96,11 +104,8 @@ def write_plots(report: dict[str, Any], ranks: np.ndarray, beams: int, out: Path
         ax.set_xlabel("misses")
         ax.set_title("how far the best beam follows the target's SID")
     else:
-        ax.axis("off")
-        ax.text(0.5, 0.5, "no SIDs: decoding depth not computed", ha="center", va="center")
-    fig.tight_layout()
-    fig.savefig(out / "decoding_levels.png", dpi=90)
-    plt.close(fig)
+        _nothing(ax, "no SIDs: decoding depth not computed")
+    _finish(plt, fig, out / "decoding_levels.png")
 
     fig, ax = plt.subplots(figsize=(7, 3.2))
     sq = report.get("sid_quality")
@@ -117,8 +122,5 @@ def write_plots(report: dict[str, Any], ranks: np.ndarray, beams: int, out: Path
             f"{sq['mean_items_per_prefix']:.2f} items per prefix"
         )
     else:
-        ax.axis("off")
-        ax.text(0.5, 0.5, "no SIDs given", ha="center", va="center")
-    fig.tight_layout()
-    fig.savefig(out / "sid_quality.png", dpi=90)
-    plt.close(fig)
+        _nothing(ax, "no SIDs given")
+    _finish(plt, fig, out / "sid_quality.png")

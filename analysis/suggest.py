@@ -85,23 +85,31 @@ def long_tail(report: dict[str, Any], cfg: dict[str, Any]) -> Strategy:
     return s
 
 
+def _weak_label(
+    report: dict[str, Any], s: Strategy, segment: str, label: str, share: float, ratio: float
+) -> Strategy:
+    """Fire ``s`` when ``label`` of ``segment`` holds ``share``+ of the users and its HR@K is
+    below ``ratio`` x the rest's (title-based strategies: only where items have titles)."""
+    row = _label(report, segment, label)
+    if row is None:
+        s.evidence = {f"{label} users": 0}
+        return s
+    found = _ratio(row, report["top_k"])
+    s.evidence = {f"{label} share of users": row["share_of_users"], "hr_ratio_to_rest": found}
+    s.triggered = (
+        report["titles"] and row["share_of_users"] >= share and found is not None and found < ratio
+    )
+    return s
+
+
 def cold_start(report: dict[str, Any], cfg: dict[str, Any]) -> Strategy:
     k = report["top_k"]
     s = Strategy("cold_start", f"cold targets >= 2% of users and their HR@{k} < 0.5 x the rest's")
-    row = _label(report, "popularity", "cold")
-    if row is None:
-        s.evidence = {"cold_users": 0}
-        return s
-    ratio = _ratio(row, k)
-    s.evidence = {"cold_share_of_users": row["share_of_users"], "hr_ratio_to_rest": ratio}
-    s.triggered = (
-        report["titles"] and row["share_of_users"] >= 0.02 and ratio is not None and ratio < 0.5
-    )
     s.changes = {
         "convert.tasks.title_to_sid": max(1.0, 2 * cfg["convert"]["tasks"]["title_to_sid"]),
         "model.sid_token_init": "title-mean",
     }
-    return s
+    return _weak_label(report, s, "popularity", "cold", 0.02, 0.5)
 
 
 def short_history(report: dict[str, Any], cfg: dict[str, Any]) -> Strategy:
@@ -109,20 +117,9 @@ def short_history(report: dict[str, Any], cfg: dict[str, Any]) -> Strategy:
     s = Strategy(
         "short_history", f"1-2 item histories >= 10% of users and their HR@{k} < 0.8 x the rest's"
     )
-    row = _label(report, "history_length", "1-2 items")
-    if row is None:
-        return s
-    ratio = _ratio(row, k)
-    s.evidence = {"short_share_of_users": row["share_of_users"], "hr_ratio_to_rest": ratio}
-    s.triggered = (
-        report["titles"] and row["share_of_users"] >= 0.1 and ratio is not None and ratio < 0.8
-    )
-    s.changes = {
-        "convert.tasks.title_history_to_sid": max(
-            0.5, cfg["convert"]["tasks"]["title_history_to_sid"]
-        )
-    }
-    return s
+    tasks = cfg["convert"]["tasks"]
+    s.changes = {"convert.tasks.title_history_to_sid": max(0.5, tasks["title_history_to_sid"])}
+    return _weak_label(report, s, "history_length", "1-2 items", 0.1, 0.8)
 
 
 def sid_quality(report: dict[str, Any], cfg: dict[str, Any]) -> Strategy:

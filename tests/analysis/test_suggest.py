@@ -56,6 +56,16 @@ def _healthy() -> dict:
     }
 
 
+def _trained(last: float, steps: int, best_step: int) -> dict:
+    """The ``training`` part of a report: best valid loss 2.0, the last one ``last``."""
+    return {
+        "eval_loss_best": 2.0,
+        "eval_loss_last": last,
+        "steps": steps,
+        "best_checkpoint": f"checkpoint-{best_step}",
+    }
+
+
 def _write(tmp_path: Path, report: dict) -> Path:
     path = tmp_path / "badcase_report.json"
     path.write_text(json.dumps(report))
@@ -103,14 +113,7 @@ def test_a_healthy_report_triggers_nothing(tmp_path: Path) -> None:
         ),
         (
             "hyperparameter",
-            lambda r: r.update(
-                training={
-                    "eval_loss_best": 2.0,
-                    "eval_loss_last": 2.2,
-                    "steps": 50,
-                    "best_checkpoint": "checkpoint-20",
-                }
-            ),
+            lambda r: r.update(training=_trained(2.2, 50, 20)),
             {"sft": {"residual_dropout": 0.1, "embedding_dropout": 0.1, "select_by": "ndcg@10"}},
         ),
     ],
@@ -132,12 +135,7 @@ def test_each_strategy_fires_past_its_threshold(
 
 def test_still_improving_asks_for_more_epochs_and_titles_gate(tmp_path: Path) -> None:
     report = _healthy()
-    report["training"] = {
-        "eval_loss_best": 2.0,
-        "eval_loss_last": 2.0,
-        "steps": 50,
-        "best_checkpoint": "checkpoint-50",
-    }
+    report["training"] = _trained(2.0, 50, 50)
     result = suggest(_write(tmp_path, report), tmp_path / "o.yaml")
     assert result["overlay"]["sft"] == {"epochs": 6.0}  # the defaults' 3 epochs, doubled
     report = _healthy()
@@ -250,12 +248,7 @@ def test_the_hyperparameter_overlay_changes_training(small_run: dict, tmp_path: 
     from sidrec.sft.train import train_sft
 
     report = _healthy()
-    report["training"] = {
-        "eval_loss_best": 2.0,
-        "eval_loss_last": 2.5,
-        "steps": 20,
-        "best_checkpoint": "checkpoint-10",
-    }
+    report["training"] = _trained(2.5, 20, 10)
     overlay = tmp_path / "o.yaml"
     suggest(_write(tmp_path, report), overlay)
     cfg = load_config(
