@@ -83,6 +83,9 @@ def test_beauty_config_trains_on_whole_sequences(
             f"data.letter.titles={beauty_titles / 'Beauty.titles.json'}",
             f"data.letter.asins={beauty_titles / 'Beauty.item2asin.tsv'}",
             *TINY_MODEL,
+            # the profile keeps checkpoints by validation NDCG@10: 10 beams, a small sample
+            "evaluate.num_beams=10",
+            "sft.valid_users=32",
         ],
     )
     outputs = run_pipeline(cfg, log=lambda _: None)
