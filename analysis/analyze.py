@@ -42,9 +42,10 @@ def _predictions(eval_dir: Path) -> pl.DataFrame:
     return frame
 
 
-def _inputs(eval_dir: Path, data: Path | None, sid: Path | None) -> tuple[Path, Path | None]:
-    """The dataset and SID directories: given, or those the evaluation read."""
-    inputs = _evaluation_inputs(eval_dir)
+def _inputs(
+    eval_dir: Path, inputs: dict[str, str], data: Path | None, sid: Path | None
+) -> tuple[Path, Path | None]:
+    """The dataset and SID directories: given, or those the evaluation read (``inputs``)."""
     data = data or (Path(inputs["data"]) if "data" in inputs else None)
     if data is None:
         raise SidrecError(f"{eval_dir}: its manifest names no dataset; pass --data")
@@ -57,10 +58,10 @@ def _evaluation_inputs(eval_dir: Path) -> dict[str, str]:
     return manifest.get("inputs", {})
 
 
-def _training(eval_dir: Path) -> dict[str, Any] | None:
+def _training(inputs: dict[str, str]) -> dict[str, Any] | None:
     """What the evaluated model's training said (its manifest and config), when it has them:
     what ``sidrec suggest`` bases the hyperparameter strategy on."""
-    model = _evaluation_inputs(eval_dir).get("model")
+    model = inputs.get("model")
     if model is None or not (Path(model) / MANIFEST).is_file():
         return None
     m = read_json(Path(model) / MANIFEST)
@@ -210,7 +211,10 @@ def analyze(
     report."""
     eval_dir = Path(eval_dir)
     frame = _predictions(eval_dir)
-    data, sid_dir = _inputs(eval_dir, Path(data) if data else None, Path(sid) if sid else None)
+    inputs = _evaluation_inputs(eval_dir)
+    data, sid_dir = _inputs(
+        eval_dir, inputs, Path(data) if data else None, Path(sid) if sid else None
+    )
     ds, _ = read_dataset(data)
     n_items = ds.items.height
     ranked = np.array(frame["ranked_items"].to_list(), dtype=np.int64)
@@ -242,7 +246,7 @@ def analyze(
         "evaluation": str(eval_dir),
         "dataset": describe(data, "source", "dataset"),
         "titles": bool(ds.items["title"].str.strip_chars().str.len_chars().gt(0).any()),
-        "training": _training(eval_dir),
+        "training": _training(inputs),
         "users": frame.height,
         "top_k": top_k,
         "failures": int((~hit).sum()),

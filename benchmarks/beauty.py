@@ -20,12 +20,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import polars as pl
-
+from sidrec.analysis.compare import load_evaluation
 from sidrec.config import load_config, stage_path
 from sidrec.evaluate.sasrec import train_sasrec
-from sidrec.io import PREDICTIONS_FILE, RESULTS_FILE, read_json
+from sidrec.io import RESULTS_FILE, read_json
 from sidrec.manifest import git_commit, machine, print_report, recording
 from sidrec.metrics import metric_interval, paired_difference
 from sidrec.pipeline import run_pipeline, stage_state
@@ -65,20 +63,13 @@ def _short(metrics: dict[str, float]) -> dict[str, float]:
     }
 
 
-def _ranks(directory: Path) -> tuple[list[str], np.ndarray]:
-    """The evaluated users and the target's rank for each (0 = missed) in an evaluation."""
-    pred = pl.read_parquet(directory / PREDICTIONS_FILE, columns=["user_id", "rank"])
-    return pred["user_id"].to_list(), pred["rank"].fill_null(0).to_numpy()
-
-
 def _versus(a: Path, b: Path) -> dict[str, Any]:
     """R@10 and N@10 of evaluation ``a`` minus ``b`` on the same users, with 95% bootstrap
     intervals over users."""
-    users_a, ranks_a = _ranks(a)
-    users_b, ranks_b = _ranks(b)
-    if users_a != users_b:
+    run_a, run_b = load_evaluation(a), load_evaluation(b)
+    if run_a.users != run_b.users:
         raise SystemExit(f"{a} and {b} evaluated different users")
-    found = paired_difference(ranks_a, ranks_b, 10)
+    found = paired_difference(run_a.ranks, run_b.ranks, 10)
     return {
         ("R" if m.startswith("HR") else "N") + "@10": {k: round(v, 5) for k, v in d.items()}
         for m, d in found.items()
@@ -92,7 +83,7 @@ def _papers_protocol(results: dict[str, Any]) -> dict[str, float]:
 
 def _intervals(directory: Path) -> dict[str, list[float]]:
     """95% bootstrap intervals over the evaluated users of R@10 and N@10."""
-    found = metric_interval(_ranks(directory)[1], 10)
+    found = metric_interval(load_evaluation(directory).ranks, 10)
     return {
         ("R" if m.startswith("HR") else "N") + "@10": [round(v, 4) for v in ci]
         for m, ci in found.items()
