@@ -4,7 +4,8 @@ Six strategies, each with the evidence it reads, a documented threshold, and cha
 that ``sidrec sid build``, ``sidrec convert`` and ``sidrec sft`` read:
 
 - ``long_tail``: the recommendations hold less than half the long-tail share of the targets
-  -> ``convert.popularity_balance`` (draw examples against target popularity).
+  -> ``convert.popularity_balance`` (draw examples against target popularity; prompt-format
+  SFT only, as is ``recency_bias``).
 - ``cold_start``: 2%+ of the users have a cold target (never a training target) and HR@K on
   them is below half the rest's -> more title -> SID alignment (``convert.tasks.title_to_sid``)
   and SID tokens started at their items' title embedding (``model.sid_token_init``).
@@ -17,9 +18,10 @@ that ``sidrec sid build``, ``sidrec convert`` and ``sidrec sft`` read:
   older ones and those fail more often than the rest -> ``convert.recent_items``.
 - ``hyperparameter``: the valid loss ended 5%+ above its best (overfitting) -> dropout and
   checkpoint choice by NDCG@10; or the best checkpoint was the last one (still improving) ->
-  more epochs.
+  twice the epochs (twice ``sft.max_steps`` where a step budget is set).
 
-Title-based changes are only suggested for datasets with titles. The overlay names the dataset
+Title-based changes are only suggested for datasets with titles and a model whose vocabulary
+holds words (not a SID-only one). The overlay names the dataset
 it was made for (``suggested_for``); the data stage refuses it for another.
 """
 
@@ -32,7 +34,7 @@ from typing import Any
 
 import yaml
 
-from sidrec.config import load_config
+from sidrec.config import load_config, model_reads_text
 from sidrec.errors import InputError, SidrecError
 from sidrec.io import read_json
 
@@ -75,30 +77,50 @@ def _base_config(report: dict[str, Any]) -> dict[str, Any]:
     return load_config(path if training and path.is_file() else None)
 
 
+def _prompt_examples(cfg: dict[str, Any], s: Strategy) -> bool:
+    """Whether SFT trains on prompt-format examples, which ``convert.popularity_balance`` and
+    ``convert.recent_items`` shape (``sft.format=sequence`` trains whole sequences); noted in
+    ``s``'s evidence when not."""
+    if cfg["sft"]["format"] == "prompt":
+        return True
+    s.evidence["not_applicable"] = f"sft.format={cfg['sft']['format']}: no per-target examples"
+    return False
+
+
 def long_tail(report: dict[str, Any], cfg: dict[str, Any]) -> Strategy:
     s = Strategy("long_tail", "long-tail share of recommendations < 0.5 x that of the targets")
     rec = report["recommended"]
     share, want = rec["long_tail_share_recommended"], rec["long_tail_share_targets"]
     s.evidence = {"long_tail_share_recommended": share, "long_tail_share_targets": want}
-    s.triggered = want > 0 and share < 0.5 * want
+    s.triggered = want > 0 and share < 0.5 * want and _prompt_examples(cfg, s)
     s.changes = {"convert.popularity_balance": max(0.5, cfg["convert"]["popularity_balance"])}
     return s
 
 
 def _weak_label(
-    report: dict[str, Any], s: Strategy, segment: str, label: str, share: float, ratio: float
+    report: dict[str, Any],
+    cfg: dict[str, Any],
+    s: Strategy,
+    segment: str,
+    label: str,
+    share: float,
+    ratio: float,
 ) -> Strategy:
     """Fire ``s`` when ``label`` of ``segment`` holds ``share``+ of the users and its HR@K is
-    below ``ratio`` x the rest's (title-based strategies: only where items have titles)."""
+    below ``ratio`` x the rest's (title-based strategies: only where items have titles and the
+    model's vocabulary can read them)."""
     row = _label(report, segment, label)
     if row is None:
         s.evidence = {f"{label} users": 0}
         return s
     found = _ratio(row, report["top_k"])
-    s.evidence = {f"{label} share of users": row["share_of_users"], "hr_ratio_to_rest": found}
-    s.triggered = (
-        report["titles"] and row["share_of_users"] >= share and found is not None and found < ratio
-    )
+    text = report["titles"] and model_reads_text(cfg)
+    s.evidence = {
+        f"{label} share of users": row["share_of_users"],
+        "hr_ratio_to_rest": found,
+        "titles_readable": text,
+    }
+    s.triggered = text and row["share_of_users"] >= share and found is not None and found < ratio
     return s
 
 
@@ -109,7 +131,7 @@ def cold_start(report: dict[str, Any], cfg: dict[str, Any]) -> Strategy:
         "convert.tasks.title_to_sid": max(1.0, 2 * cfg["convert"]["tasks"]["title_to_sid"]),
         "model.sid_token_init": "title-mean",
     }
-    return _weak_label(report, s, "popularity", "cold", 0.02, 0.5)
+    return _weak_label(report, cfg, s, "popularity", "cold", 0.02, 0.5)
 
 
 def short_history(report: dict[str, Any], cfg: dict[str, Any]) -> Strategy:
@@ -119,7 +141,7 @@ def short_history(report: dict[str, Any], cfg: dict[str, Any]) -> Strategy:
     )
     tasks = cfg["convert"]["tasks"]
     s.changes = {"convert.tasks.title_history_to_sid": max(0.5, tasks["title_history_to_sid"])}
-    return _weak_label(report, s, "history_length", "1-2 items", 0.1, 0.8)
+    return _weak_label(report, cfg, s, "history_length", "1-2 items", 0.1, 0.8)
 
 
 def sid_quality(report: dict[str, Any], cfg: dict[str, Any]) -> Strategy:
@@ -161,6 +183,7 @@ def recency_bias(report: dict[str, Any], cfg: dict[str, Any]) -> Strategy:
         row["share_of_users"] >= 0.3
         and rest_failure is not None
         and row["failure_rate"] > rest_failure
+        and _prompt_examples(cfg, s)
     )
     s.changes = {"convert.recent_items": cfg["convert"]["recent_items"] or 3}
     return s
@@ -188,7 +211,9 @@ def hyperparameter(report: dict[str, Any], cfg: dict[str, Any]) -> Strategy:
         }
     elif at_end:
         s.triggered = True
-        s.changes = {"sft.epochs": 2 * sft["epochs"]}
+        # a step budget (sft.max_steps > 0) overrides epochs: double whichever bounds training
+        budget = "max_steps" if sft["max_steps"] > 0 else "epochs"
+        s.changes = {f"sft.{budget}": 2 * sft[budget]}
     return s
 
 

@@ -138,6 +138,13 @@ def stage_path(cfg: dict[str, Any], name: str) -> Path:
     return Path(given).expanduser() if given else Path(cfg["output_root"]) / cfg["run_name"] / name
 
 
+def model_reads_text(cfg: dict[str, Any]) -> bool:
+    """Whether the configured model's vocabulary holds words, so title tasks can train (not
+    ``tiny-qwen2`` with ``model.tiny_qwen2.vocab=sid``: SID tokens only)."""
+    m = cfg["model"]
+    return not (m["name_or_path"] == "tiny-qwen2" and m["tiny_qwen2"]["vocab"] == "sid")
+
+
 def leaf_keys(tree: dict[str, Any], prefix: str = "") -> list[str]:
     """The dotted names of every value in ``tree`` that is not itself a section."""
     out = []

@@ -1,4 +1,5 @@
-"""The benchmark scripts run end to end and print what docs/benchmarks.md describes (slow)."""
+"""The benchmark scripts run end to end and print what docs/benchmarks.md describes (slow, but
+for the improvement loop on a tiny demo)."""
 
 import importlib.util
 from pathlib import Path
@@ -6,7 +7,10 @@ from pathlib import Path
 import pytest
 from conftest import TINY_QWEN2, tiny_demo
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+from sidrec.io import read_json
+
+REPO = Path(__file__).resolve().parents[1]
+BENCHMARKS = REPO / "benchmarks"
 
 
 def _load(name: str) -> object:
@@ -60,3 +64,32 @@ def test_rl_speed_benchmark(tmp_path: Path) -> None:
         assert row["rollout_seconds"] > 0 and row["update_seconds"] > 0
         assert 0 < row["rollout_share_of_step"] < 1 and row["reward_seconds"] >= 0
     assert result["settings"]["num_generations"] == 16 and result["rollout_speedup"] > 0
+
+
+def test_improve_loop_benchmark(tmp_path: Path) -> None:
+    bench = _load("improve_loop")
+    # 4 steps of a still-improving model: the hyperparameter strategy asks for twice the steps
+    tiny = [*tiny_demo(tmp_path), *TINY_QWEN2, "sft.max_steps=4", "sft.eval_steps=2"]
+    tiny += ["rl.enabled=false", "evaluate.max_users=40", "evaluate.num_beams=10"]
+    result = bench.run(REPO / "configs" / "demo.yaml", tiny, log=lambda _: None)
+    assert "hyperparameter" in result["chosen"]
+    assert result["changes"]["sft"]["max_steps"] == 8
+    assert set(result["strategies"]) == {
+        "long_tail",
+        "cold_start",
+        "short_history",
+        "sid_quality",
+        "recency_bias",
+        "hyperparameter",
+    }
+    base, new = result["baseline"], result["suggested"]
+    assert base["users"] == new["users"] == 40
+    assert new["evaluation"] == str(tmp_path / "demo-suggested" / "evaluate")
+    sft_log = read_json(tmp_path / "demo-suggested" / "sft" / "train_log.json")
+    assert max(h.get("step", 0) for h in sft_log) == 8  # the overlay reached training
+    for metric, d in result["paired_difference"].items():
+        delta = new["metrics"][metric] - base["metrics"][metric]
+        assert abs(d["difference"] - delta) < 1e-4
+        assert d["ci95_low"] <= d["difference"] <= d["ci95_high"]
+    assert (tmp_path / "demo-suggested" / "compare" / "comparison.png").is_file()
+    assert (tmp_path / "demo" / "analysis" / "report.html").is_file()

@@ -138,10 +138,42 @@ def test_still_improving_asks_for_more_epochs_and_titles_gate(tmp_path: Path) ->
     report["training"] = _trained(2.0, 50, 50)
     result = suggest(_write(tmp_path, report), tmp_path / "o.yaml")
     assert result["overlay"]["sft"] == {"epochs": 6.0}  # the defaults' 3 epochs, doubled
+    model = tmp_path / "steps"
+    model.mkdir()
+    (model / "config.yaml").write_text("sft: {max_steps: 300}\n")  # a step budget wins
+    report["training"]["model"] = str(model)
+    result = suggest(_write(tmp_path, report), tmp_path / "o.yaml")
+    assert result["overlay"]["sft"] == {"max_steps": 600}
     report = _healthy()
     report["titles"] = False  # no text: no title task, no title-mean init
     report["segments"]["popularity"][0] = _row("cold", 0.05, 0.0, 0.1)
     assert suggest(_write(tmp_path, report), tmp_path / "o.yaml")["chosen"] == []
+    # titles, but a model whose vocabulary is SID tokens only cannot learn from them
+    report["titles"] = True
+    model = tmp_path / "sft"
+    model.mkdir()
+    (model / "config.yaml").write_text(
+        "model: {name_or_path: tiny-qwen2, tiny_qwen2: {vocab: sid}}\n"
+    )
+    report["training"] = {**_trained(2.0, 50, 20), "model": str(model)}
+    result = suggest(_write(tmp_path, report), tmp_path / "o.yaml")
+    assert (
+        result["chosen"] == [] and result["strategies"][1]["evidence"]["titles_readable"] is False
+    )
+    (model / "config.yaml").write_text("model: {name_or_path: tiny-qwen2}\n")
+    assert suggest(_write(tmp_path, report), tmp_path / "o.yaml")["chosen"] == ["cold_start"]
+    # whole-sequence SFT has no per-target examples to rebalance or shorten
+    report = _healthy()
+    report["recommended"]["long_tail_share_recommended"] = 0.0
+    report["segments"]["recency"][0] = _row("recent", 0.5, 0.05, 0.1)
+    report["training"] = {**_trained(2.0, 50, 20), "model": str(model)}
+    assert suggest(_write(tmp_path, report), tmp_path / "o.yaml")["chosen"] == [
+        "long_tail",
+        "recency_bias",
+    ]
+    (model / "config.yaml").write_text("sft: {format: sequence}\n")
+    result = suggest(_write(tmp_path, report), tmp_path / "o.yaml")
+    assert result["chosen"] == [] and "sft.format=sequence" in str(result["strategies"][0])
 
 
 def test_choosing_and_bad_reports(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -263,3 +295,32 @@ def test_the_hyperparameter_overlay_changes_training(small_run: dict, tmp_path: 
     assert manifest["select_by"] == "ndcg@10"
     log = read_json(tmp_path / "sft" / "train_log.json")
     assert any("eval_ndcg@10" in h for h in log)
+
+
+def test_the_cold_start_overlay_starts_sid_tokens_at_their_titles(
+    small_run: dict, tmp_path: Path
+) -> None:
+    import torch
+    from conftest import TINY_SFT
+
+    from sidrec.model_dir import load_sid_model
+    from sidrec.sft.convert import convert
+    from sidrec.sft.train import train_sft
+
+    report = _healthy()
+    report["segments"]["popularity"][0] = _row("cold", 0.05, 0.02, 0.1)
+    overlay = tmp_path / "o.yaml"
+    assert suggest(_write(tmp_path, report), overlay)["chosen"] == ["cold_start"]
+    # no learning: the saved SID rows are their initial values
+    frozen = [*TINY_SFT, f"model.cache_dir={tmp_path / 'm'}", "sft.learning_rate=0"]
+    frozen += ["sft.max_steps=1", "sft.eval_steps=1", "sft.weight_decay=0"]
+    spread = {}
+    for name, overlays in (("plain", []), ("cold_start", [overlay])):
+        cfg = load_config(None, frozen, overlays=overlays)
+        convert(small_run["data"], small_run["sid"], tmp_path / name / "examples", cfg)
+        train_sft(tmp_path / name / "examples", tmp_path / name / "sft", cfg)
+        model, tok = load_sid_model(tmp_path / name / "sft", torch.device("cpu"), False)
+        ids = [i for t, i in tok.get_vocab().items() if t.startswith("<a_")]
+        rows = model.get_input_embeddings().weight[ids].detach()
+        spread[name] = float(rows.std(0).mean())
+    assert spread["plain"] < 1e-6 < spread["cold_start"]  # one shared row -> one per title
