@@ -30,9 +30,9 @@ test: venv
 test-faults: venv
 	$(BIN)/python -m pytest -m faults tests/faults
 
-# the bad-case report in headless Chromium (installs Debian's chromium when missing and root)
+# the bad-case report and the dashboard in headless Chromium (installs Debian's chromium when missing and root)
 test-browser: venv
-	$(BIN)/python -m pytest -m browser tests/analysis
+	$(BIN)/python -m pytest -m browser
 
 lint: venv
 	$(BIN)/ruff check .

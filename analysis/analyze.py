@@ -25,8 +25,10 @@ from sidrec.io import MANIFEST, PREDICTIONS_FILE, atomic_dir, read_json, write_j
 from sidrec.ledger import describe
 from sidrec.manifest import Run
 from sidrec.metrics import hr_ndcg
+from sidrec.sequences import training_frequency
 from sidrec.sids import SidTable, read_sid_dir, sid_summary
 
+REPORT_FILE = "badcase_report.json"
 NEEDED = ("user_id", "history", "target", "ranked_items", "rank")
 EXAMPLES = 12
 
@@ -240,7 +242,7 @@ def analyze(
     histories = frame["history"].to_list()
     ranks = frame["rank"].fill_null(0).to_numpy()
     hit = (ranks > 0) & (ranks <= top_k)
-    freq = bc.training_frequency(ds.train, n_items)
+    freq = training_frequency(ds)
     segments, skipped = _segments(histories, targets, freq, ds.items, table, emb)
     report = {
         "evaluation": str(eval_dir),
@@ -267,7 +269,7 @@ def analyze(
                 row["hit"] = bool(hit[r])
                 row["segments"] = {name: lab[r] for name, lab in segments.items()}
                 f.write(json.dumps(row) + "\n")
-        write_json(tmp / "badcase_report.json", report)
+        write_json(tmp / REPORT_FILE, report)
         summary = format_summary(report)
         (tmp / "summary_report.txt").write_text(summary + "\n", encoding="utf-8")
         write_plots(report, ranks, ranked.shape[1], tmp / "visualizations")

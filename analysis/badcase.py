@@ -23,7 +23,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import polars as pl
 
 from sidrec.metrics import user_gains
 
@@ -65,11 +64,6 @@ def bin_labels(values: np.ndarray, edges: Sequence[int], unit: str = "") -> list
             names.append(f"{lo}{unit}" if hi == lo + 1 else f"{lo}-{hi - 1}{unit}")
     idx = np.searchsorted(np.asarray(edges), values, side="right") - 1
     return [names[i] if i >= 0 else f"<{edges[0]}" for i in idx]
-
-
-def training_frequency(train: pl.DataFrame, n_items: int) -> np.ndarray:
-    """(n_items,) how often each item is a training target."""
-    return np.bincount(train["target"].to_numpy(), minlength=n_items)
 
 
 def popularity_segment(targets: np.ndarray, freq: np.ndarray) -> list[str]:

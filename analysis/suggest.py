@@ -34,9 +34,11 @@ from typing import Any
 
 import yaml
 
+from sidrec.analysis.analyze import REPORT_FILE
 from sidrec.config import load_config, model_reads_text
 from sidrec.errors import InputError, SidrecError
-from sidrec.io import read_json
+from sidrec.io import atomic_dir, read_json, write_json
+from sidrec.manifest import Run
 
 STRATEGIES = (
     "long_tail",
@@ -47,6 +49,9 @@ STRATEGIES = (
     "hyperparameter",
 )
 CONFIG_FILE = "config.yaml"
+# the pipeline's suggest stage writes these
+OVERLAY_FILE = "suggested.yaml"
+STRATEGIES_FILE = "strategies.json"
 
 
 @dataclass
@@ -293,6 +298,22 @@ def suggest(
         "overlay": overlay,
         "written": str(out),
     }
+
+
+def write_suggestion(
+    analysis: str | Path, out: str | Path, overwrite: bool = False
+) -> dict[str, Any]:
+    """The pipeline's ``suggest`` stage: judge the report of the ``sidrec analyze`` output
+    ``analysis`` and write every triggered strategy's overlay (``suggested.yaml``) and the
+    verdicts (``strategies.json``) into the directory ``out``. Returns the verdicts."""
+    out = Path(out)
+    run = Run("suggest", {"auto": True}, {"analysis": str(analysis)}, None)
+    with atomic_dir(out, overwrite) as tmp:
+        result = suggest(Path(analysis) / REPORT_FILE, tmp / OVERLAY_FILE, auto=True)
+        result["written"] = str(out / OVERLAY_FILE)
+        write_json(tmp / STRATEGIES_FILE, result)
+        run.finish(tmp, {"chosen": len(result["chosen"])})
+    return result
 
 
 def ask(verdicts: list[Strategy]) -> list[str]:

@@ -17,16 +17,14 @@ import html
 import json
 import re
 import urllib.request
-from collections import Counter
 from collections.abc import Iterator
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 from tqdm import tqdm
 
-from sidrec.data.dataset import items_frame, sequences_frame
+from sidrec.data.events import build_sequences, k_core, month_bounds
 from sidrec.errors import InputError, SidrecError
 
 DOWNLOAD_URL = "https://mcauleylab.ucsd.edu/public_datasets/data/amazon_v2"
@@ -98,17 +96,6 @@ def _json_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             yield line_no, obj
 
 
-def _month_bounds(st_year: int, st_month: int, ed_year: int, ed_month: int) -> tuple[int, int]:
-    for month in (st_month, ed_month):
-        if not 1 <= month <= 12:
-            raise SidrecError(f"month must be 1..12, got {month}")
-    start = datetime(st_year, st_month, 1, tzinfo=timezone.utc)
-    end = datetime(ed_year + ed_month // 12, ed_month % 12 + 1, 1, tzinfo=timezone.utc)
-    if end <= start:
-        raise SidrecError(f"the window {st_year}-{st_month:02d}..{ed_year}-{ed_month:02d} is empty")
-    return int(start.timestamp()), int(end.timestamp())
-
-
 def clean_title(title: Any, max_words: int) -> str | None:
     """The title with entities unescaped and spaces collapsed, or None when it must be dropped."""
     if not isinstance(title, str) or _HTML_TAG.search(title):
@@ -121,19 +108,6 @@ def _plain(value: Any) -> str:
     parts = value if isinstance(value, list) else [value] if value else []
     text = " ".join(_HTML_TAG.sub(" ", html.unescape(str(p))) for p in parts)
     return " ".join(text.split())
-
-
-def k_core(
-    events: list[tuple[str, str, int]], user_k: int, item_k: int
-) -> list[tuple[str, str, int]]:
-    """Drop users with < ``user_k`` and items with < ``item_k`` events, until nothing changes."""
-    while True:
-        users = Counter(u for u, _, _ in events)
-        items = Counter(i for _, i, _ in events)
-        kept = [e for e in events if users[e[0]] >= user_k and items[e[1]] >= item_k]
-        if len(kept) == len(events):
-            return kept
-        events = kept
 
 
 def load_amazon18(
@@ -153,7 +127,7 @@ def load_amazon18(
     if download_missing:
         download(raw_dir, dataset)
     reviews_path, meta_path = raw_files(raw_dir, dataset)
-    lo, hi = _month_bounds(st_year, st_month, ed_year, ed_month)
+    lo, hi = month_bounds(st_year, st_month, ed_year, ed_month)
 
     events: list[tuple[str, str, int]] = []
     seen: set[tuple[str, str, int]] = set()
@@ -206,23 +180,7 @@ def load_amazon18(
             f"cleaning and {user_k}/{item_k}-core filtering"
         )
 
-    asins = sorted({a for _, a, _ in kept})
-    item_id = {a: i for i, a in enumerate(asins)}
-    by_user: dict[str, list[tuple[int, int]]] = {}
-    for user, asin, ts in kept:  # file order breaks ties between equal timestamps
-        by_user.setdefault(user, []).append((ts, item_id[asin]))
-    users = sorted(by_user)
-    ordered = [sorted(by_user[u], key=lambda e: e[0]) for u in users]
-    items = items_frame(
-        {
-            key: [meta[a][key] for a in asins]
-            for key in ("title", "description", "brand", "categories")
-        }
-        | {"source_id": asins}
-    )
-    sequences = sequences_frame(
-        users, [[i for _, i in s] for s in ordered], [[t for t, _ in s] for s in ordered]
-    )
+    items, sequences = build_sequences(kept, meta)
     extra = {
         "filters": {
             "user_k": user_k,

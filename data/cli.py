@@ -105,6 +105,58 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         )
     )
 
+    it = d["interactions"]
+    p = cmds.add_parser(
+        "import-interactions",
+        help="build from your own interactions and items files (CSV, TSV, JSON lines, parquet)",
+        description="Your catalog: an interactions file (user, item, time) and an items file "
+        "(item, title, optional description, brand, categories), joined, checked, k-core "
+        "filtered and split like Amazon's files.",
+    )
+    _common(p)
+    p.add_argument("--interactions", type=Path, required=True, help="user, item, time rows")
+    p.add_argument("--items", type=Path, required=True, help="one row per item with its text")
+    for key in ("user_col", "item_col", "time_col", "title_col"):
+        p.add_argument("--" + key.replace("_", "-"), default=it[key], help=f"default {it[key]}")
+    for key in ("description_col", "brand_col", "category_col"):
+        p.add_argument("--" + key.replace("_", "-"), help="optional")
+    p.add_argument("--user-k", type=int, default=it["user_k"])
+    p.add_argument("--item-k", type=int, default=it["item_k"])
+    p.add_argument(
+        "--window",
+        type=int,
+        nargs=4,
+        metavar=("ST_YEAR", "ST_MONTH", "ED_YEAR", "ED_MONTH"),
+        help="keep events in these months (default: all)",
+    )
+    p.add_argument("--split", choices=["temporal", "loo"], default="temporal")
+    p.add_argument("--max-history", type=int, default=10)
+    p.set_defaults(
+        func=lambda a: stage.import_interactions(
+            a.out,
+            a.interactions,
+            a.items,
+            a.split,
+            a.max_history,
+            a.window,
+            a.overwrite,
+            **{
+                k: getattr(a, k)
+                for k in (
+                    "user_col",
+                    "item_col",
+                    "time_col",
+                    "title_col",
+                    "description_col",
+                    "brand_col",
+                    "category_col",
+                    "user_k",
+                    "item_k",
+                )
+            },
+        )
+    )
+
     p = cmds.add_parser("export-minionerec", help="write a dataset + SIDs in MiniOneRec's layout")
     _common(p)
     p.add_argument("--data", type=Path, required=True)

@@ -12,6 +12,7 @@ import polars as pl
 
 from sidrec.data.amazon18 import load_amazon18
 from sidrec.data.dataset import Dataset, read_dataset, write_dataset
+from sidrec.data.interactions import load_interactions
 from sidrec.data.letter import import_letter
 from sidrec.data.minionerec import export_minionerec, import_minionerec
 from sidrec.data.splits import SplitProtocol, assemble
@@ -21,7 +22,7 @@ from sidrec.io import atomic_dir
 from sidrec.manifest import Run
 from sidrec.sids import SidTable, read_index_json, read_sid_dir, write_sid_dir
 
-SOURCES = ("synth", "amazon18", "minionerec", "letter")
+SOURCES = ("synth", "amazon18", "minionerec", "letter", "interactions")
 
 
 def _split_manifest(protocol: str, max_history: int) -> dict[str, Any]:
@@ -91,6 +92,49 @@ def amazon18(
         overwrite,
         source="amazon18",
         dataset=dataset,
+        **_split_manifest(split, max_history),
+        **extra,
+    )
+
+
+def import_interactions(
+    out: str | Path,
+    interactions: str | Path,
+    items: str | Path,
+    split: str = "temporal",
+    max_history: int = 10,
+    window: list[int] | None = None,
+    overwrite: bool = False,
+    **columns_and_filters: Any,
+) -> dict[str, Any]:
+    """Build a dataset from your own interactions and items files (``columns_and_filters``:
+    the ``*_col`` names, user_k, item_k; ``window``: [st_year, st_month, ed_year, ed_month])."""
+    if window is not None and (len(window) != 4 or not all(isinstance(v, int) for v in window)):
+        raise SidrecError(
+            f"the window must be 4 integers (st_year st_month ed_year ed_month), got {window}"
+        )
+    config = {
+        "interactions": str(interactions),
+        "items": str(items),
+        "split": split,
+        "max_history": max_history,
+        "window": window,
+        **columns_and_filters,
+    }
+    inputs = {"interactions": str(interactions), "items": str(items)}
+    run = Run("data.interactions", config, inputs=inputs, seed=None)
+    items_frame, sequences, extra = load_interactions(
+        interactions, items, window=tuple(window) if window else None, **columns_and_filters
+    )
+    ds, skipped = assemble(items_frame, sequences, split, max_history)
+    extra["skipped"].update(skipped)
+    return write_dataset(
+        out,
+        ds,
+        run,
+        overwrite,
+        source="interactions",
+        dataset=Path(interactions).name.split(".")[0],
         **_split_manifest(split, max_history),
         **extra,
     )
@@ -252,6 +296,15 @@ def build_from_config(
         )
     if source == "amazon18":
         return amazon18(
+            out, split=d["split"], max_history=d["max_history"], overwrite=overwrite, **params
+        )
+    if source == "interactions":
+        for key in ("interactions", "items"):
+            if params[key] is None:
+                raise SidrecError(
+                    f"data.interactions.{key} must be set for data.source=interactions"
+                )
+        return import_interactions(
             out, split=d["split"], max_history=d["max_history"], overwrite=overwrite, **params
         )
     if source == "minionerec":

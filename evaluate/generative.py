@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from sidrec.data.dataset import read_dataset
 from sidrec.decoding import PrefixIndex, beam_search
 from sidrec.errors import InputError, SidrecError
+from sidrec.evaluate.baselines import reference_metrics
 from sidrec.evaluate.ranking import device_name, record_experiment, write_ranking
 from sidrec.io import atomic_dir, check_output
 from sidrec.ledger import describe
@@ -124,6 +125,7 @@ def evaluate_model(
         "device": device_name(),
         "processes": state.num_processes,
         "bf16": bf16,
+        "baselines": reference_metrics(ds, rows, k, exclude),
     }
     with atomic_dir(out, overwrite) as tmp:
         results = write_ranking(

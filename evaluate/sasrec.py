@@ -19,12 +19,14 @@ from tqdm.auto import tqdm
 
 from sidrec.data.dataset import read_dataset
 from sidrec.errors import SidrecError
+from sidrec.evaluate.baselines import reference_metrics
 from sidrec.evaluate.ranking import device_name, record_experiment, write_ranking
 from sidrec.io import atomic_dir, check_output, write_json
 from sidrec.manifest import Run
 from sidrec.metrics import hr_ndcg, target_ranks
 from sidrec.sasrec_model import MODEL_FILE, SASRec, pad_left
 from sidrec.sequences import query_rows, sequence_windows, user_sequences
+from sidrec.training import swanlab_run
 
 VALID_K = 10
 
@@ -154,6 +156,7 @@ def train_sasrec(
     patience = s["patience"]
     started = time.perf_counter()
     bar = tqdm(range(1, s["epochs"] + 1), desc="sasrec")
+    dashboard = swanlab_run(cfg, "sasrec")
     for epoch in bar:
         train_loss = train_epoch(model, opt, windows, s["batch_size"], rng)
         items, _ = rank_items(
@@ -161,6 +164,9 @@ def train_sasrec(
         )
         metrics = hr_ndcg(target_ranks(items, valid_target), [VALID_K])
         log.append({"epoch": epoch, "train_loss": train_loss, **metrics})
+        if dashboard is not None:
+            valid_metrics = {f"valid/{k.lower()}": v for k, v in metrics.items()}
+            dashboard.log({"train/loss": train_loss, **valid_metrics}, step=epoch)
         score = metrics[f"NDCG@{VALID_K}"]
         bar.set_postfix(loss=f"{train_loss:.3f}", valid_ndcg10=f"{score:.4f}")
         if score > best:
@@ -171,6 +177,8 @@ def train_sasrec(
             if 0 < patience <= waited:
                 break
     train_seconds = time.perf_counter() - started
+    if dashboard is not None:
+        dashboard.finish()
     model.load_state_dict(best_state)
     e = cfg["evaluate"]
     rows = query_rows(ds, e["split"], e["max_users"], cfg["seed"])
@@ -194,6 +202,7 @@ def train_sasrec(
         "train_seconds": round(train_seconds, 3),
         "seconds": round(time.perf_counter() - started, 3),
         "device": device_name(),
+        "baselines": reference_metrics(ds, rows, s["top_k"], exclude),
     }
     with atomic_dir(out, overwrite) as tmp:
         torch.save(model.state_dict(), tmp / MODEL_FILE)

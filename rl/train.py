@@ -54,6 +54,7 @@ from sidrec.training import (
     last_checkpoint,
     publish_model,
     swanlab_callbacks,
+    swanlab_on,
     train_or_finish,
     use_bf16,
 )
@@ -519,7 +520,7 @@ def train_rl(
             "sync_ref_model": r["sync_ref_model"],
             "ref_model_sync_steps": r["ref_model_sync_steps"],
         }
-        callbacks = swanlab_callbacks(cfg, work, "rl") + ([ranking] if ranking else [])
+        callbacks = swanlab_callbacks(cfg, "rl") + ([ranking] if ranking else [])
         rollout = None
         if grpo:
             rollout = Rollout(index, tok, g, r["rollout"], r["temperature"], cfg["seed"])
@@ -568,8 +569,7 @@ def train_rl(
         )
         rewards = [h["reward"] for h in history if "reward" in h]
         ndcg = [h["eval_ndcg@10"] for h in history if "eval_ndcg@10" in h]
-        swanlab_on = cfg["swanlab"]["mode"] != "disabled"
-        with publish_model(out, work, trainer.model, tok, spec, history, swanlab_on) as tmp:
+        with publish_model(out, work, trainer.model, tok, spec, history, swanlab_on(cfg)) as tmp:
             digest = bundle(tmp, sid_dir, model_items(model_dir))
             if not grpo:
                 from sidrec.rl.dpo import PAIRS_DIR

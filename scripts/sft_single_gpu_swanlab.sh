@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# SFT on one GPU with a SwanLab dashboard (local by default: no account, no network).
-# Usage: bash scripts/sft_single_gpu_swanlab.sh [CONFIG] [key=value ...]
+# SFT on one GPU with a SwanLab dashboard (MiniOneRec's sft_single_gpu_swanlab.sh; local mode by
+# default: no account, no network).
+# Usage: bash scripts/sft_single_gpu_swanlab.sh [CONFIG] [key=value | sft.sh's flags ...]
 #   SWANLAB_MODE   local (default) | cloud (after `swanlab login`) | disabled
-set -euo pipefail
-CONFIG=${1:-configs/qwen2.5-0.5b.yaml}
-shift $(( $# < 1 ? $# : 1 ))
-CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES:-0} \
-  sidrec sft --config "$CONFIG" swanlab.mode="${SWANLAB_MODE:-local}" "$@"
-echo "dashboard: bash scripts/dashboard.sh <the run's output dir>/swanlog"
+source "$(dirname "$0")/_flags.sh"
+translate sft "$@"
+export CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES:-0}
+run "$SIDREC" sft --config "$CONFIG" "${SIDREC_ARGS[@]}" swanlab.mode="${SWANLAB_MODE:-local}"
+echo "dashboard: bash scripts/dashboard.sh"

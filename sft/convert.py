@@ -38,7 +38,12 @@ from sidrec.errors import SidrecError
 from sidrec.io import atomic_dir
 from sidrec.manifest import Run
 from sidrec.prompts import PromptSpec, fill_template, history_separator
-from sidrec.sequences import sequence_windows, user_sequences, weighted_pick
+from sidrec.sequences import (
+    sequence_windows,
+    training_frequency,
+    user_sequences,
+    weighted_pick,
+)
 from sidrec.sids import SidTable, read_sid_dir
 
 MAIN_TASK = "sid_history"
@@ -202,7 +207,7 @@ def build_examples(
             "convert.popularity_balance and convert.recent_items shape prompt-format examples; "
             "sft.format=sequence trains whole sequences"
         )
-    freq = np.bincount(ds.train["target"].to_numpy(), minlength=ds.items.height)
+    freq = training_frequency(ds)
     sids, titles = table.sids, _titles(ds)
     rng = np.random.default_rng(seed)
     frames: dict[str, list[pl.DataFrame]] = {"train": [], "valid": []}

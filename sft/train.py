@@ -52,6 +52,7 @@ from sidrec.training import (
     last_checkpoint,
     publish_model,
     swanlab_callbacks,
+    swanlab_on,
     train_or_finish,
     use_bf16,
     work_dir,
@@ -414,7 +415,7 @@ def _train(
         data_seed=cfg["seed"],
         disable_tqdm=False,
     )
-    callbacks = swanlab_callbacks(cfg, work, "sft")
+    callbacks = swanlab_callbacks(cfg, "sft")
     ranking = None
     if has_valid and s["select_by"] != "loss":
         ranking = _ranking_validation(ds, table, spec, tok, model, cfg)
@@ -454,8 +455,7 @@ def _train(
         "epochs": trainer.state.epoch,
         "tokens_seen": trainer.state.num_input_tokens_seen,
     }
-    swanlab_on = cfg["swanlab"]["mode"] != "disabled"
-    with publish_model(out, work, final, tok, spec, history, swanlab_on) as tmp:
+    with publish_model(out, work, final, tok, spec, history, swanlab_on(cfg)) as tmp:
         digest = bundle(tmp, sid_dir, ds.items)
         manifest = run.finish(
             tmp,

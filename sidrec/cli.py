@@ -34,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate_cli.add_commands(sub)
     analysis_cli.add_commands(sub)
     _add_pipeline(sub)
+    _add_preflight(sub)
     _add_recommend(sub)
     _add_overlays(parser)
     return parser
@@ -55,11 +56,41 @@ def _add_overlays(parser: argparse.ArgumentParser) -> None:
         )
 
 
+def _ask_stage(stage: str, state: str, out: Path) -> str:
+    """Ask in the terminal what to do with one pipeline stage (Enter = the default)."""
+    from sidrec.io import is_complete
+    from sidrec.pipeline import ACTIONS
+
+    default = "reuse" if state == "current" else "run"
+    what = {"current": "complete, same settings", "resumable": "unfinished: run resumes it"}
+    found = what.get(state, "complete, other settings" if is_complete(out) else "not built")
+    while True:
+        answer = (
+            input(f"[{stage}] {out}: {found}. run / skip / reuse / stop? [{default}] ")
+            .strip()
+            .lower()
+        )
+        picked = [a for a in ACTIONS if a.startswith(answer)] if answer else [default]
+        if len(picked) == 1:
+            return picked[0]
+        print(f"  answer one of {', '.join(ACTIONS)} (or its first letter)")
+
+
 def _pipeline(a: argparse.Namespace) -> None:
     from sidrec.config import command_config
-    from sidrec.pipeline import run_pipeline
+    from sidrec.pipeline import format_summary, run_pipeline
 
-    run_pipeline(command_config(a), a.force, until=a.until)
+    ask = a.ask and not a.yes and sys.stdin.isatty()
+    runs: list = []
+    run_pipeline(
+        command_config(a),
+        a.force,
+        until=a.to,
+        start=a.start,
+        choose=_ask_stage if ask else None,
+        runs=runs,
+    )
+    print("\n" + format_summary(runs))
 
 
 def _add_pipeline(sub: argparse._SubParsersAction) -> None:
@@ -67,7 +98,21 @@ def _add_pipeline(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", type=Path, required=True, help="a profile, e.g. configs/demo.yaml")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     p.add_argument("--force", action="store_true", help="rebuild every stage")
-    p.add_argument("--until", metavar="STAGE", help="stop after this stage (e.g. sid)")
+    p.add_argument(
+        "--to", "--until", dest="to", metavar="STAGE", help="stop after this stage (e.g. sid)"
+    )
+    p.add_argument(
+        "--from",
+        dest="start",
+        metavar="STAGE",
+        help="start at this stage; the earlier ones must be complete and are used as they are",
+    )
+    p.add_argument(
+        "--ask",
+        action="store_true",
+        help="at each stage choose run, skip, reuse (its output as it is) or stop",
+    )
+    p.add_argument("--yes", action="store_true", help="take every default (as without a terminal)")
     p.set_defaults(func=_pipeline)
 
 
@@ -75,6 +120,27 @@ def _recommend(a: argparse.Namespace) -> None:
     from sidrec.recommend import run_command
 
     run_command(a)
+
+
+def _preflight(a: argparse.Namespace) -> None:
+    from sidrec.config import command_config
+    from sidrec.preflight import format_checks, preflight
+
+    checks = preflight(command_config(a))
+    print(format_checks(checks))
+    failed = [c.name for c in checks if c.status == "fail"]
+    if failed:
+        raise SidrecError(f"preflight failed: {', '.join(failed)} (see above)")
+
+
+def _add_preflight(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "preflight",
+        help="check what a profile needs (Python, disk, GPU, hub, downloads) before running it",
+    )
+    p.add_argument("--config", type=Path, required=True, help="a profile, e.g. configs/demo.yaml")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    p.set_defaults(func=_preflight)
 
 
 def _add_recommend(sub: argparse._SubParsersAction) -> None:

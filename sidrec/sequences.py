@@ -54,6 +54,11 @@ def sequence_windows(n_items: int, window: int) -> list[tuple[int, int, int]]:
     return out
 
 
+def training_frequency(ds: Dataset) -> np.ndarray:
+    """(n_items,) how often each item is a training target."""
+    return np.bincount(ds.train["target"].to_numpy(), minlength=ds.items.height)
+
+
 def query_rows(ds: Dataset, split: str, max_users: int, seed: int) -> pl.DataFrame:
     """The rows of ``split`` to evaluate: all, or a seeded sample of ``max_users`` (> 0)."""
     if split not in SPLITS[1:]:

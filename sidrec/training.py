@@ -49,8 +49,8 @@ def on_main(state: PartialState, fn: Callable[[], Any]) -> None:
 
 
 def work_dir(out: Path) -> Path:
-    """Where a training run into ``out`` keeps its checkpoints and dashboard until it is
-    complete: ``<out>.partial`` beside it."""
+    """Where a training run into ``out`` keeps its checkpoints until it is complete:
+    ``<out>.partial`` beside it."""
     return out.with_name(out.name + PARTIAL)
 
 
@@ -177,16 +177,14 @@ def accumulation_steps(global_batch: int, per_device: int, processes: int) -> in
     return global_batch // step
 
 
-def swanlab_callbacks(cfg: dict[str, Any], work: Path, stage: str) -> list[TrainerCallback]:
+def swanlab_callbacks(cfg: dict[str, Any], stage: str) -> list[TrainerCallback]:
     """SwanLab's own transformers callback (it starts the run itself), or nothing if disabled.
 
     ``cfg`` is a resolved config; the run is ``<run_name>-<stage>`` in ``swanlab.project``, logged
-    under ``swanlab.log_dir`` (default: ``work/swanlog``, moved into the output at the end).
+    under :func:`swanlab_dir`.
     """
     s = cfg["swanlab"]
-    if s["mode"] not in SWANLAB_MODES:
-        raise SidrecError(f"swanlab.mode must be one of {SWANLAB_MODES}, got {s['mode']!r}")
-    if s["mode"] == "disabled":
+    if not swanlab_on(cfg):
         return []
     from swanlab.integration.transformers import SwanLabCallback
 
@@ -194,10 +192,43 @@ def swanlab_callbacks(cfg: dict[str, Any], work: Path, stage: str) -> list[Train
         SwanLabCallback(
             project=s["project"],
             experiment_name=f"{cfg['run_name']}-{stage}",
-            log_dir=str(Path(s["log_dir"]).expanduser() if s["log_dir"] else work / SWANLOG),
+            log_dir=str(swanlab_dir(cfg)),
             mode=s["mode"],
         )
     ]
+
+
+def swanlab_run(cfg: dict[str, Any], stage: str) -> Any | None:
+    """A SwanLab run ``<run_name>-<stage>`` for a stage that trains without a transformers
+    Trainer (SASRec), logged under :func:`swanlab_dir`; None when disabled. Log with its
+    ``log(metrics, step=...)``, close with ``finish()``."""
+    if not swanlab_on(cfg):
+        return None
+    import swanlab
+
+    s = cfg["swanlab"]
+    return swanlab.init(
+        project=s["project"],
+        name=f"{cfg['run_name']}-{stage}",
+        log_dir=str(swanlab_dir(cfg)),
+        mode=s["mode"],
+        reinit=True,
+    )
+
+
+def swanlab_on(cfg: dict[str, Any]) -> bool:
+    """Whether runs log to SwanLab (``swanlab.mode`` is not ``disabled``)."""
+    mode = cfg["swanlab"]["mode"]
+    if mode not in SWANLAB_MODES:
+        raise SidrecError(f"swanlab.mode must be one of {SWANLAB_MODES}, got {mode!r}")
+    return mode != "disabled"
+
+
+def swanlab_dir(cfg: dict[str, Any]) -> Path:
+    """Where every run of ``cfg``'s project logs: ``swanlab.log_dir``, by default
+    ``<output_root>/swanlog``."""
+    given = cfg["swanlab"]["log_dir"]
+    return Path(given).expanduser() if given else Path(cfg["output_root"]) / SWANLOG
 
 
 def _stopped(checkpoint: str) -> bool:
@@ -234,22 +265,20 @@ def publish_model(
     tok: Any,
     spec: PromptSpec,
     log_history: list[dict[str, Any]],
-    swanlab_on: bool,
+    dashboard: bool,
 ) -> Iterator[Path]:
     """Write a trained model directory (weights, tokenizer, ``prompting.json``,
-    ``train_log.json``, the dashboard) into a temporary directory, yield it for the rest
-    (bundled SIDs and items, the manifest last), then put it at ``out`` in one step and drop
-    the work directory ``work``."""
-    if swanlab_on:
+    ``train_log.json``) into a temporary directory, yield it for the rest (bundled SIDs and
+    items, the manifest last), then put it at ``out`` in one step and drop the work directory
+    ``work``. ``dashboard``: close the SwanLab run first."""
+    if dashboard:
         import swanlab
 
-        swanlab.finish()  # before its log directory moves into the output
+        swanlab.finish()
     with atomic_dir(out, overwrite=True) as tmp:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
         spec.save(tmp)
         write_json(tmp / TRAIN_LOG, log_history)
-        if (work / SWANLOG).is_dir():
-            (work / SWANLOG).rename(tmp / SWANLOG)
         yield tmp
     shutil.rmtree(work, ignore_errors=True)

@@ -7,6 +7,8 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import shutil
+import subprocess
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -181,3 +183,21 @@ def write_amazon18_raw(tmp_path: Path, name: str) -> Path:
     write_gz(tmp_path / f"{name}.json.gz", reviews)
     write_gz(tmp_path / f"meta_{name}.json.gz", meta)
     return tmp_path
+
+
+BROWSER_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+
+
+def chromium() -> str:
+    """Debian's chromium, installed with apt-get when missing and this is root (else skip)."""
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found:
+        return found
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        pytest.skip("chromium is not installed and this is not a root Debian machine")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "update", "-qq"], env=env, check=True, capture_output=True)
+    subprocess.run(
+        ["apt-get", "install", "-y", "-qq", "chromium"], env=env, check=True, capture_output=True
+    )
+    return shutil.which("chromium") or pytest.fail("apt-get installed no chromium binary")

@@ -92,4 +92,5 @@ def test_improve_loop_benchmark(tmp_path: Path) -> None:
         assert abs(d["difference"] - delta) < 1e-4
         assert d["ci95_low"] <= d["difference"] <= d["ci95_high"]
     assert (tmp_path / "demo-suggested" / "compare" / "comparison.png").is_file()
-    assert (tmp_path / "demo" / "analysis" / "report.html").is_file()
+    assert (tmp_path / "demo" / "analyze" / "report.html").is_file()
+    assert set(base["baselines"]) == {"popularity", "item_to_item"}

@@ -8,8 +8,9 @@ import pytest
 import sidrec.data.dataset as dataset_mod
 from sidrec.cli import main
 from sidrec.config import load_config
+from sidrec.errors import SidrecError
 from sidrec.io import is_complete
-from sidrec.pipeline import run_pipeline
+from sidrec.pipeline import StageRun, format_summary, run_pipeline
 
 SMALL = [
     "data.synth.n_items=200",
@@ -91,6 +92,50 @@ def test_pipeline_resumes_and_rebuilds_on_change(tmp_path: Path) -> None:
         "building",  # made outside the pipeline: nothing says with which settings
         "building",
     ]
+
+
+def test_pipeline_bounds_choices_and_summary(tmp_path: Path) -> None:
+    cfg = load_config(None, [f"output_root={tmp_path}", *SMALL])
+    with pytest.raises(SidrecError, match="earlier.*--from"):
+        run_pipeline(cfg, log=lambda _: None, start="sid", until="sid")
+    with pytest.raises(SidrecError, match="--from sid comes after --to data"):
+        run_pipeline(cfg, log=lambda _: None, start="sid", until="data")
+    with pytest.raises(SidrecError, match="--to must be one of"):
+        run_pipeline(cfg, log=lambda _: None, until="sids")
+    asked: list[tuple[str, str]] = []
+
+    def choose(stage: str, state: str, out: Path) -> str:
+        asked.append((stage, state))
+        return {"data": "run", "embeddings": "run", "sid": "stop"}[stage]
+
+    runs: list[StageRun] = []
+    outputs = run_pipeline(cfg, log=lambda _: None, choose=choose, runs=runs)
+    assert asked == [("data", "stale"), ("embeddings", "stale"), ("sid", "stale")]
+    assert list(outputs) == ["data", "embeddings"] and not (tmp_path / "demo" / "sid").exists()
+    assert [(r.name, r.action) for r in runs] == [("data", "built"), ("embeddings", "built")]
+    # --from sid: the earlier stages are used as they are, even with other settings
+    other = load_config(None, [f"output_root={tmp_path}", *SMALL, "embed.max_seq_length=16"])
+    logs: list[str] = []
+    runs = []
+    run_pipeline(other, log=logs.append, start="sid", until="sid", runs=runs)
+    assert [m for m in logs if m.startswith("[embeddings]")] == [
+        f"[embeddings] used as it is: {tmp_path / 'demo' / 'embeddings'}"
+    ]
+    assert [(r.name, r.action) for r in runs] == [
+        ("data", "reused"),
+        ("embeddings", "reused"),
+        ("sid", "built"),
+    ]
+    assert runs[0].seconds is not None  # the recorded run's time
+    # skip leaves a stage alone; an unknown answer is refused
+    runs = []
+    run_pipeline(cfg, log=lambda _: None, until="sid", choose=lambda *a: "skip", runs=runs)
+    assert [r.action for r in runs] == ["skipped"] * 3
+    with pytest.raises(SidrecError, match="one of"):
+        run_pipeline(cfg, log=lambda _: None, choose=lambda *a: "maybe")
+    table = format_summary(runs)
+    assert table.splitlines()[0].split() == ["stage", "did", "seconds", "output"]
+    assert "skipped" in table and "model" not in table  # no evaluation, no metrics table
 
 
 def test_interrupted_stage_leaves_nothing_complete_and_reruns_cleanly(

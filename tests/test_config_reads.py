@@ -13,6 +13,7 @@ from sidrec.config import ReadTracker, defaults, leaf_keys, load_config, stage_p
 from sidrec.data.stage import build_from_config, export_minionerec_dir, write_imported_sids
 from sidrec.evaluate.sasrec import train_sasrec
 from sidrec.pipeline import run_pipeline
+from sidrec.preflight import preflight
 from sidrec.rl.train import train_rl
 from sidrec.rq.stage import build_sids
 from sidrec.sft.convert import convert
@@ -157,6 +158,18 @@ def test_every_default_key_is_read(tmp_path: Path) -> None:
         cfg("data.source=letter", f"data.letter.src={letter}", "data.letter.dataset=Tiny"),
         tmp_path / "l-data",
     )
+    shop = Path(__file__).resolve().parents[1] / "docs" / "examples" / "shop"
+    build_from_config(
+        cfg(
+            "data.source=interactions",
+            f"data.interactions.interactions={shop / 'interactions.csv'}",
+            f"data.interactions.items={shop / 'items.csv'}",
+            "data.interactions.brand_col=brand",
+        ),
+        tmp_path / "i-data",
+    )
+    # what the machine must have for a profile
+    preflight(cfg())
     unread = sorted(set(leaf_keys(defaults())) - reads)
     assert unread == [], f"keys in defaults.yaml that no code read: {unread}"
 

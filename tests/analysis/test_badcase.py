@@ -35,8 +35,6 @@ def test_bins_popularity_history_and_repeats() -> None:
     hist = [[1], [1, 2, 3, 4], list(range(25))]
     assert bc.history_segment(hist) == ["1-2 items", "3-5 items", "21+ items"]
     assert bc.repeat_segment(hist, np.array([1, 9, 24])) == ["repeat", "new", "repeat"]
-    train = pl.DataFrame({"target": [2, 2, 0]})
-    assert bc.training_frequency(train, 4).tolist() == [1, 0, 2, 0]
 
 
 def test_category_similarity_and_recency() -> None:

@@ -3,38 +3,22 @@ missing and this is root) loads the page and every chart decodes (``make test-br
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import BROWSER_FLAGS as FLAGS
+from conftest import chromium
 
 from sidrec.analysis.analyze import analyze
 from sidrec.analysis.plots import PLOTS
 from sidrec.evaluate.generative import evaluate_model
 
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-
-
-def _chromium() -> str:
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
-    if found:
-        return found
-    if os.geteuid() != 0 or not shutil.which("apt-get"):
-        pytest.skip("chromium is not installed and this is not a root Debian machine")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    subprocess.run(["apt-get", "update", "-qq"], env=env, check=True, capture_output=True)
-    subprocess.run(
-        ["apt-get", "install", "-y", "-qq", "chromium"], env=env, check=True, capture_output=True
-    )
-    return shutil.which("chromium") or pytest.fail("apt-get installed no chromium binary")
-
 
 @pytest.mark.browser
 def test_report_html_loads_every_chart(tiny_model: dict, tmp_path: Path) -> None:
-    browser = _chromium()
+    browser = chromium()
     evaluation = tmp_path / "evaluate"
     evaluate_model(tiny_model["model"], tiny_model["data"], None, evaluation, tiny_model["cfg"])
     analyze(evaluation, tmp_path / "analysis")

@@ -11,7 +11,7 @@ from transformers import AutoModelForCausalLM
 from sidrec.config import load_config
 from sidrec.io import read_json
 from sidrec.model_dir import load_tokenizer
-from sidrec.pipeline import run_pipeline
+from sidrec.pipeline import StageRun, format_summary, run_pipeline
 from sidrec.prompts import PromptSpec
 
 REPO = Path(__file__).resolve().parents[2]
@@ -24,7 +24,9 @@ TINY_MODEL = [
     "sft.eval_steps=2",
     "convert.max_valid_examples=32",
     "evaluate.max_users=64",
-    "evaluate.num_beams=5",
+    # the profiles keep checkpoints by validation NDCG@10: 10 beams, a small sample
+    "evaluate.num_beams=10",
+    "sft.valid_users=32",
     "rl.max_steps=2",
     "rl.sample_size=16",
     "rl.num_generations=4",
@@ -37,7 +39,8 @@ def test_demo_pipeline_runs_through_sft_and_rl(tmp_path: Path) -> None:
     overrides = [*tiny_demo(tmp_path), *TINY_MODEL]
     cfg = load_config(REPO / "configs" / "demo.yaml", overrides)
     logs: list[str] = []
-    outputs = run_pipeline(cfg, log=logs.append)
+    runs: list[StageRun] = []
+    outputs = run_pipeline(cfg, log=logs.append, runs=runs)
     assert list(outputs) == [
         "data",
         "embeddings",
@@ -47,29 +50,42 @@ def test_demo_pipeline_runs_through_sft_and_rl(tmp_path: Path) -> None:
         "evaluate",
         "rl",
         "evaluate_rl",
+        "analyze",
+        "suggest",
     ]
     manifest = read_json(outputs["sft"] / "manifest.json")
     assert manifest["counts"]["steps"] == 4 and manifest["base_model"] == "tiny-qwen2"
+    assert manifest["format"] == "sequence"  # the demo trains whole sequences
     rl = read_json(outputs["rl"] / "manifest.json")
     assert rl["counts"]["steps"] == 2 and rl["base_model"] == str(outputs["sft"])
     for name, model in (("evaluate", "sft"), ("evaluate_rl", "rl")):
         results = read_json(outputs[name] / "results.json")
-        assert results["users"] == 64 and results["ks"] == [1, 3, 5]
+        assert results["users"] == 64 and results["ks"] == [1, 3, 5, 10]
+        assert set(results["baselines"]) == {"popularity", "item_to_item"}
         assert read_json(outputs[name] / "manifest.json")["inputs"]["model"] == str(outputs[model])
     assert sum(m.startswith("test (64 users") for m in logs) == 2
+    # the report is of the last model, the RL one; the overlay is one the stages accept
+    report = read_json(outputs["analyze"] / "badcase_report.json")
+    assert report["evaluation"] == str(outputs["evaluate_rl"]) and report["top_k"] == 10
+    load_config(REPO / "configs" / "demo.yaml", overlays=[outputs["suggest"] / "suggested.yaml"])
+    table = format_summary(runs)
+    assert [line.split()[0] for line in table.splitlines()[1:11]] == list(outputs)
+    for row in ("sft (evaluate)", "rl (evaluate_rl)", "popularity", "item-to-item"):
+        assert row in table
     logs.clear()
-    run_pipeline(cfg, log=logs.append)
-    assert [m.split()[1] for m in logs if m.startswith("[")] == ["complete"] * 8
-    # RL off: the pipeline ends with the SFT model's evaluation
+    runs.clear()
+    run_pipeline(cfg, log=logs.append, runs=runs)
+    assert [m.split()[1] for m in logs if m.startswith("[")] == ["complete"] * 10
+    assert {r.action for r in runs} == {"reused"}
+    # RL off: the SFT model's evaluation is the one analysed
     logs.clear()
-    run_pipeline(
+    outputs = run_pipeline(
         load_config(REPO / "configs" / "demo.yaml", [*overrides, "rl.enabled=false"]),
         log=logs.append,
     )
-    assert logs[-2:] == [
-        "[rl] not needed for this config",
-        "[evaluate_rl] not needed for this config",
-    ]
+    assert "[rl] not needed for this config" in logs and "evaluate_rl" not in outputs
+    report = read_json(outputs["analyze"] / "badcase_report.json")
+    assert report["evaluation"] == str(outputs["evaluate"])
 
 
 def test_beauty_config_trains_on_whole_sequences(
@@ -83,9 +99,6 @@ def test_beauty_config_trains_on_whole_sequences(
             f"data.letter.titles={beauty_titles / 'Beauty.titles.json'}",
             f"data.letter.asins={beauty_titles / 'Beauty.item2asin.tsv'}",
             *TINY_MODEL,
-            # the profile keeps checkpoints by validation NDCG@10: 10 beams, a small sample
-            "evaluate.num_beams=10",
-            "sft.valid_users=32",
         ],
     )
     outputs = run_pipeline(cfg, log=lambda _: None)
