@@ -16,13 +16,15 @@ that ``sidrec sid build``, ``sidrec convert`` and ``sidrec sft`` read:
   by SIDs built from the item text).
 - ``recency_bias``: 30%+ of the users' targets are closer to their last items than to the
   older ones and those fail more often than the rest -> ``convert.recent_items``.
-- ``hyperparameter``: the valid loss ended 5%+ above its best (overfitting) -> dropout and
-  checkpoint choice by NDCG@10; or the best checkpoint was the last one (still improving) ->
-  twice the epochs (twice ``sft.max_steps`` where a step budget is set).
+- ``hyperparameter``: the valid loss ended 5%+ above its best (overfitting) -> 0.1 more
+  dropout (at least 0.1, at most 0.5) and checkpoint choice by NDCG@10; or the best
+  checkpoint was the last one (still improving) -> twice the epochs (twice
+  ``sft.max_steps`` where a step budget is set).
 
-Title-based changes are only suggested for datasets with titles and a model whose vocabulary
-holds words (not a SID-only one). The overlay names the dataset
-it was made for (``suggested_for``); the data stage refuses it for another.
+A change the evaluated model's config already has is dropped, and a strategy with nothing left
+to change is not proposed. Title-based changes are only suggested for datasets with titles and
+a model whose vocabulary holds words (not a SID-only one). The overlay names the dataset it was
+made for (``suggested_for``); the data stage refuses it for another.
 """
 
 from __future__ import annotations
@@ -209,11 +211,12 @@ def hyperparameter(report: dict[str, Any], cfg: dict[str, Any]) -> Strategy:
     sft = cfg["sft"]
     if last >= 1.05 * best:
         s.triggered = True
+        # at least 0.1, and 0.1 more than the model had, up to 0.5
         s.changes = {
-            "sft.residual_dropout": max(0.1, sft["residual_dropout"]),
-            "sft.embedding_dropout": max(0.1, sft["embedding_dropout"]),
-            "sft.select_by": "ndcg@10",
+            f"sft.{k}": round(min(0.5, max(0.1, sft[k] + 0.1)), 3)
+            for k in ("residual_dropout", "embedding_dropout")
         }
+        s.changes["sft.select_by"] = "ndcg@10"
     elif at_end:
         s.triggered = True
         # a step budget (sft.max_steps > 0) overrides epochs: double whichever bounds training
@@ -230,6 +233,22 @@ RULES: dict[str, Callable[[dict[str, Any], dict[str, Any]], Strategy]] = {
     "recency_bias": recency_bias,
     "hyperparameter": hyperparameter,
 }
+
+
+def _value(cfg: dict[str, Any], key: str) -> Any:
+    for part in key.split("."):
+        cfg = cfg[part]
+    return cfg
+
+
+def _new_changes(s: Strategy, cfg: dict[str, Any]) -> Strategy:
+    """Keep only the changes the evaluated model's config does not already have; a strategy
+    past its threshold with nothing left to change is not proposed again."""
+    s.changes = {k: v for k, v in s.changes.items() if _value(cfg, k) != v}
+    if s.triggered and not s.changes:
+        s.triggered = False
+        s.evidence["already_applied"] = True
+    return s
 
 
 def nest(changes: dict[str, Any]) -> dict[str, Any]:
@@ -263,7 +282,7 @@ def suggest(
     ``choose`` picks names from all of them. Returns the verdicts and the overlay."""
     report = _read_report(Path(report_path))
     cfg = _base_config(report)
-    verdicts = [RULES[name](report, cfg) for name in STRATEGIES]
+    verdicts = [_new_changes(RULES[name](report, cfg), cfg) for name in STRATEGIES]
     if auto:
         chosen = [v.name for v in verdicts if v.triggered]
     else:

@@ -103,8 +103,10 @@ def test_a_healthy_report_triggers_nothing(tmp_path: Path) -> None:
         ),
         (
             "sid_quality",
-            lambda r: r["sid_quality"].update(shared_sids=3),
-            {"sid": {"dedup": "reassign"}},
+            lambda r: r["sid_quality"]["levels"].__setitem__(
+                0, {"level": "a", "utilization": 0.3, "entropy_pct": 0.5}
+            ),
+            {"sid": {"method": "rqkmeans-constrained"}},
         ),
         (
             "recency_bias",
@@ -324,3 +326,21 @@ def test_the_cold_start_overlay_starts_sid_tokens_at_their_titles(
         rows = model.get_input_embeddings().weight[ids].detach()
         spread[name] = float(rows.std(0).mean())
     assert spread["plain"] < 1e-6 < spread["cold_start"]  # one shared row -> one per title
+
+
+def test_changes_the_model_already_has_are_not_proposed(tmp_path: Path) -> None:
+    model = tmp_path / "sft"
+    model.mkdir()
+    report = _healthy()
+    report["training"] = {**_trained(2.2, 50, 20), "model": str(model)}  # overfit
+    (model / "config.yaml").write_text(
+        "sft: {residual_dropout: 0.1, embedding_dropout: 0.1, select_by: ndcg@10}\n"
+    )
+    result = suggest(_write(tmp_path, report), tmp_path / "o.yaml")
+    assert result["overlay"]["sft"] == {"residual_dropout": 0.2, "embedding_dropout": 0.2}
+    (model / "config.yaml").write_text(
+        "sft: {residual_dropout: 0.5, embedding_dropout: 0.5, select_by: ndcg@10}\n"
+    )
+    result = suggest(_write(tmp_path, report), tmp_path / "o.yaml")
+    hyper = result["strategies"][-1]
+    assert result["chosen"] == [] and hyper["evidence"]["already_applied"] is True
