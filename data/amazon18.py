@@ -24,7 +24,7 @@ from typing import Any
 import polars as pl
 from tqdm import tqdm
 
-from sidrec.data.events import build_sequences, k_core, month_bounds
+from sidrec.data.events import core_sequences, month_bounds, unique_in_window
 from sidrec.errors import InputError, SidrecError
 
 DOWNLOAD_URL = "https://mcauleylab.ucsd.edu/public_datasets/data/amazon_v2"
@@ -129,26 +129,19 @@ def load_amazon18(
     reviews_path, meta_path = raw_files(raw_dir, dataset)
     lo, hi = month_bounds(st_year, st_month, ed_year, ed_month)
 
-    events: list[tuple[str, str, int]] = []
-    seen: set[tuple[str, str, int]] = set()
-    duplicates = outside = 0
-    for line_no, r in _json_lines(reviews_path):
-        try:
-            event = (str(r["reviewerID"]), str(r["asin"]), int(r["unixReviewTime"]))
-        except (KeyError, TypeError, ValueError):
-            raise InputError(
-                reviews_path,
-                "expected reviewerID, asin and an integer unixReviewTime",
-                row=line_no,
-                row_label="line",
-            ) from None
-        if not lo <= event[2] < hi:
-            outside += 1
-        elif event in seen:
-            duplicates += 1
-        else:
-            seen.add(event)
-            events.append(event)
+    def read_events() -> Iterator[tuple[str, str, int]]:
+        for line_no, r in _json_lines(reviews_path):
+            try:
+                yield (str(r["reviewerID"]), str(r["asin"]), int(r["unixReviewTime"]))
+            except (KeyError, TypeError, ValueError):
+                raise InputError(
+                    reviews_path,
+                    "expected reviewerID, asin and an integer unixReviewTime",
+                    row=line_no,
+                    row_label="line",
+                ) from None
+
+    events, skipped = unique_in_window(read_events(), (lo, hi))
 
     wanted = {a for _, a, _ in events}
     meta: dict[str, dict[str, Any]] = {}
@@ -172,15 +165,9 @@ def load_amazon18(
             "brand": _plain(m.get("brand")),
             "categories": [str(c) for c in m.get("category") or []],
         }
-    with_text = [e for e in events if e[1] in meta]
-    kept = k_core(with_text, user_k, item_k)
-    if not kept:
-        raise SidrecError(
-            f"{reviews_path}: no interactions left after the time window, title "
-            f"cleaning and {user_k}/{item_k}-core filtering"
-        )
-
-    items, sequences = build_sequences(kept, meta)
+    items, sequences, removed = core_sequences(
+        events, meta, user_k, item_k, reviews_path, "the time window, title cleaning"
+    )
     extra = {
         "filters": {
             "user_k": user_k,
@@ -189,12 +176,10 @@ def load_amazon18(
             "max_title_words": max_title_words,
         },
         "skipped": {
-            "events_outside_window": outside,
-            "duplicate_events": duplicates,
+            **skipped,
             "items_dropped_for_title": dropped_titles,
             "duplicate_metadata_rows": duplicate_meta,
-            "events_without_item_text": len(events) - len(with_text),
-            "events_removed_by_k_core": len(with_text) - len(kept),
+            **removed,
         },
         "minionerec_stem": f"{dataset}_{user_k}_{st_year}-{st_month:02d}-{ed_year}-{ed_month:02d}",
     }

@@ -4,7 +4,9 @@ turning the kept events into the dataset's items and time-ordered sequences."""
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -39,6 +41,53 @@ def k_core(
         if len(kept) == len(events):
             return kept
         events = kept
+
+
+Event = tuple[str, str, int]
+
+
+def unique_in_window(
+    events: Iterable[Event], window: tuple[int, int] | None
+) -> tuple[list[Event], dict[str, int]]:
+    """The ``(user, item, unix time)`` events inside ``window`` (``[start, end)``; None = all),
+    exact repeats dropped, in their order; and how many were outside and how many repeats."""
+    kept: list[Event] = []
+    seen: set[Event] = set()
+    outside = duplicates = 0
+    for event in events:
+        if window is not None and not window[0] <= event[2] < window[1]:
+            outside += 1
+        elif event in seen:
+            duplicates += 1
+        else:
+            seen.add(event)
+            kept.append(event)
+    return kept, {"events_outside_window": outside, "duplicate_events": duplicates}
+
+
+def core_sequences(
+    events: list[Event],
+    meta: dict[str, dict[str, Any]],
+    user_k: int,
+    item_k: int,
+    source: Path,
+    steps: str,
+) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, int]]:
+    """Items and sequences from the ``events`` whose item has text in ``meta``, after the
+    iterated ``user_k`` / ``item_k`` core; with how many events each step removed. ``steps``
+    names the earlier filters in the error raised when nothing is left."""
+    with_text = [e for e in events if meta.get(e[1])]
+    kept = k_core(with_text, user_k, item_k)
+    if not kept:
+        raise SidrecError(
+            f"{source}: no interactions left after {steps} and {user_k}/{item_k}-core filtering"
+        )
+    items, sequences = build_sequences(kept, meta)
+    removed = {
+        "events_without_item_text": len(events) - len(with_text),
+        "events_removed_by_k_core": len(with_text) - len(kept),
+    }
+    return items, sequences, removed
 
 
 def build_sequences(

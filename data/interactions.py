@@ -16,14 +16,15 @@ iterated k-core.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
-from sidrec.data.events import build_sequences, k_core, month_bounds
-from sidrec.errors import InputError, SidrecError, require_file
+from sidrec.data.events import core_sequences, month_bounds, unique_in_window
+from sidrec.errors import InputError, require_file
 
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "json", ".ndjson": "json", ".json": "json"}
 FORMATS[".parquet"] = "parquet"
@@ -108,31 +109,24 @@ def load_interactions(
     events_path, items_path = Path(interactions), Path(items)
     frame, first, label = read_table(events_path)
     _require(frame, events_path, {"user_col": user_col, "item_col": item_col, "time_col": time_col})
-    lo, hi = month_bounds(*window) if window else (None, None)
-    events: list[tuple[str, str, int]] = []
-    seen: set[tuple[str, str, int]] = set()
-    duplicates = outside = 0
     cols = (user_col, item_col, time_col)
-    for r, (user, item, when) in enumerate(frame.select(cols).iter_rows()):
-        try:
-            if user is None or item is None or not str(user).strip() or not str(item).strip():
-                raise ValueError
-            event = (str(user).strip(), str(item).strip(), _time(when))
-        except (TypeError, ValueError):
-            raise InputError(
-                events_path,
-                f"expected a user ({user_col}), an item ({item_col}) and a time ({time_col}: "
-                f"unix seconds or an ISO-8601 date), got {user!r}, {item!r}, {when!r}",
-                row=r + first,
-                row_label=label,
-            ) from None
-        if lo is not None and not lo <= event[2] < hi:
-            outside += 1
-        elif event in seen:
-            duplicates += 1
-        else:
-            seen.add(event)
-            events.append(event)
+
+    def read_events() -> Iterator[tuple[str, str, int]]:
+        for r, (user, item, when) in enumerate(frame.select(cols).iter_rows()):
+            try:
+                if user is None or item is None or not str(user).strip() or not str(item).strip():
+                    raise ValueError
+                yield (str(user).strip(), str(item).strip(), _time(when))
+            except (TypeError, ValueError):
+                raise InputError(
+                    events_path,
+                    f"expected a user ({user_col}), an item ({item_col}) and a time ({time_col}: "
+                    f"unix seconds or an ISO-8601 date), got {user!r}, {item!r}, {when!r}",
+                    row=r + first,
+                    row_label=label,
+                ) from None
+
+    events, skipped = unique_in_window(read_events(), month_bounds(*window) if window else None)
 
     table, first, label = read_table(items_path)
     text_cols = {
@@ -163,14 +157,9 @@ def load_interactions(
             "brand": _text(row[brand_col]) if brand_col else "",
             "categories": _categories(row[category_col]) if category_col else [],
         }
-    with_text = [e for e in events if meta.get(e[1])]
-    kept = k_core(with_text, user_k, item_k)
-    if not kept:
-        raise SidrecError(
-            f"{events_path}: no interactions left after the metadata join and "
-            f"{user_k}/{item_k}-core filtering"
-        )
-    items_frame, sequences = build_sequences(kept, meta)
+    items_frame, sequences, removed = core_sequences(
+        events, meta, user_k, item_k, events_path, "the metadata join"
+    )
     extra = {
         "files": {"interactions": str(events_path), "items": str(items_path)},
         "filters": {
@@ -179,13 +168,12 @@ def load_interactions(
             "window": None if window is None else "{}-{:02d}..{}-{:02d}".format(*window),
         },
         "skipped": {
-            "events_outside_window": outside,
-            "duplicate_events": duplicates,
+            **skipped,
             "events_without_item_metadata": sum(e[1] not in meta for e in events),
             "items_without_title": no_title,
             "events_of_items_without_title": sum(e[1] in meta and not meta[e[1]] for e in events),
             "items_without_events": len(set(meta) - wanted),
-            "events_removed_by_k_core": len(with_text) - len(kept),
+            "events_removed_by_k_core": removed["events_removed_by_k_core"],
         },
     }
     return items_frame, sequences, extra

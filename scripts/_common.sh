@@ -40,6 +40,23 @@ unknown() {
   exit 2
 }
 
+# The flags most scripts share. DATASET / ROOT: the run (outputs/DATASET unless --root);
+# ARGS: what goes on to sidrec. `common_flag "$@"` takes --help, --dataset, --root, --config and
+# --overwrite, sets CONSUMED to how many arguments it took, and stops on anything else.
+DATASET=Industrial_and_Scientific
+ROOT=""
+ARGS=()
+common_flag() {
+  case "$1" in
+    -h|--help) usage; exit 0 ;;
+    --dataset) DATASET=$(value "$@"); CONSUMED=2 ;;
+    --root) ROOT=$(value "$@"); CONSUMED=2 ;;
+    --config) ARGS+=(--config "$(value "$@")"); CONSUMED=2 ;;
+    --overwrite) ARGS+=(--overwrite); CONSUMED=1 ;;
+    *) unknown "$1" ;;
+  esac
+}
+
 # run CMD ...: print the command, then run it
 run() {
   echo "+ $*" >&2

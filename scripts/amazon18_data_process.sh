@@ -8,20 +8,17 @@
 #          [--split temporal|loo] [--overwrite]
 #   --input_path holds <NAME>.json.gz and meta_<NAME>.json.gz (--download fetches them)
 source "$(dirname "$0")/_common.sh"
-DATASET=Industrial_and_Scientific
 RAW=raw/amazon18
 OUT=""
-ARGS=()
 while (( $# )); do
   case "$1" in
-    -h|--help) usage; exit 0 ;;
-    --dataset) DATASET=$(value "$@"); shift 2 ;;
     --input_path) RAW=$(value "$@"); shift 2 ;;
     --output_path) OUT=$(value "$@"); shift 2 ;;
     --user_k|--item_k|--st_year|--st_month|--ed_year|--ed_month|--split)
       ARGS+=("${1//_/-}" "$(value "$@")"); shift 2 ;;
-    --download|--overwrite) ARGS+=("$1"); shift ;;
-    *) unknown "$1" ;;
+    --download) ARGS+=("$1"); shift ;;
+    --root|--config) unknown "$1" ;;
+    *) common_flag "$@"; shift "$CONSUMED" ;;
   esac
 done
 OUT=${OUT:-outputs/$DATASET/data}

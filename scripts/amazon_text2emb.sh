@@ -8,19 +8,11 @@
 #                     profile's embed.model, else BAAI/bge-small-en-v1.5)
 #   --from_npy        a precomputed [N, D] .npy (e.g. MiniOneRec's Qwen3-Embedding) instead
 source "$(dirname "$0")/_common.sh"
-DATASET=Industrial_and_Scientific
-ROOT=""
-ARGS=()
 while (( $# )); do
   case "$1" in
-    -h|--help) usage; exit 0 ;;
-    --dataset) DATASET=$(value "$@"); shift 2 ;;
-    --root) ROOT=$(value "$@"); shift 2 ;;
     --plm_checkpoint) ARGS+=(--model "$(value "$@")"); shift 2 ;;
     --from_npy) ARGS+=(--from-npy "$(value "$@")"); shift 2 ;;
-    --config) ARGS+=(--config "$(value "$@")"); shift 2 ;;
-    --overwrite) ARGS+=(--overwrite); shift ;;
-    *) unknown "$1" ;;
+    *) common_flag "$@"; shift "$CONSUMED" ;;
   esac
 done
 ROOT=${ROOT:-outputs/$DATASET}

@@ -6,20 +6,12 @@
 #   --root        the run directory: reads ROOT/data and ROOT/sid (default outputs/NAME)
 #   --output_dir  default ROOT/examples
 source "$(dirname "$0")/_common.sh"
-DATASET=Industrial_and_Scientific
-ROOT=""
 OUT=""
-ARGS=()
 while (( $# )); do
   case "$1" in
-    -h|--help) usage; exit 0 ;;
-    --dataset) DATASET=$(value "$@"); shift 2 ;;
-    --root) ROOT=$(value "$@"); shift 2 ;;
     --output_dir) OUT=$(value "$@"); shift 2 ;;
-    --config) ARGS+=(--config "$(value "$@")"); shift 2 ;;
-    --overwrite) ARGS+=(--overwrite); shift ;;
     *=*) ARGS+=("$1"); shift ;;
-    *) unknown "$1" ;;
+    *) common_flag "$@"; shift "$CONSUMED" ;;
   esac
 done
 ROOT=${ROOT:-outputs/$DATASET}

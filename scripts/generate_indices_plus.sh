@@ -7,18 +7,12 @@
 #   --root        the run directory: reads ROOT/data and ROOT/sid (default outputs/NAME)
 #   --output_dir  default ROOT/minionerec
 source "$(dirname "$0")/_common.sh"
-DATASET=Industrial_and_Scientific
-ROOT=""
 OUT=""
-ARGS=()
 while (( $# )); do
   case "$1" in
-    -h|--help) usage; exit 0 ;;
-    --dataset) DATASET=$(value "$@"); shift 2 ;;
-    --root) ROOT=$(value "$@"); shift 2 ;;
     --output_dir) OUT=$(value "$@"); shift 2 ;;
-    --overwrite) ARGS+=(--overwrite); shift ;;
-    *) unknown "$1" ;;
+    --config) unknown "$1" ;;
+    *) common_flag "$@"; shift "$CONSUMED" ;;
   esac
 done
 ROOT=${ROOT:-outputs/$DATASET}
