@@ -37,7 +37,7 @@ from typing import Any
 import yaml
 
 from sidrec.analysis.analyze import REPORT_FILE
-from sidrec.config import load_config, model_reads_text
+from sidrec.config import dotted, load_config, model_reads_text
 from sidrec.errors import InputError, SidrecError
 from sidrec.io import atomic_dir, read_json, write_json
 from sidrec.manifest import Run
@@ -235,16 +235,10 @@ RULES: dict[str, Callable[[dict[str, Any], dict[str, Any]], Strategy]] = {
 }
 
 
-def _value(cfg: dict[str, Any], key: str) -> Any:
-    for part in key.split("."):
-        cfg = cfg[part]
-    return cfg
-
-
 def _new_changes(s: Strategy, cfg: dict[str, Any]) -> Strategy:
     """Keep only the changes the evaluated model's config does not already have; a strategy
     past its threshold with nothing left to change is not proposed again."""
-    s.changes = {k: v for k, v in s.changes.items() if _value(cfg, k) != v}
+    s.changes = {k: v for k, v in s.changes.items() if dotted(cfg, k) != v}
     if s.triggered and not s.changes:
         s.triggered = False
         s.evidence["already_applied"] = True

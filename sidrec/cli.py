@@ -59,9 +59,9 @@ def _add_overlays(parser: argparse.ArgumentParser) -> None:
 def _ask_stage(stage: str, state: str, out: Path) -> str:
     """Ask in the terminal what to do with one pipeline stage (Enter = the default)."""
     from sidrec.io import is_complete
-    from sidrec.pipeline import ACTIONS
+    from sidrec.pipeline import ACTIONS, default_action
 
-    default = "reuse" if state == "current" else "run"
+    default = default_action(state)
     what = {"current": "complete, same settings", "resumable": "unfinished: run resumes it"}
     found = what.get(state, "complete, other settings" if is_complete(out) else "not built")
     while True:

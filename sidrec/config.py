@@ -138,6 +138,15 @@ def stage_path(cfg: dict[str, Any], name: str) -> Path:
     return Path(given).expanduser() if given else Path(cfg["output_root"]) / cfg["run_name"] / name
 
 
+def dotted(cfg: dict[str, Any], key: str) -> Any:
+    """``cfg[a][b]`` for the dotted ``key`` ``a.b``; None where it does not exist."""
+    for part in key.split("."):
+        if not isinstance(cfg, dict) or part not in cfg:
+            return None
+        cfg = cfg[part]
+    return cfg
+
+
 def model_reads_text(cfg: dict[str, Any]) -> bool:
     """Whether the configured model's vocabulary holds words, so title tasks can train (not
     ``tiny-qwen2`` with ``model.tiny_qwen2.vocab=sid``: SID tokens only)."""

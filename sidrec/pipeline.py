@@ -23,11 +23,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sidrec.config import defaults, stage_path
+from sidrec.config import defaults, dotted, stage_path
 from sidrec.data.dataset import read_dataset
 from sidrec.data.stage import build_from_config, import_sids_from_config
 from sidrec.data.stats import dataset_stats, format_stats
@@ -175,15 +175,6 @@ def _at_defaults(default: Any, recorded: Any) -> Any:
     return {k: _at_defaults(v, recorded[k]) if k in recorded else v for k, v in default.items()}
 
 
-def _section(cfg: dict[str, Any], key: str) -> Any:
-    """``cfg[a][b]`` for the dotted ``key`` ``a.b``; None where it does not exist."""
-    for part in key.split("."):
-        if not isinstance(cfg, dict) or part not in cfg:
-            return None
-        cfg = cfg[part]
-    return cfg
-
-
 def _made_as(record: dict[str, Any], want: dict[str, Any]) -> bool:
     """Whether a manifest (or an unfinished run's record) says it was made with the config
     sections ``want`` from the inputs that are there now."""
@@ -191,7 +182,7 @@ def _made_as(record: dict[str, Any], want: dict[str, Any]) -> bool:
     if sections is None:
         return False
     base = defaults()
-    if {k: _at_defaults(_section(base, k), v) for k, v in sections.items()} != want:
+    if {k: _at_defaults(dotted(base, k), v) for k, v in sections.items()} != want:
         return False
     inputs = record.get("inputs", {})
     return all(run_id(inputs[k]) == rid for k, rid in record.get("input_runs", {}).items())
@@ -229,10 +220,11 @@ class StageRun:
     action: str
     output: Path
     seconds: float | None = None
-    notes: list[str] = field(default_factory=list)
 
 
-def _default_action(state: str) -> str:
+def default_action(state: str) -> str:
+    """What a stage in ``state`` does unless told otherwise: reuse a current output, build or
+    resume the rest."""
     return "reuse" if state == "current" else "run"
 
 
@@ -268,9 +260,9 @@ def run_pipeline(
             log(f"[{stage.name}] not needed for this config")
             continue
         out = stage_path(cfg, stage.name)
-        want = {k: _section(cfg, k) for k in stage.config_keys}
+        want = {k: dotted(cfg, k) for k in stage.config_keys}
         state = "stale" if force else stage_state(out, want)
-        action = "reuse" if not begun else _default_action(state)
+        action = "reuse" if not begun else default_action(state)
         if begun and choose is not None:
             action = choose(stage.name, state, out)
             if action not in ACTIONS:
