@@ -61,6 +61,34 @@ def synth(
     )
 
 
+def _split_and_write(
+    out: str | Path,
+    run: Run,
+    overwrite: bool,
+    items: pl.DataFrame,
+    sequences: pl.DataFrame,
+    extra: dict[str, Any],
+    split: str,
+    max_history: int,
+    source: str,
+    dataset: str,
+) -> dict[str, Any]:
+    """Split an importer's items and sequences, add the split's skips to ``extra`` and write
+    the dataset directory; returns the manifest."""
+    ds, skipped = assemble(items, sequences, split, max_history)
+    extra["skipped"].update(skipped)
+    return write_dataset(
+        out,
+        ds,
+        run,
+        overwrite,
+        source=source,
+        dataset=dataset,
+        **_split_manifest(split, max_history),
+        **extra,
+    )
+
+
 def amazon18(
     out: str | Path,
     raw_dir: str | Path,
@@ -83,17 +111,8 @@ def amazon18(
     }
     run = Run("data.amazon18", config, inputs={"raw_dir": str(raw_dir)}, seed=None)
     items, sequences, extra = load_amazon18(raw_dir, dataset, download_missing=download, **filters)
-    ds, skipped = assemble(items, sequences, split, max_history)
-    extra["skipped"].update(skipped)
-    return write_dataset(
-        out,
-        ds,
-        run,
-        overwrite,
-        source="amazon18",
-        dataset=dataset,
-        **_split_manifest(split, max_history),
-        **extra,
+    return _split_and_write(
+        out, run, overwrite, items, sequences, extra, split, max_history, "amazon18", dataset
     )
 
 
@@ -126,17 +145,9 @@ def import_interactions(
     items_frame, sequences, extra = load_interactions(
         interactions, items, window=tuple(window) if window else None, **columns_and_filters
     )
-    ds, skipped = assemble(items_frame, sequences, split, max_history)
-    extra["skipped"].update(skipped)
-    return write_dataset(
-        out,
-        ds,
-        run,
-        overwrite,
-        source="interactions",
-        dataset=Path(interactions).name.split(".")[0],
-        **_split_manifest(split, max_history),
-        **extra,
+    name = Path(interactions).name.split(".")[0]
+    return _split_and_write(
+        out, run, overwrite, items_frame, sequences, extra, split, max_history, "interactions", name
     )
 
 

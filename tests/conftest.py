@@ -188,16 +188,23 @@ def write_amazon18_raw(tmp_path: Path, name: str) -> Path:
 BROWSER_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 
 
-def chromium() -> str:
-    """Debian's chromium, installed with apt-get when missing and this is root (else skip)."""
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
+def debian_tool(package: str, *names: str) -> str:
+    """The path of a program (``names``, default the package's name), installed from Debian's
+    ``package`` with apt-get when missing and this is root (else the test is skipped)."""
+    names = names or (package,)
+    found = next((p for n in names if (p := shutil.which(n))), None)
     if found:
         return found
     if os.geteuid() != 0 or not shutil.which("apt-get"):
-        pytest.skip("chromium is not installed and this is not a root Debian machine")
+        pytest.skip(f"{package} is not installed and this is not a root Debian machine")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     subprocess.run(["apt-get", "update", "-qq"], env=env, check=True, capture_output=True)
     subprocess.run(
-        ["apt-get", "install", "-y", "-qq", "chromium"], env=env, check=True, capture_output=True
+        ["apt-get", "install", "-y", "-qq", package], env=env, check=True, capture_output=True
     )
-    return shutil.which("chromium") or pytest.fail("apt-get installed no chromium binary")
+    return shutil.which(names[0]) or pytest.fail(f"apt-get installed no {names[0]} binary")
+
+
+def chromium() -> str:
+    """Debian's chromium (installed when missing and root, else skip)."""
+    return debian_tool("chromium", "chromium", "chromium-browser")

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from conftest import TINY_QWEN2, tiny_demo
 
+from sidrec.analysis.suggest import STRATEGIES
 from sidrec.io import read_json
 
 REPO = Path(__file__).resolve().parents[1]
@@ -74,14 +75,7 @@ def test_improve_loop_benchmark(tmp_path: Path) -> None:
     result = bench.run(REPO / "configs" / "demo.yaml", tiny, log=lambda _: None)
     assert "hyperparameter" in result["chosen"]
     assert result["changes"]["sft"]["max_steps"] == 8
-    assert set(result["strategies"]) == {
-        "long_tail",
-        "cold_start",
-        "short_history",
-        "sid_quality",
-        "recency_bias",
-        "hyperparameter",
-    }
+    assert list(result["strategies"]) == list(STRATEGIES) and len(STRATEGIES) == 6
     base, new = result["baseline"], result["suggested"]
     assert base["users"] == new["users"] == 40
     assert new["evaluation"] == str(tmp_path / "demo-suggested" / "evaluate")

@@ -4,14 +4,13 @@ refused bad options before any work."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-from conftest import TINY_QWEN2, tiny_demo
+from conftest import TINY_QWEN2, debian_tool, tiny_demo
 
 from sidrec.io import is_complete
 
@@ -29,18 +28,6 @@ def tiny_one_shot(root: Path) -> list[str]:
     return [*tiny_demo(root), *TINY_QWEN2, "sft.valid_users=16", "evaluate.max_users=16"]
 
 
-def _tmux() -> str:
-    found = shutil.which("tmux")
-    if found:
-        return found
-    if os.geteuid() != 0 or not shutil.which("apt-get"):
-        pytest.skip("tmux is not installed and this is not a root Debian machine")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    subprocess.run(["apt-get", "update", "-qq"], env=env, check=True, capture_output=True)
-    subprocess.run(["apt-get", "install", "-y", "-qq", "tmux"], env=env, check=True)
-    return shutil.which("tmux") or pytest.fail("apt-get installed no tmux binary")
-
-
 def _wait_for(tmux: str, session: str, text: str, timeout: float = 120) -> str:
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -56,7 +43,7 @@ def _wait_for(tmux: str, session: str, text: str, timeout: float = 120) -> str:
 
 
 def test_the_prompts_are_answered_in_a_terminal(tmp_path: Path) -> None:
-    tmux = _tmux()
+    tmux = debian_tool("tmux")
     session = f"sidrec-{os.getpid()}"
     args = " ".join(["bash", str(SCRIPT), "--profile", "demo", *tiny_one_shot(tmp_path)])
     env = one_shot_env()
