@@ -78,6 +78,7 @@ def evaluate_model(
     exclude = e["exclude_history"]
     # with the history left out, enough beams that num_beams new items remain
     beams = k + (max(map(len, histories), default=0) if exclude else 0)
+    head = cfg["decoding"]["head"]
     started = time.perf_counter()
     with state.split_between_processes(list(range(len(prompts)))) as shard:
         shard = sorted(shard, key=lambda i: len(prompts[i]))
@@ -86,7 +87,7 @@ def evaluate_model(
         for b in tqdm(batches, desc="evaluate", disable=not state.is_main_process):
             part = shard[b : b + e["batch_size"]]
             top, scores = beam_search(
-                model, index, [prompts[i] for i in part], beams, tok.pad_token_id
+                model, index, [prompts[i] for i in part], beams, tok.pad_token_id, head
             )
             found += zip(part, top.tolist(), scores.tolist(), strict=True)
     found = gather_object(found)
@@ -116,6 +117,7 @@ def evaluate_model(
         "beams_decoded": beams,
         "exclude_history": exclude,
         "batch_size": e["batch_size"],
+        "head": head,
         "max_users": e["max_users"],
         "shared_sids": shared,
         "truncated_histories": truncated,

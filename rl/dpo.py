@@ -45,6 +45,7 @@ def build_pairs(
     targets: list[int],
     rejected: int,
     batch_size: int,
+    head: str = "full",
 ) -> pl.DataFrame:
     """Preference pairs for ``prompts`` (rendered prompt texts) and their ``targets`` (SID
     indices): per prompt, the target's SID against each of the ``rejected`` best wrong beams."""
@@ -56,7 +57,8 @@ def build_pairs(
         for b in range(0, len(prompts), batch_size):
             part = prompts[b : b + batch_size]
             ids = [tok(p, add_special_tokens=False)["input_ids"] for p in part]
-            top = beam_search(model, index, ids, rejected + 1, tok.pad_token_id)[0].cpu().tolist()
+            top = beam_search(model, index, ids, rejected + 1, tok.pad_token_id, head)[0]
+            top = top.cpu().tolist()
             for prompt, target, beams in zip(part, targets[b : b + batch_size], top, strict=True):
                 wrong = [(rank, s) for rank, s in enumerate(beams) if s != target][:rejected]
                 for rank, s in wrong:
@@ -116,7 +118,14 @@ def dpo_trainer(
             name,
             state,
             lambda: build_pairs(
-                model, index, tok, rows["prompt"], rows["target"], d["rejected"], batch
+                model,
+                index,
+                tok,
+                rows["prompt"],
+                rows["target"],
+                d["rejected"],
+                batch,
+                cfg["decoding"]["head"],
             ),
         )
 

@@ -33,7 +33,7 @@ from datasets import Dataset as HFDataset
 from trl import GRPOConfig, GRPOTrainer
 
 from sidrec.data.dataset import Dataset, read_dataset
-from sidrec.decoding import PrefixIndex, beam_search, constrained_sample
+from sidrec.decoding import PrefixIndex, beam_search, constrained_sample, restricted_log_probs
 from sidrec.embeddings import load_embeddings
 from sidrec.errors import InputError, SidrecError, require_file
 from sidrec.manifest import Run
@@ -60,7 +60,7 @@ from sidrec.training import (
 )
 from sidrec.validation import RankingValidation
 
-TRAINING_SECTIONS = ("seed", "rl")
+TRAINING_SECTIONS = ("seed", "rl", "decoding")
 MAIN_TASK = "sid_history"
 TITLE_TASKS = ("title_to_sid", "title_history_to_sid")
 ROLLOUTS = ("beam", "sample")
@@ -207,11 +207,12 @@ class Rollout:
         mode: str = "beam",
         temperature: float = 1.0,
         seed: int = 0,
+        head: str = "full",
     ) -> None:
         if mode not in ROLLOUTS:
             raise SidrecError(f"rl.rollout must be one of {ROLLOUTS}, got {mode!r}")
         self.index, self.tok, self.g = index, tok, num_generations
-        self.mode, self.temperature, self.seed = mode, temperature, seed
+        self.mode, self.temperature, self.seed, self.head = mode, temperature, seed, head
         eos = [tok.eos_token_id]
         self.completion = [
             tok.convert_tokens_to_ids(sid_tokens(codes)) + eos for codes in index.catalog.codes
@@ -222,13 +223,13 @@ class Rollout:
     def decode(self, model: Any, ids: list[list[int]], step: int, process: int) -> torch.Tensor:
         """(B, G) SID indices for the prompts ``ids``, best first."""
         if self.mode == "beam":
-            return beam_search(model, self.index, ids, self.g, self.tok.pad_token_id)[0]
+            return beam_search(model, self.index, ids, self.g, self.tok.pad_token_id, self.head)[0]
         gen = torch.Generator(device=model.device)
         gen.manual_seed(
             int(np.random.SeedSequence([self.seed, step, process]).generate_state(1)[0])
         )
         return constrained_sample(
-            model, self.index, ids, self.g, self.tok.pad_token_id, self.temperature, gen
+            model, self.index, ids, self.g, self.tok.pad_token_id, self.temperature, gen, self.head
         )[0]
 
     def __call__(self, prompts: list[str], trainer: GRPOTrainer) -> dict[str, Any]:
@@ -286,6 +287,9 @@ class SidGRPOTrainer(GRPOTrainer):
     """
 
     drop_zero_variance = False
+    # the index of rollouts decoded with decoding.head=restricted: training log-probabilities
+    # are then normalised over each step's columns too, as the rollouts were
+    restricted: PrefixIndex | None = None
 
     def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
         out = super()._generate_and_score_completions(inputs)
@@ -325,8 +329,15 @@ class SidGRPOTrainer(GRPOTrainer):
                     logits_to_keep=logits_to_keep + 1,
                     use_cache=False,
                 ).logits
-            logp = (logits[:, :-1].float() / self.temperature).log_softmax(-1)
-            logps.append(logp.gather(-1, ids[:, -logits_to_keep:, None]).squeeze(-1))
+            logits = logits[:, :-1].float() / self.temperature
+            completion = ids[:, -logits_to_keep:]
+            if self.restricted is not None:
+                logp, entropy = restricted_log_probs(self.restricted, logits, completion)
+                logps.append(logp)
+                entropies.append(entropy)
+                continue
+            logp = logits.log_softmax(-1)
+            logps.append(logp.gather(-1, completion[:, :, None]).squeeze(-1))
             if compute_entropy:
                 entropies.append(-(logp.exp() * logp).sum(-1))
         return torch.cat(logps), torch.cat(entropies) if compute_entropy else None, None
@@ -484,6 +495,7 @@ def train_rl(
             e["num_beams"],
             tok.pad_token_id,
             e["batch_size"],
+            cfg["decoding"]["head"],
         )
     run = Run("rl", cfg, inputs, cfg["seed"])
     with ExitStack() as stack:
@@ -523,7 +535,8 @@ def train_rl(
         callbacks = swanlab_callbacks(cfg, "rl") + ([ranking] if ranking else [])
         rollout = None
         if grpo:
-            rollout = Rollout(index, tok, g, r["rollout"], r["temperature"], cfg["seed"])
+            head = cfg["decoding"]["head"]
+            rollout = Rollout(index, tok, g, r["rollout"], r["temperature"], cfg["seed"], head)
             reward_funcs = reward_functions(r["rewards"], g, vectors, scorer)
             args = GRPOConfig(
                 **common,
@@ -549,6 +562,7 @@ def train_rl(
                 rollout_func=rollout,
             )
             trainer.drop_zero_variance = r["drop_zero_variance"]
+            trainer.restricted = index if head == "restricted" else None
         else:
             from sidrec.rl.dpo import dpo_trainer
 

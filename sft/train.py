@@ -61,7 +61,7 @@ from sidrec.validation import RankingValidation, metric_for_best
 
 MODES = ("full", "lora", "embeddings")
 # what an unfinished run must have been started with to be resumed (besides its inputs)
-TRAINING_SECTIONS = ("seed", "model", "generation", "sft")
+TRAINING_SECTIONS = ("seed", "model", "generation", "sft", "decoding")
 
 
 def tokenize_examples(
@@ -257,7 +257,13 @@ def _ranking_validation(
     targets = index.catalog.item_sid[rows["target"].to_numpy()]
     e = cfg["evaluate"]
     return RankingValidation(
-        index, prompts, targets, e["num_beams"], tok.pad_token_id, e["batch_size"]
+        index,
+        prompts,
+        targets,
+        e["num_beams"],
+        tok.pad_token_id,
+        e["batch_size"],
+        cfg["decoding"]["head"],
     )
 
 

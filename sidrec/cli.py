@@ -155,6 +155,11 @@ def _add_recommend(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--history", help="comma-separated item ids or source ids, oldest first")
     p.add_argument("--k", type=int, default=10, help="items per history (default 10)")
     p.add_argument("--batch-size", type=int, default=16, help="histories decoded together")
+    p.add_argument(
+        "--head",
+        default="full",
+        help="full (default): the whole vocabulary's logits; restricted: only the SID tokens'",
+    )
     p.set_defaults(func=_recommend)
 
 

@@ -6,7 +6,7 @@ A :class:`PrefixIndex` is a trie of every distinct SID, kept as tensors on the m
   generated prefix is found with one ``searchsorted`` per generated token (no loop over beams);
 - the allowed next tokens of the nodes of the first ``dense_depth`` levels (large fan-out, few
   nodes) come from a dense mask table, those of the deeper nodes (the "tail": many nodes, small
-  fan-out) from a fixed-width window over their CSR row;
+  fan-out) from a window over their CSR row as wide as the widest node of their level;
 - a complete SID allows end-of-sequence, and when nothing longer continues it, only that; a
   prefix that left the trie (or a finished sequence padded with end-of-sequence) allows only
   end-of-sequence, so the allowed set is never empty and never silently unconstrained.
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,6 +31,10 @@ from sidrec.sids import SidTable, code_token
 
 # dense mask rows are kept for the first levels while the table stays below this many cells
 DENSE_CELLS = 1 << 26
+# how a step's log-probabilities are formed (StepHead)
+HEADS = ("full", "restricted")
+# config keys of models whose logits are not just hidden state x output head
+SCALED_LOGITS = ("final_logit_softcapping", "logit_scale")
 
 
 @dataclass(frozen=True)
@@ -175,7 +180,12 @@ class PrefixIndex:
             table_t[parent[edges] - level_start[t], cols] = 0.0
             table_t[n_t, w_t - 1] = 0.0
             dense.append(table_t)
-        self.tail_width = int(fan_out[level_start[dense_levels] :].max())
+        # per level, the widest node's fan-out (the end node's is 1): a step's window is as
+        # wide as its own level needs, not as the widest node of the whole tail
+        self.tail_widths = [
+            max(1, int(fan_out[level_start[t] : level_start[t + 1]].max(initial=1)))
+            for t in range(depth + 1)
+        ]
         sid_of_node = np.full(n_nodes, -1, dtype=np.int64)
         sid_of_node[node_of_sid] = np.arange(len(paths))
         eos_only = (fan_out == 1) & (token[indptr[:-1].clip(max=len(token) - 1)] == self.eos_local)
@@ -250,7 +260,7 @@ class PrefixIndex:
             table = self.dense[t]
             rows = torch.where(node == self.end, table.shape[0] - 1, node - self.level_start[t])
             return table.index_select(0, rows)
-        offsets = torch.arange(self.tail_width, device=node.device)
+        offsets = torch.arange(self.tail_widths[t], device=node.device)
         start = self.indptr[node]
         valid = offsets < (self.indptr[node + 1] - start)[:, None]
         edge = (start[:, None] + offsets).clamp(max=len(self.edge_token) - 1)
@@ -344,6 +354,30 @@ def beam_config(num_beams: int, max_new_tokens: int, eos: int, pad: int) -> Gene
     )
 
 
+def restricted_log_probs(
+    index: PrefixIndex, logits: torch.Tensor, tokens: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Teacher-forced log-probabilities as ``restricted`` decoding scores them (training that
+    must agree with its rollouts): completion ``tokens`` (B, C), step ``j`` at column ``j``,
+    under ``logits`` (B, C, V) at their positions, each step normalised over its columns.
+
+    Returns log-probabilities (B, C) (0 where a token is none of its step's columns: padding
+    after end-of-sequence; and 0 for an end-of-sequence that is the only way on, as beam
+    search scores it) and the entropies (B, C) of the per-step distributions (0 there)."""
+    logp = torch.zeros(tokens.shape, dtype=torch.float32, device=logits.device)
+    entropy = torch.zeros_like(logp)
+    node = torch.zeros(tokens.shape[0], dtype=torch.long, device=tokens.device)
+    for j in range(tokens.shape[1]):
+        cols = index.columns(j)
+        step = logits[:, j].index_select(1, cols).float().log_softmax(-1)  # (B, W)
+        hit = cols[None, :] == tokens[:, j, None]
+        free = ~index.eos_only[node]
+        logp[:, j] = torch.where(hit & free[:, None], step, 0.0).sum(1)
+        entropy[:, j] = torch.where(free, -(step.exp() * step).sum(1), 0.0)
+        node = index.child(node, tokens[:, j])
+    return logp, entropy
+
+
 def left_pad(prompts: Sequence[Sequence[int]], pad: int, device: torch.device) -> dict:
     """``input_ids`` and ``attention_mask`` (B, P) for token lists, padded on the left."""
     width = max(len(p) for p in prompts)
@@ -356,31 +390,72 @@ def left_pad(prompts: Sequence[Sequence[int]], pad: int, device: torch.device) -
     return {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
 
 
-def _log_probs(logits: torch.Tensor | None, cols: torch.Tensor, n: int) -> torch.Tensor:
-    """Log-probabilities (n, W) of the tokens ``cols`` (W,) under ``logits`` (n, V); zeros
-    where the model was not asked (None)."""
-    if logits is None:
-        return torch.zeros(n, cols.shape[0], device=cols.device)
-    logits = logits.float()
-    return logits.index_select(1, cols) - logits.logsumexp(1, keepdim=True)
+class StepHead:
+    """How a decoding step turns the model's last position into log-probabilities of the
+    step's columns (:meth:`PrefixIndex.columns`).
 
+    ``full``: the model's own logits over the whole vocabulary, normalised over it (what
+    ``generate`` scores). ``restricted``: the decoder's last hidden state times the rows of the
+    output embedding of the step's columns only, normalised over those columns: the output head
+    never forms the (beams, vocabulary) logits. The two rank alike when the model puts almost
+    all of a SID position's mass on that level's codes and end-of-sequence, which SFT on SIDs
+    teaches; otherwise ``restricted`` renormalises away what the model gives other tokens.
+    ``restricted`` needs a plain linear output head (no logit soft-capping or scaling).
+    """
 
-def _next_logits(
-    model: PreTrainedModel,
-    tokens: torch.Tensor,
-    mask: torch.Tensor,
-    position: torch.Tensor,
-    cache: object,
-) -> torch.Tensor:
-    """Logits (B, V) after feeding one token per row, ``tokens`` (B,), at ``position`` (B,)
-    with attention ``mask`` (B, t) over the rows of ``cache``."""
-    return model(
-        input_ids=tokens[:, None],
-        attention_mask=mask,
-        position_ids=position[:, None],
-        past_key_values=cache,
-        use_cache=True,
-    ).logits[:, -1]
+    def __init__(self, model: PreTrainedModel, kind: str = "full") -> None:
+        if kind not in HEADS:
+            raise SidrecError(f"decoding.head must be one of {HEADS}, got {kind!r}")
+        self.model, self.kind = model, kind
+        if kind == "restricted":
+            head, cfg = model.get_output_embeddings(), model.config
+            decoder = model.get_decoder()
+            scaled = [k for k in SCALED_LOGITS if getattr(cfg, k, None)]
+            if not isinstance(head, torch.nn.Linear) or decoder is model or scaled:
+                raise SidrecError(
+                    "decoding.head=restricted needs logits = the decoder's last hidden state "
+                    f"times a linear output head, which {type(model).__name__} does not have"
+                    f"{' (it scales its logits: ' + ', '.join(scaled) + ')' if scaled else ''}: "
+                    "use decoding.head=full"
+                )
+            self.decoder, self.weight, self.bias = decoder, head.weight, head.bias
+
+    def forward(self, **inputs: Any) -> tuple[object, torch.Tensor]:
+        """Run the model on ``inputs`` (with ``use_cache``); returns the cache and the last
+        position's states (B, D): logits (D = V) for ``full``, hidden states for ``restricted``."""
+        if self.kind == "full":
+            out = self.model(**inputs, use_cache=True, logits_to_keep=1)
+            return out.past_key_values, out.logits[:, -1]
+        out = self.decoder(**inputs, use_cache=True)
+        return out.past_key_values, out.last_hidden_state[:, -1]
+
+    def step(
+        self, tokens: torch.Tensor, mask: torch.Tensor, position: torch.Tensor, cache: object
+    ) -> torch.Tensor:
+        """States (B, D) after feeding one token per row, ``tokens`` (B,), at ``position`` (B,)
+        with attention ``mask`` (B, t) over the rows of ``cache``."""
+        return self.forward(
+            input_ids=tokens[:, None],
+            attention_mask=mask,
+            position_ids=position[:, None],
+            past_key_values=cache,
+        )[1]
+
+    def log_probs(self, states: torch.Tensor | None, cols: torch.Tensor, n: int) -> torch.Tensor:
+        """Log-probabilities (n, W) of the tokens ``cols`` (W,) from ``states`` (n, D); zeros
+        where the model was not asked (None)."""
+        if states is None:
+            return torch.zeros(n, cols.shape[0], device=cols.device)
+        if self.kind == "full":
+            logits = states.float()
+            return logits.index_select(1, cols) - logits.logsumexp(1, keepdim=True)
+        return self.logits(states, cols).log_softmax(-1)
+
+    def logits(self, states: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        """``restricted``: logits (..., W) of the tokens ``cols`` (W,) from hidden ``states``
+        (..., H), in fp32."""
+        bias = None if self.bias is None else self.bias.index_select(0, cols)
+        return torch.nn.functional.linear(states, self.weight.index_select(0, cols), bias).float()
 
 
 @torch.inference_mode()
@@ -390,6 +465,7 @@ def beam_search(
     prompts: Sequence[Sequence[int]],
     num_beams: int,
     pad_token_id: int,
+    head: str = "full",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The top ``num_beams`` catalog SIDs for each prompt under constrained beam search.
 
@@ -405,20 +481,21 @@ def beam_search(
         prompts: B token-id lists (not padded).
         num_beams: K, at most the number of distinct SIDs.
         pad_token_id: the padding token.
+        head: ``full`` or ``restricted`` (see :class:`StepHead`).
 
     Returns:
         ``sids`` (B, K) SID indices, best first, and their ``scores`` (B, K): the SID's
-        log-probability under the model.
+        log-probability under the model (renormalised per step for ``restricted``).
     """
     n_sids = len(index.catalog.codes)
     if num_beams > n_sids:
         raise SidrecError(f"num_beams={num_beams} exceeds the catalog's {n_sids} distinct SIDs")
+    scorer = StepHead(model, head)
     batch = left_pad(prompts, pad_token_id, model.device)
     mask = batch["attention_mask"]
     n = mask.shape[0]
     position = (mask.cumsum(1) - 1).clamp(min=0)
-    out = model(**batch, position_ids=position, use_cache=True, logits_to_keep=1)
-    cache, logits = out.past_key_values, out.logits[:, -1]  # logits: (N * k, V) or None
+    cache, states = scorer.forward(**batch, position_ids=position)  # (N * k, D) or None
     position = position[:, -1]
     dev = mask.device
     node = torch.zeros(n, dtype=torch.long, device=dev)  # (N * k,) one beam per prompt at first
@@ -430,7 +507,7 @@ def beam_search(
         k = running.shape[1]
         cols = index.columns(step)
         width = cols.shape[0]
-        logp = _log_probs(logits, cols, node.shape[0])
+        logp = scorer.log_probs(states, cols, node.shape[0])
         total = running.reshape(-1, 1) + index.restrict(logp, node, step)
         total = total.view(n, k, width)
         # the end-of-sequence column ends a SID: merge with the finished ones
@@ -453,9 +530,9 @@ def beam_search(
         position = position[beam] + 1
         if bool(index.eos_only[node].all()):
             # every beam holds a complete SID: the next step only ends them, at no cost
-            logits = None
+            states = None
             continue
-        logits = _next_logits(model, tokens, mask, position, cache)
+        states = scorer.step(tokens, mask, position, cache)
     if bool((done_sid < 0).any()) or not bool(torch.isfinite(done).all()):
         raise SidrecError("constrained beam search produced a sequence that is not a catalog SID")
     return done_sid, done
@@ -470,12 +547,14 @@ def constrained_sample(
     pad_token_id: int,
     temperature: float = 1.0,
     generator: torch.Generator | None = None,
+    head: str = "full",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``num_samples`` catalog SIDs per prompt, drawn token by token from the model's
     distribution at ``temperature`` renormalised over the allowed tokens (the prefix index's
     masks, as in :func:`beam_search`); the same SID can be drawn more than once.
 
     Each prompt runs through the model once; its cache is then repeated for the samples.
+    ``head``: ``full`` or ``restricted`` (see :class:`StepHead`).
 
     Returns:
         ``sids`` (B, G) SID indices and ``scores`` (B, G): each sample's log-probability under
@@ -484,22 +563,22 @@ def constrained_sample(
     if temperature <= 0:
         raise SidrecError(f"sampling temperature must be > 0, got {temperature}")
     g = num_samples
+    scorer = StepHead(model, head)
     batch = left_pad(prompts, pad_token_id, model.device)
     mask = batch["attention_mask"]
     n = mask.shape[0]
     position = (mask.cumsum(1) - 1).clamp(min=0)
-    out = model(**batch, position_ids=position, use_cache=True, logits_to_keep=1)
-    cache = out.past_key_values
+    cache, states = scorer.forward(**batch, position_ids=position)
     rep = torch.arange(n, device=mask.device).repeat_interleave(g)
     cache.reorder_cache(rep)
-    logits = out.logits[:, -1].index_select(0, rep)  # (N * G, V)
+    states = states.index_select(0, rep)  # (N * G, D)
     mask, position = mask[rep], position[rep, -1]
     node = torch.zeros(n * g, dtype=torch.long, device=mask.device)
     score = torch.zeros(n * g, device=mask.device)
     sid = torch.full_like(node, -1)
     for step in range(index.depth + 1):
         cols = index.columns(step)
-        logp = index.restrict(_log_probs(logits, cols, node.shape[0]), node, step)
+        logp = index.restrict(scorer.log_probs(states, cols, node.shape[0]), node, step)
         noise = torch.rand(logp.shape, device=logp.device, generator=generator)
         # Gumbel-max over the allowed columns draws from softmax(logp / temperature)
         gumbel = -torch.log(-torch.log(noise.clamp_(1e-20, 1.0 - 1e-7)))
@@ -514,9 +593,9 @@ def constrained_sample(
         mask = torch.cat([mask, mask.new_ones(n * g, 1)], 1)
         position = position + 1
         if bool(index.eos_only[node].all()):
-            logits = None  # every sample holds a complete SID: the next step only ends it
+            states = None  # every sample holds a complete SID: the next step only ends it
             continue
-        logits = _next_logits(model, tokens, mask, position, cache)
+        states = scorer.step(tokens, mask, position, cache)
     if bool((sid < 0).any()):
         raise SidrecError("constrained sampling produced a sequence that is not a catalog SID")
     score, order = score.view(n, g).sort(1, descending=True)

@@ -152,12 +152,21 @@ STAGES = (
     Stage("embeddings", ("embed",), _embed, needed=lambda c: not _imported(c)),
     Stage("sid", ("seed", "sid"), _sid, lambda p: report_sids(sid=p)[1]),
     Stage("examples", ("seed", "convert", "sft.format", "sft.max_length"), _examples),
-    Stage("sft", ("seed", "model", "generation", "sft"), _sft),
-    Stage("evaluate", ("seed", "evaluate"), _evaluator("sft"), _show_results),
+    Stage("sft", ("seed", "model", "generation", "sft", "decoding"), _sft),
+    Stage("evaluate", ("seed", "evaluate", "decoding"), _evaluator("sft"), _show_results),
     Stage(
-        "rl", ("seed", "rl", "evaluate.num_beams", "evaluate.batch_size"), _rl, needed=_rl_enabled
+        "rl",
+        ("seed", "rl", "decoding", "evaluate.num_beams", "evaluate.batch_size"),
+        _rl,
+        needed=_rl_enabled,
     ),
-    Stage("evaluate_rl", ("seed", "evaluate"), _evaluator("rl"), _show_results, needed=_rl_enabled),
+    Stage(
+        "evaluate_rl",
+        ("seed", "evaluate", "decoding"),
+        _evaluator("rl"),
+        _show_results,
+        needed=_rl_enabled,
+    ),
     # which evaluation it reads (the RL model's when RL runs) is part of what it was made from
     Stage("analyze", ("seed", "analysis", "rl.enabled"), _analyze, _show_analysis),
     Stage("suggest", ("analysis",), _suggest, _show_suggestion),

@@ -28,7 +28,13 @@ class Recommender:
     """A model directory loaded for inference: ``rec.recommend([rec.resolve([12, "SYN000300"])])``
     gives the top 10 items after item 12 and the item whose source id is SYN000300."""
 
-    def __init__(self, model_dir: str | Path, bf16: bool | None = None, dense_depth: int = 2):
+    def __init__(
+        self,
+        model_dir: str | Path,
+        bf16: bool | None = None,
+        dense_depth: int = 2,
+        head: str = "full",
+    ) -> None:
         self.model_dir = require_file(model_dir, "model directory")
         self.spec = PromptSpec.load(self.model_dir)
         self.table, _ = model_sids(self.model_dir)
@@ -43,6 +49,7 @@ class Recommender:
         self.index = PrefixIndex.for_tokenizer(
             self.table, self.tok, self.model.config.vocab_size, device, dense_depth
         )
+        self.head = head
         self.titles = items["title"].to_list()
         self.sources = items["source_id"].to_list()
         self.by_source = {s: i for i, s in enumerate(self.sources) if s}
@@ -84,7 +91,12 @@ class Recommender:
         out = []
         for b in range(0, len(prompts), batch_size):
             top, scores = beam_search(
-                self.model, self.index, prompts[b : b + batch_size], k, self.tok.pad_token_id
+                self.model,
+                self.index,
+                prompts[b : b + batch_size],
+                k,
+                self.tok.pad_token_id,
+                self.head,
             )
             for row, score in zip(top.tolist(), scores.tolist(), strict=True):
                 out.append(
@@ -125,7 +137,7 @@ def _history_arg(text: str) -> list[int | str]:
 
 def run_command(a: argparse.Namespace) -> None:
     """``sidrec recommend`` (its options: see :mod:`sidrec.cli`)."""
-    rec = Recommender(a.model)
+    rec = Recommender(a.model, head=a.head)
     if a.history is not None:
         found = rec.recommend([rec.resolve(_history_arg(a.history))], a.k)[0]
         print(json.dumps({"user_id": None, "recommendations": found}, ensure_ascii=False))

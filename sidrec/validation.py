@@ -37,6 +37,7 @@ class RankingValidation(TrainerCallback):
         num_beams: K, the beams (and recommendations) per user.
         pad_token_id: the padding token.
         batch_size: users decoded together.
+        head: the decoding head (``decoding.head``).
 
     Set ``trainer`` after building the trainer, so the metrics are also logged (console,
     ``train_log.json``, SwanLab).
@@ -50,11 +51,12 @@ class RankingValidation(TrainerCallback):
         num_beams: int,
         pad_token_id: int,
         batch_size: int = 32,
+        head: str = "full",
     ) -> None:
         if num_beams < 10:
             raise SidrecError(f"validation by NDCG@10 needs at least 10 beams, got {num_beams}")
         self.index, self.prompts, self.targets = index, list(prompts), np.asarray(targets)
-        self.k, self.pad, self.batch_size = num_beams, pad_token_id, batch_size
+        self.k, self.pad, self.batch_size, self.head = num_beams, pad_token_id, batch_size, head
         self.trainer: Trainer | None = None
 
     def ranking_metrics(self, model: Any) -> dict[str, float]:
@@ -64,7 +66,12 @@ class RankingValidation(TrainerCallback):
         try:
             found = [
                 beam_search(
-                    model, self.index, self.prompts[b : b + self.batch_size], self.k, self.pad
+                    model,
+                    self.index,
+                    self.prompts[b : b + self.batch_size],
+                    self.k,
+                    self.pad,
+                    self.head,
                 )[0]
                 .cpu()
                 .numpy()

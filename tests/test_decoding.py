@@ -13,10 +13,12 @@ from sidrec.decoding import (
     Catalog,
     PrefixIndex,
     SidConstraint,
+    StepHead,
     beam_config,
     beam_search,
     constrained_sample,
     left_pad,
+    restricted_log_probs,
 )
 from sidrec.errors import SidrecError
 from sidrec.sft.models import sid_tokenizer
@@ -76,6 +78,7 @@ CASES = [
     ("few, shared prefixes", 6, [2, 2, 3], 1.0),
     ("uneven lengths", 40, [3, 3, 4], 0.5),
     ("many items", 500, [8, 8, 8, 4], 0.3),
+    ("wide middle level", 300, [2, 60, 3], 0.7),
 ]
 
 
@@ -89,7 +92,8 @@ def test_mask_equals_brute_force(
     tok = sid_tokenizer(table)
     index = PrefixIndex.for_tokenizer(table, tok, len(tok), dense_depth=dense_depth)
     # every prefix of every SID, each complete SID plus eos, and random (mostly off-trie) ones
-    prefixes = {tuple(c[:d]) for c in table.codes for d in range(len(c) + 1)}
+    trie_prefixes = {tuple(c[:d]) for c in table.codes for d in range(len(c) + 1)}
+    prefixes = set(trie_prefixes)
     prefixes |= {(*c, "eos") for c in table.codes[:20]}
     for _ in range(50):
         d = int(rng.integers(1, len(sizes) + 1))
@@ -103,6 +107,11 @@ def test_mask_equals_brute_force(
         for p, row in zip(group, mask, strict=True):
             want = {token_id(tok, len(p), a) for a in brute_allowed(table.codes, list(p))}
             assert set(row.nonzero().flatten().tolist()) == want, p
+    # each level's window is as wide as that level's widest trie node, no wider
+    for t in range(index.depth + 1):
+        level = [p for p in prefixes if len(p) == t and "eos" not in p and p in trie_prefixes]
+        want = max(len(brute_allowed(table.codes, list(p))) for p in level)
+        assert index.tail_widths[t] == want, t
 
 
 @pytest.mark.parametrize("name,n,sizes,extra", CASES, ids=[c[0] for c in CASES])
@@ -262,3 +271,91 @@ def test_sampling_at_a_low_temperature_takes_the_greedy_path() -> None:
     assert sids[0].tolist() == [greedy[0, 0].item()] * 8
     with pytest.raises(SidrecError, match="temperature must be > 0"):
         constrained_sample(model, index, [prompt], 2, tok.pad_token_id, 0.0)
+
+
+class StepMasked(Qwen2ForCausalLM):
+    """A model that gives -inf to every token the next step cannot choose: after a level-l
+    code only level l + 1's codes and end-of-sequence, after anything else level 0's (all
+    SIDs have the same length). The restricted head sees only the allowed columns, so on this
+    model it must score exactly as the full head."""
+
+    step_bias: torch.Tensor  # (V, V): additive bias on the logits after each last token
+
+    def forward(self, *args: object, **kwargs: object) -> object:
+        out = super().forward(*args, **kwargs)
+        out.logits = out.logits + self.step_bias[kwargs["input_ids"][:, -1]][:, None]
+        return out
+
+
+def _step_masked(tok: object, table: SidTable, index: PrefixIndex, seed: int) -> StepMasked:
+    torch.manual_seed(seed)
+    model = StepMasked(tiny_model(tok, seed).config).eval()
+    v = model.config.vocab_size
+    bias = torch.full((v, v), float("-inf"))
+    bias[:, index.columns(0)] = 0.0  # after the prompt
+    for lv, size in enumerate(table.codebook_sizes):
+        after = tok.convert_tokens_to_ids([code_token(lv, c) for c in range(size)])
+        bias[after] = float("-inf")
+        bias[torch.tensor(after)[:, None], index.columns(lv + 1)[None, :]] = 0.0
+    model.step_bias = bias
+    return model
+
+
+def test_restricted_head_equals_full_when_only_step_tokens_have_mass() -> None:
+    rng = np.random.default_rng(8)
+    table = random_table(rng, 60, [4, 5, 6], 1.0)
+    tok = sid_tokenizer(table)
+    index = PrefixIndex.for_tokenizer(table, tok, len(tok))
+    model = _step_masked(tok, table, index, seed=4)
+    prompts = [
+        tok("".join(table.sids[int(i)] for i in rng.integers(60, size=h)))["input_ids"]
+        + [tok.eos_token_id]
+        for h in (1, 4, 2)
+    ]
+    full, full_scores = beam_search(model, index, prompts, 10, tok.pad_token_id, "full")
+    restricted, scores = beam_search(model, index, prompts, 10, tok.pad_token_id, "restricted")
+    assert restricted.tolist() == full.tolist()
+    torch.testing.assert_close(scores, full_scores, atol=1e-5, rtol=0)
+
+
+def test_restricted_scores_renormalise_and_training_log_probs_agree() -> None:
+    """On a model that gives other tokens mass too, the restricted head scores every SID at
+    least as high as the full head (it normalises over fewer tokens), and its scores are the
+    teacher-forced log-probabilities RL trains with under that head."""
+    rng = np.random.default_rng(9)
+    table = random_table(rng, 30, [3, 4, 5], 0.6)
+    tok = sid_tokenizer(table)
+    model = tiny_model(tok, seed=5)
+    index = PrefixIndex.for_tokenizer(table, tok, model.config.vocab_size)
+    prompt = tok(table.sids[3] + table.sids[7])["input_ids"]
+    n = len(index.catalog.codes)
+    full = dict(
+        zip(*(x[0].tolist() for x in beam_search(model, index, [prompt], n, 0)), strict=True)
+    )
+    sids, scores = beam_search(model, index, [prompt], n, tok.pad_token_id, "restricted")
+    got = dict(zip(sids[0].tolist(), scores[0].tolist(), strict=True))
+    assert sorted(got) == sorted(full) == list(range(n))
+    assert all(got[s] >= full[s] - 1e-5 for s in got) and got != pytest.approx(full)
+    completions = [
+        tok.convert_tokens_to_ids(sid_tokens(codes)) + [tok.eos_token_id]
+        for codes in index.catalog.codes
+    ]
+    width = max(map(len, completions))
+    ids = torch.tensor([prompt + c + [tok.pad_token_id] * (width - len(c)) for c in completions])
+    with torch.no_grad():
+        logits = model(ids).logits[:, len(prompt) - 1 : -1]
+    logp, entropy = restricted_log_probs(index, logits, ids[:, len(prompt) :])
+    assert torch.isfinite(logp).all() and (entropy >= -1e-6).all()
+    for s in range(n):
+        assert float(logp[s].sum()) == pytest.approx(got[s], abs=1e-4)
+
+
+def test_restricted_head_needs_a_plain_output_head() -> None:
+    table = SidTable([[0, 1], [1, 0]], [2, 2])
+    tok = sid_tokenizer(table)
+    model = tiny_model(tok, 0)
+    model.config.final_logit_softcapping = 30.0
+    with pytest.raises(SidrecError, match="final_logit_softcapping"):
+        StepHead(model, "restricted")
+    with pytest.raises(SidrecError, match="decoding.head must be one of"):
+        StepHead(model, "half")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+import torch
 import yaml
 from conftest import two_process_env
 
@@ -95,6 +96,39 @@ def test_grpo_rollouts_are_groups_of_catalog_sids(
     assert manifest["valid_ndcg10_best"] == max(h["eval_ndcg@10"] for h in ranked)
     results = evaluate_model(out, tiny_model["data"], None, tmp_path / "eval", cfg)
     assert results["users"] == 16
+
+
+def test_restricted_rollouts_train_with_restricted_log_probs(
+    tiny_model: dict,
+    tmp_path: Path,
+    rollouts: list[tuple[list[str], dict]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``decoding.head=restricted``: the rollouts are the restricted search's beams, and the
+    log-probabilities GRPO trains with are normalised over each step's columns as theirs
+    were: a SID's forced end-of-sequence costs exactly 0 (the full head gives it less)."""
+    seen: list[torch.Tensor] = []
+    real = rl_train.SidGRPOTrainer._get_per_token_logps_and_entropies
+
+    def record(self: rl_train.SidGRPOTrainer, *args: object, **kwargs: object) -> tuple:
+        out = real(self, *args, **kwargs)
+        seen.append(out[0].detach())
+        return out
+
+    monkeypatch.setattr(rl_train.SidGRPOTrainer, "_get_per_token_logps_and_entropies", record)
+    cfg = load_config(None, [*RL, "rl.eval_steps=0", "rl.max_steps=1", "decoding.head=restricted"])
+    manifest = train_rl(tiny_model["model"], tiny_model["data"], tmp_path / "rl", cfg)
+    assert manifest["counts"]["steps"] == 1 and rollouts and seen
+    table, _ = model_sids(tiny_model["model"])
+    model, tok = load_sid_model(tiny_model["model"], "cpu", False)
+    index = PrefixIndex.for_tokenizer(table, tok, model.config.vocab_size)
+    prompts, out = rollouts[0]
+    top, _ = beam_search(model, index, [out["prompt_ids"][0]], G, tok.pad_token_id, "restricted")
+    assert out["beam_sid"][:G] == top[0].tolist()
+    depth = len(table.codebook_sizes)
+    assert {len(c) for c in out["completion_ids"]} == {depth + 1}  # same-length SIDs
+    for logp in seen:
+        assert (logp[:, depth] == 0).all() and (logp[:, :depth] < 0).all()
 
 
 def _tokens(sid: str) -> list[str]:
