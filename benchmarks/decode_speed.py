@@ -24,22 +24,31 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
-from transformers import PrefixConstrainedLogitsProcessor, Qwen2Config, Qwen2ForCausalLM
+from transformers import (
+    LlamaConfig,
+    LlamaForCausalLM,
+    PrefixConstrainedLogitsProcessor,
+    PreTrainedModel,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+)
 
 from sidrec.decoding import (
     Catalog,
     PrefixIndex,
     SidConstraint,
+    StepHead,
     beam_config,
     beam_search,
     left_pad,
 )
-from sidrec.manifest import git_commit, machine, print_report
+from sidrec.manifest import git_commit, machine, measured, print_report
 from sidrec.sids import SidTable, read_index_json
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -140,68 +149,130 @@ def constraint_steps(
     return totals
 
 
-def end_to_end(table: SidTable, beams: int, batch: int, vocab: str, repeats: int) -> dict:
-    """Seconds of our constrained beam search with a tiny model, of ``generate`` with the
-    same constraint as a logits processor, and the constraint's share of our search."""
-    catalog = Catalog.from_table(table)
-    offsets = np.cumsum([0, *table.codebook_sizes])
-    base = QWEN_VOCAB if vocab == "qwen2.5" else 3
-    eos = QWEN_EOS if vocab == "qwen2.5" else 2
-    ids = [
-        [base + int(offsets[lv]) + c for c in range(k)] for lv, k in enumerate(table.codebook_sizes)
-    ]
-    size = base + int(offsets[-1])
+MODELS = ("tiny", "smollm2-135m")
+
+
+def random_model(name: str, vocab_size: int, eos: int) -> PreTrainedModel:
+    """Random weights on a real architecture: ``tiny`` (Qwen2, hidden 128, 4 layers) or
+    ``smollm2-135m`` (SmolLM2-135M's Llama shape: hidden 576, 30 layers, 9 heads, 3 key-value
+    heads, tied embeddings), with ``vocab_size`` tokens."""
     torch.manual_seed(0)
-    model = Qwen2ForCausalLM(
-        Qwen2Config(
-            vocab_size=size,
+    common = {"vocab_size": vocab_size, "eos_token_id": eos, "pad_token_id": 0}
+    if name == "tiny":
+        cfg = Qwen2Config(
             hidden_size=128,
             intermediate_size=512,
             num_hidden_layers=4,
             num_attention_heads=4,
             num_key_value_heads=2,
             tie_word_embeddings=True,
-            eos_token_id=eos,
-            pad_token_id=0,
+            **common,
         )
-    ).eval()
+        return Qwen2ForCausalLM(cfg).eval()
+    cfg = LlamaConfig(
+        hidden_size=576,
+        intermediate_size=1536,
+        num_hidden_layers=30,
+        num_attention_heads=9,
+        num_key_value_heads=3,
+        head_dim=64,
+        rope_theta=100000.0,
+        tie_word_embeddings=True,
+        **common,
+    )
+    return LlamaForCausalLM(cfg).eval()
+
+
+def whole_search(
+    table: SidTable, beams: int, batch: int, vocab: str, model_name: str, methods: list[str]
+) -> dict[str, Any]:
+    """Seconds (one timed run after a warm-up) and peak memory of the whole constrained
+    search per method, the share of our search spent in the constraint, and whether every
+    method returned catalog SIDs only."""
+    catalog = Catalog.from_table(table)
+    ids, size, eos, base = token_layout(table, vocab)
+    model = random_model(model_name, size, eos)
     index = PrefixIndex(catalog, ids, eos, size)
+    allowed = prefix_dict(catalog.codes, ids, eos)
     rng = np.random.default_rng(1)
     prompts = [rng.integers(base, size, PROMPT).tolist() for _ in range(batch)]
-    spent = [0.0]
+    batch_in = left_pad(prompts, 0, model.device)
+    config = beam_config(beams, index.depth + 1, eos, 0)
+    per_beam = PerBeamDict(allowed, PROMPT)
 
-    def timed(method: Callable) -> Callable:
-        def run(*args: object) -> torch.Tensor:
+    def generate(**how: Any) -> torch.Tensor:
+        with torch.inference_mode():
+            out = model.generate(**batch_in, generation_config=config, **how)
+        return index.sids_of(out.sequences[:, PROMPT:]).view(batch, beams)
+
+    calls = {
+        "ours_full": lambda: beam_search(model, index, prompts, beams, 0, "full")[0],
+        "ours_restricted": lambda: beam_search(model, index, prompts, beams, 0, "restricted")[0],
+        "generate_per_beam_dict": lambda: generate(logits_processor=[per_beam]),
+        "generate_prefix_constrained": lambda: generate(
+            prefix_allowed_tokens_fn=lambda b, sent: per_beam.allowed_fn(b, sent)
+        ),
+    }
+    row: dict[str, Any] = {"seconds": {}, "peak_mb": {}}
+    for name in methods:
+        calls[name]()  # warm-up
+        sids, cost = measured(calls[name])
+        row["seconds"][name] = cost["seconds"]
+        row["peak_mb"][name] = cost["added_mb"]
+        if not bool((sids >= 0).all()):
+            raise AssertionError(f"{name} returned a sequence that is not a catalog SID")
+    # where our search's time goes: the prompt's prefill (the first model call), the later
+    # model calls (one token per beam), and the constraint (masking, trie walk) among them
+    spent = {"constraint": 0.0, "prefill": 0.0, "calls": 0}
+    forward = StepHead.forward
+
+    def timed(method: Callable, key: str) -> Callable:
+        def run(*args: object, **kwargs: object) -> object:
             start = time.perf_counter()
-            out = method(*args)
-            spent[0] += time.perf_counter() - start
+            out = method(*args, **kwargs)
+            if key == "constraint":
+                spent[key] += time.perf_counter() - start
+            elif spent["calls"] == 0:
+                spent["prefill"] += time.perf_counter() - start
+            spent["calls"] += key == "model"
             return out
 
         return run
 
-    # the constraint's work in our search: masking each step's scores and walking the trie
-    index.restrict = timed(index.restrict)  # type: ignore[method-assign]
-    index.child = timed(index.child)  # type: ignore[method-assign]
-    seconds = _time(lambda: beam_search(model, index, prompts, beams, 0), repeats)
-    spent[0] = 0.0
-    start = time.perf_counter()
-    beam_search(model, index, prompts, beams, 0)
-    total = time.perf_counter() - start
-    batch_in = left_pad(prompts, 0, model.device)
-    config = beam_config(beams, index.depth + 1, eos, 0)
-    processor = [SidConstraint(index, PROMPT)]
-    hf = _time(
-        lambda: model.generate(**batch_in, generation_config=config, logits_processor=processor),
-        repeats,
-    )
-    return {
-        "search_seconds": seconds,
-        "hf_generate_seconds": hf,
-        "constraint_share": spent[0] / total,
-    }
+    index.restrict = timed(index.restrict, "constraint")  # type: ignore[method-assign]
+    index.child = timed(index.child, "constraint")  # type: ignore[method-assign]
+    StepHead.forward = timed(forward, "model")  # type: ignore[method-assign]
+    try:
+        for head in ("full", "restricted"):
+            if f"ours_{head}" not in methods:
+                continue
+            spent.update(constraint=0.0, prefill=0.0, calls=0)
+            start = time.perf_counter()
+            beam_search(model, index, prompts, beams, 0, head)
+            decoding = time.perf_counter() - start - spent["prefill"]
+            steps = max(1, spent["calls"] - 1)
+            row[f"ours_{head}_prefill_seconds"] = round(spent["prefill"], 4)
+            row[f"ours_{head}_ms_per_step"] = round(decoding / steps * 1e3, 2)
+            row[f"ours_{head}_constraint_share_of_steps"] = round(spent["constraint"] / decoding, 4)
+    finally:
+        StepHead.forward = forward  # type: ignore[method-assign]
+    secs = row["seconds"]
+    for ref in ("generate_per_beam_dict", "generate_prefix_constrained"):
+        for ours in ("ours_full", "ours_restricted"):
+            if ref in secs and ours in secs:
+                row[f"speedup_{ours}_vs_{ref}"] = round(secs[ref] / secs[ours], 1)
+    return row
 
 
-def run(repeats: int = 5, catalogs: dict[str, Path] = CATALOGS) -> dict:
+METHODS = ["ours_full", "ours_restricted", "generate_per_beam_dict", "generate_prefix_constrained"]
+# SmolLM2-135M on 2 CPU cores: generate prefills every beam (50 x 32 x 64 tokens through 30
+# layers), so the references run at the smallest shape; ours runs at the largest as well
+SMOLLM2_SHAPES = {(20, 8): METHODS, (50, 32): METHODS[:2]}
+
+
+def run(
+    repeats: int = 5, catalogs: dict[str, Path] = CATALOGS, models: Sequence[str] = MODELS
+) -> dict:
     results = []
     for name, path in catalogs.items():
         table = read_index_json(path)
@@ -210,30 +281,39 @@ def run(repeats: int = 5, catalogs: dict[str, Path] = CATALOGS) -> dict:
                 row = {"catalog": name, "items": len(table.codes), "beams": beams, "batch": batch}
                 for vocab in ("sid-only", "qwen2.5"):
                     t = constraint_steps(table, beams, batch, vocab, repeats)
-                    e2e = end_to_end(table, beams, batch, vocab, max(1, repeats // 2))
-                    row[vocab] = {
+                    cell: dict[str, Any] = {
                         "constraint_ms_per_decode": {k: round(v * 1e3, 3) for k, v in t.items()},
                         "speedup_vs_per_beam_dict": round(t["per_beam_dict"] / t["ours"], 1),
                         "speedup_vs_hf_prefix_constrained": round(
                             t["hf_prefix_constrained"] / t["ours"], 1
                         ),
-                        "beam_search_tiny_seconds": round(e2e["search_seconds"], 4),
-                        "hf_generate_tiny_seconds": round(e2e["hf_generate_seconds"], 4),
-                        "speedup_vs_hf_generate": round(
-                            e2e["hf_generate_seconds"] / e2e["search_seconds"], 1
-                        ),
-                        "constraint_share_of_beam_search": round(e2e["constraint_share"], 4),
                     }
+                    if "tiny" in models:
+                        cell["search_tiny"] = whole_search(
+                            table, beams, batch, vocab, "tiny", METHODS
+                        )
+                    smol = SMOLLM2_SHAPES.get((beams, batch))
+                    if "smollm2-135m" in models and smol and name == "beauty_12101":
+                        cell["search_smollm2_135m"] = whole_search(
+                            table, beams, batch, vocab, "smollm2-135m", smol
+                        )
+                    row[vocab] = cell
                 results.append(row)
                 print(json.dumps(row), file=sys.stderr)
     return {
         "benchmark": "decode_speed",
-        "protocol": "constraint time summed over all decoding steps of one batch (best of "
+        "protocol": "constraint: time summed over all decoding steps of one batch (best of "
         f"{repeats}), every beam at a real SID prefix; vocabularies: sid-only (3 specials + "
         f"the SID tokens, the Beauty model's) and qwen2.5 ({QWEN_VOCAB} tokens + the SID "
-        f"tokens); prompts of {PROMPT} tokens; share of generate: tiny Qwen2 (hidden 128, 4 "
-        "layers, random weights), time inside our constraint (masking, trie walk) / our whole beam "
-        "search; hf generate: the same search by transformers with our logits processor",
+        f"tokens); prompts of {PROMPT} tokens. search: the whole constrained beam search, one "
+        "timed run after a warm-up, random weights on a real architecture (tiny: Qwen2 hidden "
+        "128, 4 layers; smollm2_135m: SmolLM2-135M's Llama shape, 30 layers, at the shapes of "
+        "SMOLLM2_SHAPES): ours with the full and the restricted head against transformers' "
+        "generate (beam search, length penalty 0) with MiniOneRec's per-beam dict processor "
+        "and with prefix_allowed_tokens_fn (PrefixConstrainedLogitsProcessor) over the same "
+        "dict; peak_mb: memory above what was in use before (GPU allocated, or CPU resident "
+        "set sampled every ms); ms_per_step: our search after the prompt's prefill, per model "
+        "call; constraint_share_of_steps: the constraint's share of that time",
         "results": results,
         "machine": machine(),
         "sidrec_commit": git_commit(),
@@ -243,9 +323,10 @@ def run(repeats: int = 5, catalogs: dict[str, Path] = CATALOGS) -> dict:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
     p.add_argument("--out", type=Path, help="also write the JSON here")
     a = p.parse_args(argv)
-    result = run(a.repeats)
+    result = run(a.repeats, models=a.models)
     print_report(result, a.out)
     return 0
 

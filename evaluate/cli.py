@@ -10,6 +10,15 @@ from pathlib import Path
 from sidrec.config import command_config, stage_path
 
 
+def _batch_size(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or auto, got {text!r}") from None
+
+
 def _evaluate(a: argparse.Namespace) -> dict:
     from sidrec.evaluate.generative import evaluate_model
 
@@ -50,7 +59,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", type=Path, help="default: paths.evaluate")
     p.add_argument("--num-beams", type=int, help="K (default: evaluate.num_beams)")
-    p.add_argument("--batch-size", type=int, help="users per batch (default: evaluate.batch_size)")
+    p.add_argument(
+        "--batch-size",
+        type=_batch_size,
+        help="users per batch, or auto: the largest that fits (default: evaluate.batch_size)",
+    )
     p.add_argument("--split", choices=("valid", "test"), help="default: evaluate.split")
     p.add_argument("--overwrite", action="store_true", help="replace a complete output")
     p.add_argument("--config", type=Path, help="a profile (evaluate.*, seed, paths)")

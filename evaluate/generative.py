@@ -18,13 +18,13 @@ from accelerate.utils import gather_object
 from tqdm.auto import tqdm
 
 from sidrec.data.dataset import read_dataset
-from sidrec.decoding import PrefixIndex, beam_search
+from sidrec.decoding import PrefixIndex, auto_batch_size, beam_search, check_batch_size
 from sidrec.errors import InputError, SidrecError
 from sidrec.evaluate.baselines import reference_metrics
 from sidrec.evaluate.ranking import device_name, record_experiment, write_ranking
 from sidrec.io import atomic_dir, check_output
 from sidrec.ledger import describe
-from sidrec.manifest import Run
+from sidrec.manifest import Run, peak_memory
 from sidrec.metrics import drop_history
 from sidrec.model_dir import load_sid_model, model_sids
 from sidrec.prompts import PromptSpec
@@ -45,11 +45,9 @@ def evaluate_model(
     ``predictions.parquet``, the config and a manifest into ``out``. Returns the results (an
     empty dict on processes other than the main one)."""
     e = cfg["evaluate"]
-    if e["batch_size"] < 1 or e["num_beams"] < 1:
-        raise SidrecError(
-            f"evaluate.batch_size and evaluate.num_beams must be >= 1, got {e['batch_size']} "
-            f"and {e['num_beams']}"
-        )
+    check_batch_size(e["batch_size"])
+    if e["num_beams"] < 1:
+        raise SidrecError(f"evaluate.num_beams must be >= 1, got {e['num_beams']}")
     out = Path(out)
     state = PartialState(cpu=not torch.cuda.is_available())
     on_main(state, lambda: check_output(out, overwrite))
@@ -79,13 +77,21 @@ def evaluate_model(
     # with the history left out, enough beams that num_beams new items remain
     beams = k + (max(map(len, histories), default=0) if exclude else 0)
     head = cfg["decoding"]["head"]
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
     started = time.perf_counter()
     with state.split_between_processes(list(range(len(prompts)))) as shard:
         shard = sorted(shard, key=lambda i: len(prompts[i]))
+        size = e["batch_size"]
+        if size == "auto":
+            mine = [prompts[i] for i in shard]
+            size = auto_batch_size(
+                model, index, mine, beams, tok.pad_token_id, head, e["auto_batch_seconds"]
+            )
         found: list[tuple[int, list[int], list[float]]] = []
-        batches = range(0, len(shard), e["batch_size"])
+        batches = range(0, len(shard), size)
         for b in tqdm(batches, desc="evaluate", disable=not state.is_main_process):
-            part = shard[b : b + e["batch_size"]]
+            part = shard[b : b + size]
             top, scores = beam_search(
                 model, index, [prompts[i] for i in part], beams, tok.pad_token_id, head
             )
@@ -116,14 +122,16 @@ def evaluate_model(
         "num_beams": k,
         "beams_decoded": beams,
         "exclude_history": exclude,
-        "batch_size": e["batch_size"],
+        "batch_size": size,
+        "batch_size_auto": e["batch_size"] == "auto",
         "head": head,
         "max_users": e["max_users"],
         "shared_sids": shared,
         "truncated_histories": truncated,
         "items_in_shared_sids": sum(len(its) for its in catalog.items if len(its) > 1),
         "seconds": round(seconds, 3),
-        "queries_per_second": round(len(prompts) / seconds, 2),
+        "users_per_second": round(len(prompts) / seconds, 2),
+        **peak_memory(),
         "device": device_name(),
         "processes": state.num_processes,
         "bf16": bf16,

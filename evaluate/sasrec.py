@@ -22,7 +22,7 @@ from sidrec.errors import SidrecError
 from sidrec.evaluate.baselines import reference_metrics
 from sidrec.evaluate.ranking import device_name, record_experiment, write_ranking
 from sidrec.io import atomic_dir, check_output, write_json
-from sidrec.manifest import Run
+from sidrec.manifest import Run, peak_memory
 from sidrec.metrics import hr_ndcg, target_ranks
 from sidrec.sasrec_model import MODEL_FILE, SASRec, pad_left
 from sidrec.sequences import query_rows, sequence_windows, user_sequences
@@ -190,6 +190,7 @@ def train_sasrec(
     unfiltered = None
     if exclude:
         unfiltered, _ = rank_items(model, histories, s["top_k"], s["max_len"], s["eval_batch_size"])
+    seconds = time.perf_counter() - started
     info = {
         "method": "sasrec",
         "split": e["split"],
@@ -200,7 +201,9 @@ def train_sasrec(
         "epochs_run": len(log),
         "parameters": sum(p.numel() for p in model.parameters()),
         "train_seconds": round(train_seconds, 3),
-        "seconds": round(time.perf_counter() - started, 3),
+        "seconds": round(seconds, 3),
+        "users_per_second": round(rows.height / seconds, 2),
+        **peak_memory(),
         "device": device_name(),
         "baselines": reference_metrics(ds, rows, s["top_k"], exclude),
     }

@@ -496,6 +496,7 @@ def train_rl(
             tok.pad_token_id,
             e["batch_size"],
             cfg["decoding"]["head"],
+            e["auto_batch_seconds"],
         )
     run = Run("rl", cfg, inputs, cfg["seed"])
     with ExitStack() as stack:

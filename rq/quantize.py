@@ -13,9 +13,15 @@ from enum import Enum
 from typing import NamedTuple
 
 import numpy as np
+from scipy.sparse import csr_matrix
 from scipy.special import logsumexp
 
 from sidrec.errors import SidrecError
+
+# Sinkhorn-balanced k-means: the transport problem is solved on at most this many rows
+SINKHORN_SAMPLE = 65_536
+# rows assigned at a time (a [CHUNK, K] distance block)
+CHUNK = 65_536
 
 
 class Method(str, Enum):
@@ -57,8 +63,10 @@ def _kmeans(x: np.ndarray, k: int, seed: int, iters: int) -> np.ndarray:
     return km.centroids.astype(np.float32)
 
 
-def sinkhorn_assign(dist: np.ndarray, epsilon: float = 0.05, iters: int = 50) -> np.ndarray:
-    """Assign N points to K clusters with near-equal sizes (entropic optimal transport).
+def sinkhorn_potentials(
+    dist: np.ndarray, epsilon: float = 0.05, iters: int = 50
+) -> tuple[np.ndarray, float]:
+    """The column potentials of entropic optimal transport from N points to K equal clusters.
 
     Args:
         dist: float [N, K] squared distances.
@@ -66,28 +74,63 @@ def sinkhorn_assign(dist: np.ndarray, epsilon: float = 0.05, iters: int = 50) ->
         iters: Sinkhorn iterations.
 
     Returns:
-        int64 [N] cluster of each point: the argmax of the transport plan whose column sums
-        are N/K each.
+        ``log_v`` float [K] and the temperature ``epsilon * std(dist)``: a point's cluster is
+        the argmin over K of ``dist - temperature * log_v`` (:func:`balanced_labels`).
     """
     n, k = dist.shape
-    scale = float(dist.std()) or 1.0
-    log_kernel = -dist / (epsilon * scale)
+    temperature = epsilon * (float(dist.std()) or 1.0)
+    log_kernel = -dist / temperature
     log_u, log_v = np.zeros(n), np.zeros(k)
     log_col = np.log(n / k)
     for _ in range(iters):
         log_u = -logsumexp(log_kernel + log_v[None, :], axis=1)
         log_v = log_col - logsumexp(log_kernel + log_u[:, None], axis=0)
-    return np.argmax(log_kernel + log_v[None, :], axis=1).astype(np.int64)
+    return log_v, temperature
+
+
+def sinkhorn_assign(dist: np.ndarray, epsilon: float = 0.05, iters: int = 50) -> np.ndarray:
+    """Assign N points to K clusters with near-equal sizes: int64 [N], the argmax of the
+    transport plan whose column sums are N/K each (``dist``: float [N, K] squared distances)."""
+    log_v, temperature = sinkhorn_potentials(dist, epsilon, iters)
+    return np.argmin(dist - temperature * log_v[None, :], axis=1).astype(np.int64)
+
+
+def _distances(x: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    """Squared distances float32 [N, K] of x [N, D] to centroids [K, D]."""
+    return (x**2).sum(1)[:, None] - 2 * x @ centroids.T + (centroids**2).sum(1)[None, :]
+
+
+def balanced_labels(
+    x: np.ndarray, centroids: np.ndarray, log_v: np.ndarray, temperature: float
+) -> np.ndarray:
+    """int64 [N]: each row of x [N, D] to the centroid that minimises its distance less the
+    cluster's potential, :data:`CHUNK` rows at a time (never the whole [N, K] matrix)."""
+    shift = (temperature * log_v).astype(np.float32)[None, :]
+    out = np.empty(x.shape[0], dtype=np.int64)
+    for start in range(0, x.shape[0], CHUNK):
+        part = x[start : start + CHUNK]
+        out[start : start + CHUNK] = np.argmin(_distances(part, centroids) - shift, axis=1)
+    return out
 
 
 def _sinkhorn_kmeans(x: np.ndarray, k: int, seed: int, iters: int) -> tuple[np.ndarray, np.ndarray]:
+    """Balanced k-means: faiss k-means, then rounds of Sinkhorn-balanced assignment and mean
+    updates. The potentials come from a seeded sample of at most :data:`SINKHORN_SAMPLE` rows
+    (the [N, K] transport problem of a million items would not fit in memory); every row is
+    then assigned with them, so cluster sizes are N/K up to the sample's error."""
+    n = x.shape[0]
     centroids = _kmeans(x, k, seed, iters)
+    sample = x
+    if n > SINKHORN_SAMPLE:
+        rows = np.random.default_rng(seed).choice(n, SINKHORN_SAMPLE, replace=False)
+        sample = x[np.sort(rows)]
+    one_hot_rows = np.arange(n)
     for _ in range(max(3, iters // 4)):
-        dist = (x**2).sum(1)[:, None] - 2 * x @ centroids.T + (centroids**2).sum(1)[None, :]
-        labels = sinkhorn_assign(dist)
-        sums = np.zeros_like(centroids)
-        np.add.at(sums, labels, x)
+        log_v, temperature = sinkhorn_potentials(_distances(sample, centroids))
+        labels = balanced_labels(x, centroids, log_v, temperature)
+        members = csr_matrix((np.ones(n, dtype=np.float32), (labels, one_hot_rows)), shape=(k, n))
         counts = np.bincount(labels, minlength=k)[:, None]
+        sums = np.asarray(members @ x)
         centroids = np.where(counts > 0, sums / np.maximum(counts, 1), centroids)
     return centroids.astype(np.float32), labels
 

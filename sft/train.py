@@ -264,6 +264,7 @@ def _ranking_validation(
         tok.pad_token_id,
         e["batch_size"],
         cfg["decoding"]["head"],
+        e["auto_batch_seconds"],
     )
 
 

@@ -6,9 +6,10 @@ import json
 import os
 import platform
 import subprocess
+import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -68,6 +69,68 @@ def machine() -> dict[str, Any]:
 
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     return {"cpus": os.cpu_count(), "gpu": gpu, "python": platform.python_version()}
+
+
+def peak_memory() -> dict[str, Any]:
+    """The peak memory so far: on a GPU, what torch allocated since the last
+    ``torch.cuda.reset_peak_memory_stats()``; on a CPU, the process's peak resident set."""
+    import torch
+
+    if torch.cuda.is_available():
+        return {
+            "peak_memory_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1),
+            "peak_memory_of": "gpu_allocated",
+        }
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    scale = 2**20 if platform.system() == "Darwin" else 2**10
+    return {"peak_memory_mb": round(peak / scale, 1), "peak_memory_of": "process_rss"}
+
+
+def measured(fn: Callable[[], Any]) -> tuple[Any, dict[str, float]]:
+    """``fn()`` and what it cost: ``seconds``, ``peak_mb`` (the highest memory in use while it
+    ran: GPU memory allocated by torch, or the process's resident set sampled every
+    millisecond on a CPU) and ``added_mb`` (that peak less what was in use before), in MiB."""
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        start = time.perf_counter()
+        out = fn()
+        torch.cuda.synchronize()
+        seconds, peak = time.perf_counter() - start, torch.cuda.max_memory_allocated()
+    else:
+        import psutil
+
+        proc = psutil.Process()
+        before = proc.memory_info().rss
+        high = [before]
+        stop = threading.Event()
+
+        def sample() -> None:
+            while not stop.is_set():
+                high[0] = max(high[0], proc.memory_info().rss)
+                time.sleep(0.001)
+
+        thread = threading.Thread(target=sample, daemon=True)
+        thread.start()
+        start = time.perf_counter()
+        try:
+            out = fn()
+        finally:
+            seconds = time.perf_counter() - start
+            stop.set()
+            thread.join()
+        peak = max(high[0], proc.memory_info().rss)
+    mib = 2**20
+    return out, {
+        "seconds": round(seconds, 4),
+        "peak_mb": round(peak / mib, 1),
+        "added_mb": round(max(0, peak - before) / mib, 1),
+    }
 
 
 def print_report(result: dict[str, Any], out: Path | None = None) -> None:

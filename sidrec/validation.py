@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from transformers import Trainer, TrainerCallback
 
-from sidrec.decoding import PrefixIndex, beam_search
+from sidrec.decoding import PrefixIndex, auto_batch_size, beam_search, check_batch_size
 from sidrec.errors import SidrecError
 from sidrec.metrics import cutoffs, hr_ndcg, target_ranks
 
@@ -36,7 +36,8 @@ class RankingValidation(TrainerCallback):
         targets: (N,) the SID index of each user's target.
         num_beams: K, the beams (and recommendations) per user.
         pad_token_id: the padding token.
-        batch_size: users decoded together.
+        batch_size: users decoded together, or ``auto`` (found at the first evaluation, within
+            ``auto_seconds`` a batch on CPU: :func:`sidrec.decoding.auto_batch_size`).
         head: the decoding head (``decoding.head``).
 
     Set ``trainer`` after building the trainer, so the metrics are also logged (console,
@@ -50,13 +51,16 @@ class RankingValidation(TrainerCallback):
         targets: np.ndarray,
         num_beams: int,
         pad_token_id: int,
-        batch_size: int = 32,
+        batch_size: int | str = 32,
         head: str = "full",
+        auto_seconds: float = 10.0,
     ) -> None:
         if num_beams < 10:
             raise SidrecError(f"validation by NDCG@10 needs at least 10 beams, got {num_beams}")
         self.index, self.prompts, self.targets = index, list(prompts), np.asarray(targets)
+        check_batch_size(batch_size)
         self.k, self.pad, self.batch_size, self.head = num_beams, pad_token_id, batch_size, head
+        self.auto_seconds = auto_seconds
         self.trainer: Trainer | None = None
 
     def ranking_metrics(self, model: Any) -> dict[str, float]:
@@ -64,6 +68,10 @@ class RankingValidation(TrainerCallback):
         was_training = model.training
         model.eval()
         try:
+            if self.batch_size == "auto":
+                self.batch_size = auto_batch_size(
+                    model, self.index, self.prompts, self.k, self.pad, self.head, self.auto_seconds
+                )
             found = [
                 beam_search(
                     model,

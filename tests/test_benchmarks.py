@@ -45,14 +45,31 @@ def test_sid_quality_benchmark(minionerec_src: Path, tmp_path: Path) -> None:
 def test_decode_speed_benchmark(minionerec_src: Path) -> None:
     bench = _load("decode_speed")
     index = minionerec_src / "index" / "Industrial_and_Scientific.index.json"
-    result = bench.run(repeats=1, catalogs={"industrial_3686": index})
+    result = bench.run(repeats=1, catalogs={"industrial_3686": index}, models=["tiny"])
     assert len(result["results"]) == 4  # beams 20, 50 x batch 8, 32; the masks agreed
     for row in result["results"]:
         assert row["items"] == 3686
         for vocab in ("sid-only", "qwen2.5"):
             assert row[vocab]["speedup_vs_per_beam_dict"] > 1
-            assert 0 < row[vocab]["constraint_share_of_beam_search"] < 1
-            assert row[vocab]["hf_generate_tiny_seconds"] > 0
+            search = row[vocab]["search_tiny"]  # every method returned catalog SIDs only
+            assert set(search["seconds"]) == set(bench.METHODS)
+            assert all(v > 0 for v in search["seconds"].values())
+            for head in ("full", "restricted"):
+                assert 0 < search[f"ours_{head}_constraint_share_of_steps"] < 1
+                assert search[f"ours_{head}_ms_per_step"] > 0
+
+
+@pytest.mark.slow
+def test_scale_benchmark() -> None:
+    bench = _load("scale")
+    result = bench.run(sizes=(3000, 6000), methods=("rqkmeans", "rqkmeans-constrained"))
+    assert len(result["results"]) == 4
+    for row in result["results"]:
+        assert row["distinct_sids"] == row["items"] and row["assigned_distinct"]
+        assert row["sid_build"]["seconds"] > 0 and row["prefix_index"]["peak_mb"] > 0
+        assert row["constraint_ms_per_step"] > 0
+        assert row["sid_assign_1000_new"]["seconds"] > 0
+    assert set(result["ratios"]) == {"rqkmeans", "rqkmeans-constrained"}
 
 
 @pytest.mark.slow

@@ -14,8 +14,10 @@ from sidrec.decoding import (
     PrefixIndex,
     SidConstraint,
     StepHead,
+    auto_batch_size,
     beam_config,
     beam_search,
+    check_batch_size,
     constrained_sample,
     left_pad,
     restricted_log_probs,
@@ -273,49 +275,42 @@ def test_sampling_at_a_low_temperature_takes_the_greedy_path() -> None:
         constrained_sample(model, index, [prompt], 2, tok.pad_token_id, 0.0)
 
 
-class StepMasked(Qwen2ForCausalLM):
-    """A model that gives -inf to every token the next step cannot choose: after a level-l
-    code only level l + 1's codes and end-of-sequence, after anything else level 0's (all
-    SIDs have the same length). The restricted head sees only the allowed columns, so on this
-    model it must score exactly as the full head."""
+class SidOnly(Qwen2ForCausalLM):
+    """A model whose logits of every token but the SID tokens and end-of-sequence are -inf
+    (a bias added after its output head): the restricted head, which only forms those
+    columns, must score exactly as the full head on it."""
 
-    step_bias: torch.Tensor  # (V, V): additive bias on the logits after each last token
+    sid_bias: torch.Tensor  # (V,)
 
     def forward(self, *args: object, **kwargs: object) -> object:
         out = super().forward(*args, **kwargs)
-        out.logits = out.logits + self.step_bias[kwargs["input_ids"][:, -1]][:, None]
+        out.logits = out.logits + self.sid_bias
         return out
 
 
-def _step_masked(tok: object, table: SidTable, index: PrefixIndex, seed: int) -> StepMasked:
-    torch.manual_seed(seed)
-    model = StepMasked(tiny_model(tok, seed).config).eval()
-    v = model.config.vocab_size
-    bias = torch.full((v, v), float("-inf"))
-    bias[:, index.columns(0)] = 0.0  # after the prompt
-    for lv, size in enumerate(table.codebook_sizes):
-        after = tok.convert_tokens_to_ids([code_token(lv, c) for c in range(size)])
-        bias[after] = float("-inf")
-        bias[torch.tensor(after)[:, None], index.columns(lv + 1)[None, :]] = 0.0
-    model.step_bias = bias
-    return model
-
-
-def test_restricted_head_equals_full_when_only_step_tokens_have_mass() -> None:
+def test_restricted_head_equals_full_when_non_sid_logits_are_minus_infinity() -> None:
     rng = np.random.default_rng(8)
-    table = random_table(rng, 60, [4, 5, 6], 1.0)
+    table = random_table(rng, 60, [4, 5, 6], 0.5)
     tok = sid_tokenizer(table)
     index = PrefixIndex.for_tokenizer(table, tok, len(tok))
-    model = _step_masked(tok, table, index, seed=4)
+    model = SidOnly(tiny_model(tok, 4).config).eval()
+    model.load_state_dict(tiny_model(tok, 4).state_dict())
+    model.sid_bias = torch.full((model.config.vocab_size,), float("-inf"))
+    model.sid_bias[index.sid_vocab] = 0.0
     prompts = [
         tok("".join(table.sids[int(i)] for i in rng.integers(60, size=h)))["input_ids"]
-        + [tok.eos_token_id]
         for h in (1, 4, 2)
     ]
     full, full_scores = beam_search(model, index, prompts, 10, tok.pad_token_id, "full")
     restricted, scores = beam_search(model, index, prompts, 10, tok.pad_token_id, "restricted")
     assert restricted.tolist() == full.tolist()
     torch.testing.assert_close(scores, full_scores, atol=1e-5, rtol=0)
+    # without the bias, the tokens the restricted head leaves out change the scores
+    plain = tiny_model(tok, 4)
+    assert not torch.allclose(
+        beam_search(plain, index, prompts, 10, tok.pad_token_id, "restricted")[1],
+        beam_search(plain, index, prompts, 10, tok.pad_token_id, "full")[1],
+    )
 
 
 def test_restricted_scores_renormalise_and_training_log_probs_agree() -> None:
@@ -354,8 +349,37 @@ def test_restricted_head_needs_a_plain_output_head() -> None:
     table = SidTable([[0, 1], [1, 0]], [2, 2])
     tok = sid_tokenizer(table)
     model = tiny_model(tok, 0)
+    index = PrefixIndex.for_tokenizer(table, tok, len(tok))
     model.config.final_logit_softcapping = 30.0
     with pytest.raises(SidrecError, match="final_logit_softcapping"):
-        StepHead(model, "restricted")
+        StepHead(model, index, "restricted")
     with pytest.raises(SidrecError, match="decoding.head must be one of"):
-        StepHead(model, "half")
+        StepHead(model, index, "half")
+
+
+def test_auto_batch_size_doubles_until_memory_or_time_runs_out(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from sidrec import decoding
+
+    table = SidTable([[0, 1], [1, 0], [1, 1]], [2, 2])
+    tok = sid_tokenizer(table)
+    model = tiny_model(tok, 0)
+    index = PrefixIndex.for_tokenizer(table, tok, len(tok))
+    prompts = [[3] * n for n in range(1, 12)]  # 11 prompts
+    args = (model, index, prompts, 2, tok.pad_token_id)
+    assert auto_batch_size(*args, seconds=60.0) == 11  # 1, 2, 4, 8, then all 11
+    assert auto_batch_size(*args, seconds=0.0) == 1  # even one batch is over the budget
+    tried: list[int] = []
+
+    def out_of_memory_above_4(model: object, index: object, batch: list, *rest: object) -> None:
+        tried.append(len(batch))
+        assert batch[0] == prompts[-1]  # the longest prompts are tried
+        if len(batch) > 4:
+            raise torch.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(decoding, "beam_search", out_of_memory_above_4)
+    assert auto_batch_size(*args, seconds=60.0) == 4 and tried == [1, 2, 4, 8]
+    for bad in (0, -3, "big", 2.5, True):
+        with pytest.raises(SidrecError, match="must be a number >= 1 or auto"):
+            check_batch_size(bad)

@@ -16,6 +16,7 @@ from sidrec.cli import main
 from sidrec.config import load_config
 from sidrec.data.dataset import read_dataset
 from sidrec.data.stage import write_imported_sids
+from sidrec.errors import SidrecError
 from sidrec.evaluate.generative import evaluate_model
 from sidrec.evaluate.sasrec import train_sasrec
 from sidrec.io import read_json
@@ -67,6 +68,19 @@ def test_evaluate_ranks_real_items_and_writes_consistent_files(
         trained["model"], trained["data"], trained["sid"], tmp_path / "again", trained["cfg"]
     )
     assert again["metrics"] == results["metrics"]
+    # throughput and memory are recorded; batch_size=auto picks a size and ranks the same
+    assert results["users_per_second"] > 0 and results["peak_memory_mb"] > 0
+    assert results["batch_size"] == trained["cfg"]["evaluate"]["batch_size"]
+    assert not results["batch_size_auto"] and results["head"] == "full"
+    cfg = trained["cfg"]
+    auto = {**cfg, "evaluate": {**cfg["evaluate"], "batch_size": "auto"}}
+    picked = evaluate_model(trained["model"], trained["data"], None, tmp_path / "auto", auto)
+    assert picked["batch_size_auto"] and picked["batch_size"] == 40  # all 40 fit in 10 s
+    ranked = pl.read_parquet(tmp_path / "auto" / "predictions.parquet")["ranked_items"]
+    assert ranked.to_list() == pred["ranked_items"].to_list()
+    bad = {**cfg, "evaluate": {**cfg["evaluate"], "batch_size": 0}}
+    with pytest.raises(SidrecError, match="batch_size must be a number >= 1 or auto, got 0"):
+        evaluate_model(trained["model"], trained["data"], None, tmp_path / "bad", bad)
 
 
 def test_cli_refuses_to_overwrite_and_checks_the_sids(

@@ -65,6 +65,27 @@ def test_large_catalogs_switch_to_sinkhorn_balancing(
     assert spread[1] < 0.5 * spread[0]  # far more even than plain k-means
 
 
+def test_sinkhorn_on_a_sample_balances_every_item_chunk_by_chunk(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Past SINKHORN_SAMPLE items the potentials come from a sample and every item is assigned
+    with them in chunks: clusters stay near N/K, and chunking does not change a label."""
+    from sidrec.rq import quantize
+
+    rng = np.random.default_rng(3)
+    x = (rng.normal(size=(3000, 8)) + 3 * (rng.random((3000, 1)) < 0.2)).astype(np.float32)
+    monkeypatch.setattr(quantize, "SINKHORN_SAMPLE", 600)
+    monkeypatch.setattr(quantize, "CHUNK", 700)
+    q = fit_residual(x, Method.CONSTRAINED, 1, 10, 0, constrained_max_items=100)
+    sizes = np.bincount(q.codes[:, 0], minlength=10)
+    assert sizes.min() >= 0.75 * 300 and sizes.max() <= 1.25 * 300
+    centroids = q.codebooks[0]
+    log_v = rng.normal(size=10)
+    chunked = quantize.balanced_labels(x, centroids, log_v, 0.5)
+    monkeypatch.setattr(quantize, "CHUNK", 10_000)
+    assert np.array_equal(chunked, quantize.balanced_labels(x, centroids, log_v, 0.5))
+
+
 def test_sinkhorn_assign_balances_a_skewed_problem() -> None:
     rng = np.random.default_rng(0)
     dist = rng.random((400, 4)) + np.array([0.0, 1.0, 1.0, 1.0])  # everyone prefers cluster 0
