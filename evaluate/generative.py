@@ -18,7 +18,7 @@ from accelerate.utils import gather_object
 from tqdm.auto import tqdm
 
 from sidrec.data.dataset import read_dataset
-from sidrec.decoding import PrefixIndex, auto_batch_size, beam_search, check_batch_size
+from sidrec.decoding import PrefixIndex, StepHead, auto_batch_size, beam_search, check_batch_size
 from sidrec.errors import InputError, SidrecError
 from sidrec.evaluate.baselines import reference_metrics
 from sidrec.evaluate.ranking import device_name, record_experiment, write_ranking
@@ -63,6 +63,8 @@ def evaluate_model(
     index = PrefixIndex.for_tokenizer(
         table, tok, model.config.vocab_size, state.device, e["dense_depth"]
     )
+    head = cfg["decoding"]["head"]
+    StepHead(model, index, head)  # a head the model cannot use fails before decoding
     rows = query_rows(ds, e["split"], e["max_users"], cfg["seed"])
     sids = table.sids
     answer = index.depth + 1  # the longest SID and end-of-sequence
@@ -76,7 +78,6 @@ def evaluate_model(
     exclude = e["exclude_history"]
     # with the history left out, enough beams that num_beams new items remain
     beams = k + (max(map(len, histories), default=0) if exclude else 0)
-    head = cfg["decoding"]["head"]
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     started = time.perf_counter()

@@ -33,7 +33,13 @@ from datasets import Dataset as HFDataset
 from trl import GRPOConfig, GRPOTrainer
 
 from sidrec.data.dataset import Dataset, read_dataset
-from sidrec.decoding import PrefixIndex, beam_search, constrained_sample, restricted_log_probs
+from sidrec.decoding import (
+    PrefixIndex,
+    StepHead,
+    beam_search,
+    constrained_sample,
+    restricted_log_probs,
+)
 from sidrec.embeddings import load_embeddings
 from sidrec.errors import InputError, SidrecError, require_file
 from sidrec.manifest import Run
@@ -450,6 +456,7 @@ def train_rl(
     bf16 = use_bf16(r["bf16"])
     model, tok = load_sid_model(model_dir, state.device, False)
     index = PrefixIndex.for_tokenizer(table, tok, model.config.vocab_size, state.device)
+    StepHead(model, index, cfg["decoding"]["head"])  # a head the model cannot use fails now
     n_sids = len(index.catalog.codes)
     if g > n_sids:
         what = "rl.num_generations" if grpo else "rl.dpo.rejected + 1"

@@ -23,7 +23,7 @@ from trl import SFTConfig, SFTTrainer
 from trl.trainer.utils import pad
 
 from sidrec.data.dataset import read_dataset
-from sidrec.decoding import PrefixIndex
+from sidrec.decoding import PrefixIndex, StepHead
 from sidrec.errors import InputError, SidrecError, require_file
 from sidrec.io import MANIFEST, read_json
 from sidrec.manifest import Run
@@ -249,6 +249,7 @@ def _ranking_validation(
     rows = query_rows(ds, "valid", cfg["sft"]["valid_users"], cfg["seed"])
     device = next(model.parameters()).device
     index = PrefixIndex.for_tokenizer(table, tok, model.config.vocab_size, device)
+    StepHead(model, index, cfg["decoding"]["head"])  # a head the model cannot use fails now
     sids = table.sids
     prompts = [
         spec.encode(tok, [sids[i] for i in h], index.depth + 1)[0]

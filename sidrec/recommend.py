@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from sidrec.decoding import PrefixIndex, beam_search
+from sidrec.decoding import PrefixIndex, StepHead, beam_search
 from sidrec.errors import SidrecError, require_file
 from sidrec.model_dir import load_sid_model, model_items, model_sids
 from sidrec.prompts import PromptSpec
@@ -49,6 +49,7 @@ class Recommender:
         self.index = PrefixIndex.for_tokenizer(
             self.table, self.tok, self.model.config.vocab_size, device, dense_depth
         )
+        StepHead(self.model, self.index, head)  # a head the model cannot use fails now
         self.head = head
         self.titles = items["title"].to_list()
         self.sources = items["source_id"].to_list()

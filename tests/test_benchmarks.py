@@ -105,3 +105,22 @@ def test_improve_loop_benchmark(tmp_path: Path) -> None:
     assert (tmp_path / "demo-suggested" / "compare" / "comparison.png").is_file()
     assert (tmp_path / "demo" / "analyze" / "report.html").is_file()
     assert set(base["baselines"]) == {"popularity", "item_to_item"}
+
+
+def test_restricted_head_benchmark(tiny_model: dict) -> None:
+    bench = _load("restricted_head")
+    result = bench.run(
+        tiny_model["model"], tiny_model["data"], ["evaluate.max_users=40", "evaluate.num_beams=10"]
+    )
+    assert result["users"] == 40 and result["num_beams"] == 10
+    assert 0 <= result["same_all_beams"] <= result["same_top10_order"] <= result["same_top10_set"]
+    assert result["same_top10_set"] <= 1 and result["speedup_restricted"] > 0
+    full, restricted = result["metrics"]["full"], result["metrics"]["restricted"]
+    for m, d in result["difference_restricted_minus_full"].items():
+        assert d == pytest.approx(restricted[m] - full[m], abs=2e-5)
+    mass = result["mass"]
+    depth = len(mass["sid_tokens"])
+    assert depth >= 2 and len(mass["step_columns"]) == depth
+    # the SID tokens hold the step's columns: at least as much mass on them
+    pairs = zip(mass["step_columns"], mass["sid_tokens"], strict=True)
+    assert all(0 <= c <= s <= 1 + 1e-6 for c, s in pairs)
