@@ -2,7 +2,8 @@
 100k and 1M items.
 
 Synthetic 384-d item embeddings with cluster structure (a two-level mixture: 64 topics of 32
-subtopics each, items scattered around their subtopic, unit norm), built by ``sidrec sid
+subtopics each, items scattered around their subtopic along 48 shared directions, as far as
+subtopics from their topic, unit norm), built by ``sidrec sid
 build`` (3 levels of 256 codes, ``reassign`` de-duplication) with
 
 - ``rqkmeans``: faiss k-means at every level;
@@ -41,21 +42,26 @@ from sidrec.sids import read_sid_dir
 
 SIZES = (10_000, 100_000, 1_000_000)
 METHODS = ("rqkmeans", "rqkmeans-constrained")
-DIM, TOPICS, SUBTOPICS = 384, 64, 32
+DIM, TOPICS, SUBTOPICS, ITEM_DIRECTIONS = 384, 64, 32, 48
 BEAMS, USERS, NEW_ITEMS = 50, 32, 1000
 QWEN_VOCAB, QWEN_EOS = 151_665, 151_645
 
 
 def embeddings(n: int, seed: int = 0) -> np.ndarray:
-    """``n`` unit-norm float32 [n, 384] rows around 64 x 32 nested cluster centres."""
+    """``n`` unit-norm float32 [n, 384] rows around 64 x 32 nested cluster centres, each item
+    as far from its subtopic (along 48 shared directions) as subtopics are from their topic: a
+    text encoder's neighbours are similar, not identical."""
     rng = np.random.default_rng(seed)
     topics = rng.normal(size=(TOPICS, DIM)).astype(np.float32)
-    subtopics = topics.repeat(SUBTOPICS, 0) + 0.5 * rng.normal(size=(TOPICS * SUBTOPICS, DIM))
+    subtopics = topics.repeat(SUBTOPICS, 0) + 0.6 * rng.normal(size=(TOPICS * SUBTOPICS, DIM))
+    # items vary along a few shared directions, as text embeddings do
+    basis = rng.normal(size=(ITEM_DIRECTIONS, DIM)).astype(np.float32)
     out = np.empty((n, DIM), dtype=np.float32)
     for start in range(0, n, 100_000):
         m = min(100_000, n - start)
         centre = subtopics[rng.integers(len(subtopics), size=m)]
-        out[start : start + m] = centre + 0.35 * rng.normal(size=(m, DIM))
+        spread = rng.normal(size=(m, ITEM_DIRECTIONS)).astype(np.float32) @ basis
+        out[start : start + m] = centre + 0.6 * spread
     out /= np.linalg.norm(out, axis=1, keepdims=True)
     return out
 
@@ -122,7 +128,8 @@ def one(n: int, method: str, tmp: Path) -> dict[str, Any]:
         "levels": [lv.get("used") for lv in report.get("levels", [])],
         "largest_cluster_level0": int(np.bincount([c[0] for c in table.codes]).max()),
         "prefix_index": indexing,
-        "tail_widths": index.tail_widths,
+        "widest_node_per_level": index.tail_widths,
+        "dense_levels": sorted(index.dense),
         "constraint_ms_per_step": round(step_ms, 3),
         "sid_assign_1000_new": assign,
         "assigned_distinct": assigned["distinct_sids"] == n + NEW_ITEMS,

@@ -14,7 +14,6 @@ from typing import NamedTuple
 
 import numpy as np
 from scipy.sparse import csr_matrix
-from scipy.special import logsumexp
 
 from sidrec.errors import SidrecError
 
@@ -79,13 +78,19 @@ def sinkhorn_potentials(
     """
     n, k = dist.shape
     temperature = epsilon * (float(dist.std()) or 1.0)
-    log_kernel = -dist / temperature
-    log_u, log_v = np.zeros(n), np.zeros(k)
-    log_col = np.log(n / k)
+    log_kernel = (-dist / temperature).astype(np.float32)
+    log_u, log_v = np.zeros(n, dtype=np.float32), np.zeros(k, dtype=np.float32)
+    log_col = np.float32(np.log(n / k))
     for _ in range(iters):
-        log_u = -logsumexp(log_kernel + log_v[None, :], axis=1)
-        log_v = log_col - logsumexp(log_kernel + log_u[:, None], axis=0)
-    return log_v, temperature
+        log_u = -_logsumexp(log_kernel + log_v[None, :], axis=1)
+        log_v = log_col - _logsumexp(log_kernel + log_u[:, None], axis=0)
+    return log_v.astype(np.float64), temperature
+
+
+def _logsumexp(a: np.ndarray, axis: int) -> np.ndarray:
+    """log(sum(exp(a))) along ``axis``, in ``a``'s precision (scipy's works in float64)."""
+    top = a.max(axis=axis, keepdims=True)
+    return (top + np.log(np.exp(a - top).sum(axis=axis, keepdims=True))).squeeze(axis)
 
 
 def sinkhorn_assign(dist: np.ndarray, epsilon: float = 0.05, iters: int = 50) -> np.ndarray:

@@ -157,8 +157,8 @@ def _add_recommend(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=16, help="histories decoded together")
     p.add_argument(
         "--head",
-        default="full",
-        help="full (default): the whole vocabulary's logits; restricted: only the SID tokens'",
+        default="restricted",
+        help="restricted (default): score only the SID tokens; full: the whole vocabulary",
     )
     p.set_defaults(func=_recommend)
 

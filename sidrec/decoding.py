@@ -5,8 +5,9 @@ A :class:`PrefixIndex` is a trie of every distinct SID, kept as tensors on the m
 - each trie node has a CSR row of outgoing edges ``(token, child)``; the node reached by a
   generated prefix is found with one ``searchsorted`` per generated token (no loop over beams);
 - the allowed next tokens of the nodes of the first ``dense_depth`` levels (large fan-out, few
-  nodes) come from a dense mask table, those of the deeper nodes (the "tail": many nodes, small
-  fan-out) from a window over their CSR row as wide as the widest node of their level;
+  nodes), and of any deeper level with a node of more than ``DENSE_WIDTH`` children, come from a
+  dense mask table; those of the other nodes (the "tail": many nodes, small fan-out) from a
+  window over their CSR row as wide as the widest node of their level;
 - a complete SID allows end-of-sequence, and when nothing longer continues it, only that; a
   prefix that left the trie (or a finished sequence padded with end-of-sequence) allows only
   end-of-sequence, so the allowed set is never empty and never silently unconstrained.
@@ -32,6 +33,8 @@ from sidrec.sids import SidTable, code_token
 
 # dense mask rows are kept for the first levels while the table stays below this many cells
 DENSE_CELLS = 1 << 26
+# a deeper level whose widest node has more children than this reads the dense table too
+DENSE_WIDTH = 64
 # how a step's log-probabilities are formed (StepHead)
 HEADS = ("full", "restricted")
 # config keys of models whose logits are not just hidden state x output head
@@ -80,7 +83,9 @@ class PrefixIndex:
         eos_token_id: the model's end-of-sequence token.
         vocab_size: the width of the model's logits.
         device: where the tensors live.
-        dense_depth: levels whose nodes use the dense mask table.
+        dense_depth: the first levels, whose nodes use the dense mask table (deeper levels do
+            too where a node has more than :data:`DENSE_WIDTH` children), within
+            :data:`DENSE_CELLS`.
 
     Example:
         >>> cat = Catalog.from_table(SidTable([[0, 1], [0, 2], [1, 1]], [2, 3]))
@@ -161,34 +166,34 @@ class PrefixIndex:
             np.append(np.arange(self.step_lo[t], step_hi[t]), self.eos_local)
             for t in range(depth + 1)
         ]
-        dense_levels = min(dense_depth, depth)
-        while dense_levels > 0 and (
-            sum(
-                (level_start[t + 1] - level_start[t]) * len(step_cols[t])
-                for t in range(dense_levels)
-            )
-            > DENSE_CELLS
-        ):
-            dense_levels -= 1
-        self.dense_levels = dense_levels
+        # per level, the widest node's fan-out (the end node's is 1)
+        widths = [
+            max(1, int(fan_out[level_start[t] : level_start[t + 1]].max(initial=1)))
+            for t in range(depth + 1)
+        ]
+        # a level reads a dense table (one row per node) when it is one of the first
+        # dense_depth levels or its widest node would make a window wider than DENSE_WIDTH,
+        # while the tables stay below DENSE_CELLS cells; the others read a window over each
+        # node's CSR row, as wide as their own widest node
         self.level_start = level_start
-        # dense levels: per node, an additive bias over the step's columns (0 allowed, -inf
-        # not), plus a last row for end (end-of-sequence only)
-        dense = []
-        for t in range(dense_levels):
+        self.tail_widths = widths
+        dense, cells = {}, 0
+        for t in range(depth):
             n_t, w_t = level_start[t + 1] - level_start[t], len(step_cols[t])
+            if (
+                not (t < dense_depth or widths[t] > DENSE_WIDTH)
+                or cells + (n_t + 1) * w_t > DENSE_CELLS
+            ):
+                continue
+            cells += (n_t + 1) * w_t
+            # an additive bias over the step's columns (0 allowed, -inf not), plus a last row
+            # for end (end-of-sequence only)
             table_t = np.full((n_t + 1, w_t), -np.inf, dtype=np.float32)
             edges = (parent >= level_start[t]) & (parent < level_start[t + 1])
             cols = np.where(token[edges] == self.eos_local, w_t - 1, token[edges] - self.step_lo[t])
             table_t[parent[edges] - level_start[t], cols] = 0.0
             table_t[n_t, w_t - 1] = 0.0
-            dense.append(table_t)
-        # per level, the widest node's fan-out (the end node's is 1): a step's window is as
-        # wide as its own level needs, not as the widest node of the whole tail
-        self.tail_widths = [
-            max(1, int(fan_out[level_start[t] : level_start[t + 1]].max(initial=1)))
-            for t in range(depth + 1)
-        ]
+            dense[t] = table_t
         sid_of_node = np.full(n_nodes, -1, dtype=np.int64)
         sid_of_node[node_of_sid] = np.arange(len(paths))
         eos_only = (fan_out == 1) & (token[indptr[:-1].clip(max=len(token) - 1)] == self.eos_local)
@@ -205,7 +210,7 @@ class PrefixIndex:
         self.edge_token = torch.as_tensor(token, device=dev)
         self.edge_child = torch.as_tensor(child, device=dev)
         self.indptr = torch.as_tensor(indptr, device=dev)
-        self.dense = [torch.as_tensor(d, device=dev) for d in dense]
+        self.dense = {t: torch.as_tensor(d, device=dev) for t, d in dense.items()}
         # model ids of the local vocabulary (every SID token, then end-of-sequence), and per
         # step the local ids of the step's columns
         self.sid_vocab = torch.as_tensor(to_global, device=dev)
@@ -241,6 +246,8 @@ class PrefixIndex:
                 setattr(self, name, value.to(device))
             elif isinstance(value, list) and value and isinstance(value[0], torch.Tensor):
                 setattr(self, name, [v.to(device) for v in value])
+            elif isinstance(value, dict):
+                setattr(self, name, {k: v.to(device) for k, v in value.items()})
         return self
 
     def child(self, node: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
@@ -263,7 +270,7 @@ class PrefixIndex:
         additive bias (B, W) over ``columns(step)``, 0 where allowed and -inf where not."""
         t = min(step, self.depth)
         width = self.columns(t).shape[0]
-        if t < self.dense_levels:
+        if t in self.dense:
             table = self.dense[t]
             rows = torch.where(node == self.end, table.shape[0] - 1, node - self.level_start[t])
             return table.index_select(0, rows)

@@ -33,7 +33,7 @@ class Recommender:
         model_dir: str | Path,
         bf16: bool | None = None,
         dense_depth: int = 2,
-        head: str = "full",
+        head: str = "restricted",
     ) -> None:
         self.model_dir = require_file(model_dir, "model directory")
         self.spec = PromptSpec.load(self.model_dir)

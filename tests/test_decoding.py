@@ -85,14 +85,27 @@ CASES = [
 
 
 @pytest.mark.parametrize("name,n,sizes,extra", CASES, ids=[c[0] for c in CASES])
-@pytest.mark.parametrize("dense_depth", [0, 1, 2])
+@pytest.mark.parametrize("dense_depth,dense_width", [(0, 64), (1, 64), (2, 64), (0, 2)])
 def test_mask_equals_brute_force(
-    name: str, n: int, sizes: list[int], extra: float, dense_depth: int
+    name: str,
+    n: int,
+    sizes: list[int],
+    extra: float,
+    dense_depth: int,
+    dense_width: int,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """Dense tables for the first levels, windows for the rest, and (dense_width 2) dense
+    tables for every deeper level with a node of more than 2 children: the same masks."""
+    from sidrec import decoding
+
+    monkeypatch.setattr(decoding, "DENSE_WIDTH", dense_width)
     rng = np.random.default_rng(n)
     table = random_table(rng, n, sizes, extra)
     tok = sid_tokenizer(table)
     index = PrefixIndex.for_tokenizer(table, tok, len(tok), dense_depth=dense_depth)
+    wide = [t for t, w in enumerate(index.tail_widths[:-1]) if w > dense_width]
+    assert sorted(index.dense) == sorted({*range(min(dense_depth, index.depth)), *wide})
     # every prefix of every SID, each complete SID plus eos, and random (mostly off-trie) ones
     trie_prefixes = {tuple(c[:d]) for c in table.codes for d in range(len(c) + 1)}
     prefixes = set(trie_prefixes)

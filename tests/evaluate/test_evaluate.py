@@ -71,7 +71,7 @@ def test_evaluate_ranks_real_items_and_writes_consistent_files(
     # throughput and memory are recorded; batch_size=auto picks a size and ranks the same
     assert results["users_per_second"] > 0 and results["peak_memory_mb"] > 0
     assert results["batch_size"] == trained["cfg"]["evaluate"]["batch_size"]
-    assert not results["batch_size_auto"] and results["head"] == "full"
+    assert not results["batch_size_auto"] and results["head"] == "restricted"  # the default
     cfg = trained["cfg"]
     auto = {**cfg, "evaluate": {**cfg["evaluate"], "batch_size": "auto"}}
     picked = evaluate_model(trained["model"], trained["data"], None, tmp_path / "auto", auto)

@@ -80,7 +80,9 @@ def test_grpo_rollouts_are_groups_of_catalog_sids(
             assert len(set(prompts[group])) == 1  # one prompt per group
             assert ranks[group] == list(range(G)) and len(set(sids[group])) == G
             if step == 0:  # before any update: the G beams of the SFT model, best first
-                top, _ = beam_search(model, index, [out["prompt_ids"][start]], G, tok.pad_token_id)
+                head = cfg["decoding"]["head"]
+                ids = [out["prompt_ids"][start]]
+                top, _ = beam_search(model, index, ids, G, tok.pad_token_id, head)
                 assert sids[group] == top[0].tolist()
     out = tmp_path / "rl"
     assert (out / "sids" / "index.json").is_file() and (out / "items.parquet").is_file()
@@ -246,7 +248,7 @@ def test_dpo_pairs_train_and_the_model_evaluates(tiny_model: dict, tmp_path: Pat
     assert pairs["chosen"].to_list() == [text[t] for t in pairs["target"]]
     first = pairs.row(0, named=True)
     ids = tok(first["prompt"], add_special_tokens=False)["input_ids"]
-    top, _ = beam_search(model, index, [ids], 3, tok.pad_token_id)
+    top, _ = beam_search(model, index, [ids], 3, tok.pad_token_id, cfg["decoding"]["head"])
     beams = top[0].tolist()
     assert beams[first["rejected_rank"]] == first["rejected_sid"] != first["target"]
     # the rejected of a prompt are its best wrong beams, in order
