@@ -46,8 +46,11 @@ def evaluate_model(
     empty dict on processes other than the main one)."""
     e = cfg["evaluate"]
     check_batch_size(e["batch_size"])
-    if e["num_beams"] < 1:
-        raise SidrecError(f"evaluate.num_beams must be >= 1, got {e['num_beams']}")
+    if e["num_beams"] < 1 or e["auto_batch_seconds"] <= 0:
+        raise SidrecError(
+            f"evaluate.num_beams must be >= 1 and evaluate.auto_batch_seconds > 0, got "
+            f"{e['num_beams']} and {e['auto_batch_seconds']}"
+        )
     out = Path(out)
     state = PartialState(cpu=not torch.cuda.is_available())
     on_main(state, lambda: check_output(out, overwrite))

@@ -31,7 +31,7 @@ from transformers import GenerationConfig, LogitsProcessor, PreTrainedModel
 from sidrec.errors import SidrecError
 from sidrec.sids import SidTable, code_token
 
-# dense mask rows are kept for the first levels while the table stays below this many cells
+# dense mask tables (one row per node) are kept while all of them stay below this many cells
 DENSE_CELLS = 1 << 26
 # a deeper level whose widest node has more children than this reads the dense table too
 DENSE_WIDTH = 64
@@ -409,6 +409,20 @@ def left_pad(prompts: Sequence[Sequence[int]], pad: int, device: torch.device) -
     return {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
 
 
+@torch.no_grad()
+def _is_linear(head: object, weight: object, bias: object) -> bool:
+    """Whether the output ``head`` computes ``x @ weight.T + bias`` (checked on a probe)."""
+    if not isinstance(head, torch.nn.Module) or not isinstance(weight, torch.Tensor):
+        return False
+    if weight.dim() != 2 or not (bias is None or isinstance(bias, torch.Tensor)):
+        return False
+    gen = torch.Generator(device=weight.device).manual_seed(0)  # leaves the global RNG alone
+    probe = torch.randn(2, weight.shape[1], generator=gen, device=weight.device).to(weight.dtype)
+    want = torch.nn.functional.linear(probe, weight, bias)
+    got = head(probe)
+    return got.shape == want.shape and torch.allclose(got, want, rtol=1e-3, atol=1e-3)
+
+
 class StepHead:
     """How a decoding step turns the model's last position into log-probabilities of the
     step's columns (:meth:`PrefixIndex.columns`).
@@ -431,7 +445,10 @@ class StepHead:
             head, cfg = model.get_output_embeddings(), model.config
             decoder = model.get_decoder()
             scaled = [k for k in SCALED_LOGITS if getattr(cfg, k, None)]
-            if not isinstance(head, torch.nn.Linear) or decoder is model or scaled:
+            # the head's weight and bias: a linear layer's, or (a PEFT wrapper that trains a
+            # copy of the head) the active copy's
+            weight, bias = getattr(head, "weight", None), getattr(head, "bias", None)
+            if decoder is model or scaled or not _is_linear(head, weight, bias):
                 raise SidrecError(
                     "decoding.head=restricted needs logits = the decoder's last hidden state "
                     f"times a linear output head, which {type(model).__name__} does not have"
@@ -439,8 +456,8 @@ class StepHead:
                     "use decoding.head=full"
                 )
             self.decoder = decoder
-            self.weight = head.weight.index_select(0, index.sid_vocab)  # (U, H)
-            self.bias = None if head.bias is None else head.bias.index_select(0, index.sid_vocab)
+            self.weight = weight.index_select(0, index.sid_vocab)  # (U, H)
+            self.bias = None if bias is None else bias.index_select(0, index.sid_vocab)
 
     def forward(self, **inputs: Any) -> tuple[object, torch.Tensor]:
         """Run the model on ``inputs`` (with ``use_cache``); returns the cache and the last

@@ -39,7 +39,7 @@ def test_bad_settings_and_files_are_named(
     _fails(
         capsys,
         [*evaluate, "--out", str(tmp_path / "e"), "evaluate.batch_size=0"],
-        "evaluate.batch_size and evaluate.num_beams must be >= 1",
+        "evaluate.batch_size must be a number >= 1 or auto, got 0",
     )
     broken = tmp_path / "model"
     shutil.copytree(model, broken)
