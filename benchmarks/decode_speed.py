@@ -10,12 +10,13 @@ real SID prefix, scores over a SID-only vocabulary and over Qwen2.5's plus the S
 - ``hf_prefix_constrained``: transformers' ``PrefixConstrainedLogitsProcessor`` over the same
   dict.
 
-All three must give the same mask. It also times a whole constrained search with a tiny model:
-:func:`sidrec.decoding.beam_search` (one prefill per prompt) against ``generate`` with our
-processor (transformers' beam search), and reports the share of our search spent in the
-constraint. Prints one JSON object.
+All three must give the same mask. It also times the whole constrained search
+(:func:`whole_search`, a tiny model and SmolLM2-135M's architecture): ours with the full and
+the restricted head against ``generate`` with the per-beam dict processor and with
+``prefix_allowed_tokens_fn``, with peak memory, ms per step and the constraint's share of a
+step. Prints one JSON object.
 
-    python benchmarks/decode_speed.py [--out FILE] [--repeats 5]
+    python benchmarks/decode_speed.py [--out FILE] [--repeats 5] [--models tiny smollm2-135m]
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ one fill of the rest with -inf, one copy back.
 from __future__ import annotations
 
 import time
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -41,6 +42,8 @@ HEADS = ("full", "restricted")
 SCALED_LOGITS = ("final_logit_softcapping", "logit_scale")
 # the largest batch batch_size=auto tries
 AUTO_BATCH_CAP = 1024
+# output heads already found linear (StepHead is built on every search)
+_LINEAR_HEADS: weakref.WeakSet[torch.nn.Module] = weakref.WeakSet()
 
 
 @dataclass(frozen=True)
@@ -411,16 +414,22 @@ def left_pad(prompts: Sequence[Sequence[int]], pad: int, device: torch.device) -
 
 @torch.no_grad()
 def _is_linear(head: object, weight: object, bias: object) -> bool:
-    """Whether the output ``head`` computes ``x @ weight.T + bias`` (checked on a probe)."""
+    """Whether the output ``head`` computes ``x @ weight.T + bias`` (checked on a probe, once
+    per head module: the probe forms a full row of logits, which a search must not pay for)."""
     if not isinstance(head, torch.nn.Module) or not isinstance(weight, torch.Tensor):
         return False
     if weight.dim() != 2 or not (bias is None or isinstance(bias, torch.Tensor)):
         return False
+    if head in _LINEAR_HEADS:
+        return True
     gen = torch.Generator(device=weight.device).manual_seed(0)  # leaves the global RNG alone
     probe = torch.randn(2, weight.shape[1], generator=gen, device=weight.device).to(weight.dtype)
     want = torch.nn.functional.linear(probe, weight, bias)
     got = head(probe)
-    return got.shape == want.shape and torch.allclose(got, want, rtol=1e-3, atol=1e-3)
+    linear = got.shape == want.shape and torch.allclose(got, want, rtol=1e-3, atol=1e-3)
+    if linear:
+        _LINEAR_HEADS.add(head)
+    return linear
 
 
 class StepHead:
