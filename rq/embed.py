@@ -93,6 +93,19 @@ def _write_cache(path: Path, cache: dict[bytes, np.ndarray]) -> None:
     os.replace(tmp, path)
 
 
+def load_encoder(model: str, max_seq_length: int = 256, device: str = "auto") -> Any:
+    """A sentence-transformers encoder (half precision on a GPU); ``device`` cpu | cuda | auto."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    dev = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+    encoder = SentenceTransformer(resolve_model(model), device=dev)
+    encoder.max_seq_length = max_seq_length
+    if dev.startswith("cuda"):
+        encoder.half()
+    return encoder
+
+
 def encode_texts(
     texts: list[str],
     model: str,
@@ -122,14 +135,7 @@ def encode_texts(
     todo = sorted({h for h in hashes if h not in cache})
     hits = int(sum(h in cache for h in hashes))
     if todo:
-        import torch
-        from sentence_transformers import SentenceTransformer
-
-        dev = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
-        encoder = SentenceTransformer(resolve_model(model), device=dev)
-        encoder.max_seq_length = max_seq_length
-        if dev.startswith("cuda"):
-            encoder.half()
+        encoder = load_encoder(model, max_seq_length, device)
         first = {h: t for h, t in zip(hashes, texts, strict=True)}
         vectors = encoder.encode(
             [first[h] for h in todo],

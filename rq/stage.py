@@ -115,15 +115,75 @@ def build_sids(
     return full
 
 
+class FrozenQuantizer:
+    """The quantizer a SID directory was built with (its codebooks, and for the neural methods
+    its encoder), frozen: codes for new items' embeddings, existing SIDs untouched."""
+
+    def __init__(self, sid: str | Path) -> None:
+        self.sid = require_file(sid, "SID directory")
+        saved = np.load(
+            require_file(self.sid / CODEBOOKS_FILE, "codebooks (built by sid build?)")
+        )
+        self.books, self.method = saved["codebooks"], str(saved["method"])
+        model_file = self.sid / MODEL_FILE
+        self.model = load_model(model_file) if model_file.exists() else None
+        self.dim = self.model.arch.in_dim if self.model is not None else self.books.shape[2]
+
+    def codes(self, x: np.ndarray, where: str | Path) -> tuple[np.ndarray, np.ndarray]:
+        """Nearest codes of embeddings x [N, D] -> (codes int [N, L], the residual before the
+        last level float [N, d]); ``where`` names the embeddings in errors."""
+        if x.ndim != 2 or x.shape[1] != self.dim:
+            raise InputError(
+                where,
+                f"expected embeddings of dimension {self.dim} (what the quantizer of "
+                f"{self.sid} was built on), got shape {tuple(x.shape)}",
+            )
+        z = latents(self.model, x) if self.model is not None else x.astype(np.float32)
+        base = encode(z, self.books)
+        return base, _residual_before_last(z, base, self.books)
+
+    def ranked_last(self, x: np.ndarray, where: str | Path) -> tuple[np.ndarray, np.ndarray]:
+        """Per embedding, its prefix (every level but the last, int [N, L-1]) and every
+        last-level code from nearest to farthest (int [N, K])."""
+        base, residual = self.codes(x, where)
+        dist = ((residual[:, None, :] - self.books[-1][None]) ** 2).sum(-1)
+        return base[:, :-1], np.argsort(dist, axis=1, kind="stable")
+
+
+def _write_extension(tmp: Path, sid: Path, new: np.ndarray, where: str | Path) -> dict[str, Any]:
+    frozen = FrozenQuantizer(sid)
+    existing = read_sid_dir(frozen.sid)
+    base, residual = frozen.codes(new, where)
+    added = reassign_last_level(base, residual, frozen.books[-1], fixed=existing.codes)
+    report = {
+        **read_json(frozen.sid / REPORT_FILE),
+        "assigned_items": len(added),
+        "assigned_from": str(sid),
+    }
+    if frozen.model is not None:
+        shutil.copy2(frozen.sid / MODEL_FILE, tmp / MODEL_FILE)
+    return _write(tmp, [*existing.codes, *added], frozen.books, frozen.method, report)
+
+
+def extend_sids(
+    sid: str | Path, new: np.ndarray, out: str | Path, where: str | Path, overwrite: bool = False
+) -> dict[str, Any]:
+    """Write into ``out`` the SIDs of ``sid`` followed by SIDs for new items (embeddings
+    ``new`` [M, D], named ``where`` in errors), without changing an existing SID: new items are
+    coded with the frozen quantizer and made unique against every existing SID by the
+    ``reassign`` rule, falling back to an extra token where a prefix is full (existing SIDs
+    cannot move, so ``append`` is not used). Returns the SID report."""
+    with atomic_dir(out, overwrite=overwrite) as tmp:
+        return _write_extension(tmp, require_file(sid, "SID directory"), new, where)
+
+
 def assign_sids(
     sid: str | Path, emb_dir: str | Path, out: str | Path, overwrite: bool = False
 ) -> dict[str, Any]:
-    """Give SIDs to the items a catalog gained, without retraining or changing existing SIDs.
+    """Give SIDs to the items a catalog gained (see :func:`extend_sids`).
 
     ``emb_dir`` embeds the whole grown catalog: rows 0..N-1 are the items ``sid`` already codes,
-    rows N.. the new ones. New items are coded with the frozen codebooks (and encoder), then
-    made unique against every existing SID by the ``reassign`` rule, falling back to an extra
-    token where a prefix is full (existing SIDs cannot move, so ``append`` is not used).
+    rows N.. the new ones.
     """
     sid = require_file(sid, "SID directory")
     run = Run(
@@ -132,37 +192,18 @@ def assign_sids(
         inputs={"sid": str(sid), "emb": str(emb_dir)},
         seed=None,
     )
-    existing = read_sid_dir(sid)
-    saved = np.load(require_file(Path(sid) / CODEBOOKS_FILE, "codebooks (built by sid build?)"))
-    books, method = saved["codebooks"], str(saved["method"])
+    n_old = len(read_sid_dir(sid).codes)
     x = load_embeddings(emb_dir)
-    n_old = len(existing.codes)
     if x.shape[0] <= n_old:
         raise InputError(
             Path(emb_dir),
             f"has {x.shape[0]} rows; expected more than the "
             f"{n_old} items the SID directory already codes",
         )
-    model_file = Path(sid) / MODEL_FILE
-    z = latents(load_model(model_file), x[n_old:]) if model_file.exists() else x[n_old:]
-    base = encode(z, books)
-    new = reassign_last_level(
-        base, _residual_before_last(z, base, books), books[-1], fixed=existing.codes
-    )
-    codes = [*existing.codes, *new]
-    report = {
-        **read_json(Path(sid) / REPORT_FILE),
-        "assigned_items": len(new),
-        "assigned_from": str(sid),
-    }
     with atomic_dir(out, overwrite=overwrite) as tmp:
-        if model_file.exists():
-            shutil.copy2(model_file, tmp / MODEL_FILE)
-        full = _write(tmp, codes, books, method, report)
-        run.finish(
-            tmp,
-            {"items": len(codes), "new_items": len(new), "distinct_sids": full["distinct_sids"]},
-        )
+        full = _write_extension(tmp, sid, x[n_old:], Path(emb_dir))
+        counts = {"items": full["items"], "new_items": full["assigned_items"]}
+        run.finish(tmp, {**counts, "distinct_sids": full["distinct_sids"]})
     return full
 
 

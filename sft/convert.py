@@ -251,23 +251,32 @@ def build_examples(
     limit = conv["max_valid_examples"]
     if limit and valid.height > limit:
         valid = valid.sample(n=limit, seed=seed).sort("user_id")
-    valid_rows = []
-    for h, t in zip(valid["history"].to_list(), valid["target"].to_list(), strict=True):
-        history = [sids[i] for i in h]
-        shorten = fmt == "prompt"
-        valid_rows.append(
-            (
-                spec.history_text(history),
-                sids[t],
-                spec.template if shorten else "",
-                history if shorten else [],
-            )
-        )
-    add("valid", MAIN_TASK if fmt == "prompt" else SEQUENCE_TASK, valid_rows)
+    frames["valid"].append(target_examples(valid, sids, spec))
+    counts["valid"][MAIN_TASK if fmt == "prompt" else SEQUENCE_TASK] = valid.height
     if not any(f.height for f in frames["train"]):
         raise SidrecError("no training examples: the dataset's train split is empty")
     train = pl.concat(frames["train"]).sample(fraction=1.0, shuffle=True, seed=seed)
     return {"train": train, "valid": pl.concat(frames["valid"])}, counts
+
+
+def target_examples(rows: pl.DataFrame, sids: list[str], spec: PromptSpec) -> pl.DataFrame:
+    """Main-task examples (:data:`EXAMPLE_SCHEMA`) of ``(history, target)`` rows, as ``spec``
+    queries the model: the loss on the target's SID only (validation; a daily update's
+    fine-tuning set)."""
+    shorten = spec.format == "prompt"
+    out = []
+    for h, t in zip(rows["history"].to_list(), rows["target"].to_list(), strict=True):
+        history = [sids[i] for i in h]
+        out.append(
+            {
+                "prompt": spec.history_text(history),
+                "completion": sids[t],
+                "task": MAIN_TASK if shorten else SEQUENCE_TASK,
+                "template": spec.template if shorten else "",
+                "history": history if shorten else [],
+            }
+        )
+    return pl.DataFrame(out, schema=EXAMPLE_SCHEMA)
 
 
 def main_prompt_spec(cfg: dict[str, Any], chat_template: bool, max_history: int) -> PromptSpec:

@@ -35,6 +35,7 @@ from transformers import (
 )
 
 from sidrec.errors import InputError, SidrecError
+from sidrec.model_dir import load_tokenizer
 from sidrec.sids import SidTable, code_token
 
 QWEN2_PATTERN = (
@@ -163,7 +164,8 @@ def _from_pretrained(name: str) -> tuple[PreTrainedModel, Any]:
                 f"model.name_or_path={name!r} is a {config.model_type} model "
                 f"({type(config).__name__}), not a causal LM"
             )
-        return AutoModelForCausalLM.from_pretrained(name), AutoTokenizer.from_pretrained(name)
+        # a sidrec model directory's tokenizer loads as saved (fine-tuning it again)
+        return AutoModelForCausalLM.from_pretrained(name), load_tokenizer(name)
     except (OSError, ValueError) as e:
         raise SidrecError(f"model.name_or_path={name!r} could not be loaded: {e}") from None
 

@@ -22,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     from sidrec.evaluate import cli as evaluate_cli
     from sidrec.rl import cli as rl_cli
     from sidrec.rq import cli as rq_cli
+    from sidrec.serve import cli as serve_cli
     from sidrec.sft import cli as sft_cli
 
     parser = argparse.ArgumentParser(prog="sidrec", description=sidrec.__doc__.splitlines()[0])
@@ -33,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     rl_cli.add_commands(sub)
     evaluate_cli.add_commands(sub)
     analysis_cli.add_commands(sub)
+    serve_cli.add_commands(sub)
     _add_pipeline(sub)
     _add_preflight(sub)
     _add_recommend(sub)

@@ -45,9 +45,18 @@ def bundle(out: Path, sid_dir: Path, items: pl.DataFrame) -> str:
     return sid_hash(read_sid_dir(out / SIDS_DIR))
 
 
+def extends(grown: SidTable, table: SidTable) -> bool:
+    """Whether ``grown`` holds every SID of ``table`` unchanged, for the same items, and
+    possibly more items after them (a catalog grown by ``sid assign``)."""
+    n = len(table.codes)
+    return len(grown.codes) >= n and grown.codes[:n] == table.codes
+
+
 def model_sids(model_dir: str | Path, sid: str | Path | None = None) -> tuple[SidTable, Path]:
     """The SIDs a model was trained on and where they are. ``sid``, when given, must hold the
-    same SIDs (by content); otherwise this raises, naming both."""
+    same SIDs (by content), or those SIDs unchanged followed by new items' (a catalog grown by
+    ``sid assign`` or ``sidrec update``: then ``sid``'s table is returned); otherwise this
+    raises, naming both."""
     bundled = Path(model_dir) / SIDS_DIR
     if not bundled.is_dir():
         raise InputError(
@@ -57,12 +66,13 @@ def model_sids(model_dir: str | Path, sid: str | Path | None = None) -> tuple[Si
     table = read_sid_dir(bundled)
     if sid is not None and Path(sid).resolve() != bundled.resolve():
         other = read_sid_dir(sid)
-        ours, theirs = sid_hash(table), sid_hash(other)
-        if ours != theirs:
-            raise SidrecError(
-                f"--sid {sid} (SID hash {theirs[:12]}) is not the SID index the model was "
-                f"trained on ({bundled}, hash {ours[:12]}); leave --sid out to use the model's own"
-            )
+        if extends(other, table):
+            return other, Path(sid)
+        raise SidrecError(
+            f"--sid {sid} (SID hash {sid_hash(other)[:12]}) is neither the SID index the model "
+            f"was trained on ({bundled}, hash {sid_hash(table)[:12]}) nor one grown from it; "
+            "leave --sid out to use the model's own"
+        )
     return table, bundled
 
 

@@ -15,18 +15,24 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import polars as pl
 import torch
 
 from sidrec.decoding import PrefixIndex, StepHead, beam_search
 from sidrec.errors import SidrecError, require_file
 from sidrec.model_dir import load_sid_model, model_items, model_sids
 from sidrec.prompts import PromptSpec
+from sidrec.sids import SidTable
 from sidrec.training import use_bf16
 
 
 class Recommender:
     """A model directory loaded for inference: ``rec.recommend([rec.resolve([12, "SYN000300"])])``
-    gives the top 10 items after item 12 and the item whose source id is SYN000300."""
+    gives the top 10 items after item 12 and the item whose source id is SYN000300.
+
+    ``catalog`` (an items table and a SID directory, as ``sidrec update`` keeps them) serves a
+    catalog grown from the model's own: the same SIDs for the model's items, new items after.
+    """
 
     def __init__(
         self,
@@ -34,26 +40,50 @@ class Recommender:
         bf16: bool | None = None,
         dense_depth: int = 2,
         head: str = "restricted",
+        catalog: tuple[Path, Path] | None = None,
     ) -> None:
         self.model_dir = require_file(model_dir, "model directory")
         self.spec = PromptSpec.load(self.model_dir)
-        self.table, _ = model_sids(self.model_dir)
-        items = model_items(self.model_dir)
+        if catalog is None:
+            self.table, _ = model_sids(self.model_dir)
+            items = model_items(self.model_dir)
+        else:
+            items_file, sid_dir = catalog
+            self.table, _ = model_sids(self.model_dir, sid_dir)
+            items = pl.read_parquet(require_file(items_file, "the catalog's items table"))
         if items.height != len(self.table.codes):
             raise SidrecError(
                 f"{self.model_dir}: its items table has {items.height} rows but its SIDs "
                 f"cover {len(self.table.codes)} items"
             )
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        self.model, self.tok = load_sid_model(self.model_dir, device, use_bf16(bf16))
-        self.index = PrefixIndex.for_tokenizer(
-            self.table, self.tok, self.model.config.vocab_size, device, dense_depth
-        )
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.dense_depth = dense_depth
+        self.model, self.tok = load_sid_model(self.model_dir, self.device, use_bf16(bf16))
+        self._index()
         StepHead(self.model, self.index, head)  # a head the model cannot use fails now
         self.head = head
         self.titles = items["title"].to_list()
         self.sources = items["source_id"].to_list()
         self.by_source = {s: i for i, s in enumerate(self.sources) if s}
+
+    def _index(self) -> None:
+        self.index = PrefixIndex.for_tokenizer(
+            self.table, self.tok, self.model.config.vocab_size, self.device, self.dense_depth
+        )
+        self.sids = self.table.sids
+
+    def add_items(self, items: Sequence[tuple[list[int], str, str]]) -> None:
+        """Make new items recommendable: ``(codes, title, source_id)`` each, in item-id order
+        after the current catalog. Their SIDs must use the model's code tokens."""
+        if not items:
+            return
+        codes = [list(c) for c, _, _ in items]
+        self.table = SidTable([*self.table.codes, *codes], self.table.codebook_sizes)
+        for _, title, source in items:
+            self.by_source[source] = len(self.titles)
+            self.titles.append(title)
+            self.sources.append(source)
+        self._index()
 
     def resolve(self, history: Sequence[int | str]) -> list[int]:
         """Item ids of a history given as item ids (ints) or source ids (strings, e.g.
@@ -85,7 +115,7 @@ class Recommender:
         """The top ``k`` items for each history of item ids (oldest first), best first."""
         if k < 1 or batch_size < 1:
             raise SidrecError(f"--k and --batch-size must be >= 1, got {k} and {batch_size}")
-        sids = self.table.sids
+        sids = self.sids
         answer = self.index.depth + 1
         prompts = [self.spec.encode(self.tok, [sids[i] for i in h], answer)[0] for h in histories]
         rep = self.index.catalog.representative

@@ -10,8 +10,10 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -208,3 +210,77 @@ def debian_tool(package: str, *names: str) -> str:
 def chromium() -> str:
     """Debian's chromium (installed when missing and root, else skip)."""
     return debian_tool("chromium", "chromium", "chromium-browser")
+
+
+def free_port() -> int:
+    """A TCP port free on loopback now."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_redis(workdir: Path, port: int) -> subprocess.Popen:
+    """Debian's redis-server on loopback ``port``, its append-only file in ``workdir`` (a
+    restart on the same directory keeps the data), answering pings when this returns."""
+    import time
+
+    import redis
+
+    binary = debian_tool("redis-server")
+    workdir.mkdir(parents=True, exist_ok=True)
+    args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(workdir)]
+    args += ["--appendonly", "yes", "--appendfsync", "always", "--save", ""]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    client = redis.Redis(port=port, socket_connect_timeout=0.2)
+    for _ in range(100):
+        try:
+            client.ping()
+            return proc
+        except redis.ConnectionError:
+            time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError(f"redis-server did not answer on port {port}")
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A redis-server of this test session (installed from Debian when missing and root)."""
+    port = free_port()
+    proc = start_redis(tmp_path_factory.mktemp("redis"), port)
+    yield f"redis://127.0.0.1:{port}/0"
+    proc.kill()
+    proc.wait()
+
+
+@pytest.fixture
+def redis_url(redis_server: str) -> str:
+    """The session's redis-server, emptied for this test."""
+    import redis
+
+    redis.Redis.from_url(redis_server).flushall()
+    return redis_server
+
+
+@pytest.fixture(scope="session")
+def demo_model(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """configs/demo.yaml shrunk to seconds through SFT: real text embeddings, a frozen
+    quantizer (3 levels x 8 codes over 150 items), a tiny model trained a few steps. Holds the
+    pipeline's ``outputs`` and its ``cfg``."""
+    from sidrec.config import load_config
+    from sidrec.pipeline import run_pipeline
+
+    root = tmp_path_factory.mktemp("demo_model")
+    overrides = [
+        *tiny_demo(root),
+        *TINY_QWEN2,
+        "sft.max_steps=6",
+        "sft.eval_steps=3",
+        "sft.valid_users=16",
+        "convert.max_valid_examples=16",
+        "evaluate.num_beams=10",
+    ]
+    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "demo.yaml", overrides)
+    outputs = run_pipeline(cfg, log=lambda _: None, until="sft")
+    return {"outputs": outputs, "cfg": cfg, "model": outputs["sft"], "root": root}

@@ -1,0 +1,150 @@
+"""``sidrec serve`` and ``sidrec update``: a thin layer over :mod:`sidrec.serve.service` and
+:mod:`sidrec.serve.update`, imported when a command runs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from sidrec.config import load_config
+from sidrec.errors import SidrecError, require_file
+from sidrec.io import MANIFEST, read_json
+
+FLAGS = ("registry", "redis_url", "host", "port", "max_batch", "max_wait_ms", "num_beams")
+
+
+def model_config(
+    model: Path, profile: Path | None, overrides: list[str], overlays: list[Path] | None = None
+) -> dict[str, Any]:
+    """The config of a command over a trained model: ``profile``, or by default the config the
+    model was trained with (its ``config.yaml``), then ``overrides``. Either way ``embed`` is
+    the model's own, so new items are embedded as its SIDs were."""
+    own = Path(model) / "config.yaml"
+    cfg = load_config(profile if profile is not None else own, overrides, overlays or ())
+    if own.exists():
+        cfg["embed"] = load_config(own)["embed"]
+    return cfg
+
+
+def histories(data: Path | None, model: Path) -> dict[str, list[int]]:
+    """User id -> item ids from a dataset directory's sequences (default: the model's training
+    data, when it is still there)."""
+    import polars as pl
+
+    if data is None:
+        manifest = Path(model) / MANIFEST
+        found = read_json(manifest).get("inputs", {}).get("data") if manifest.exists() else None
+        if not found or not (Path(found) / "sequences.parquet").exists():
+            return {}
+        data = Path(found)
+    seqs = pl.read_parquet(require_file(Path(data) / "sequences.parquet", "user sequences"))
+    return dict(zip(seqs["user_id"].to_list(), seqs["item_ids"].to_list(), strict=True))
+
+
+def load_service(
+    cfg: dict[str, Any], model: Path | None, state: Path | None, data: Path | None
+) -> Any:
+    """The :class:`~sidrec.serve.service.Service` for ``sidrec serve``'s arguments; refuses an
+    unreachable Redis unless ``serve.registry`` is ``memory``."""
+    import torch
+
+    from sidrec.model_dir import sid_hash
+    from sidrec.recommend import Recommender
+    from sidrec.serve.registry import MemoryRegistry, RedisRegistry, RegistryUnavailable
+    from sidrec.serve.service import Service
+    from sidrec.serve.update import serving
+
+    s = cfg["serve"]
+    if s["registry"] not in ("redis", "memory"):
+        raise SidrecError(f"serve.registry must be redis or memory, got {s['registry']!r}")
+    if s["threads"] > 0:
+        torch.set_num_threads(s["threads"])
+    catalog = None
+    if state is not None:
+        point = serving(state)
+        model, catalog = point["model"], (point["items"], point["sid"])
+        data = data if data is not None else point["data"]
+    if model is None:
+        raise SidrecError("give --model DIR (or --state DIR of sidrec update)")
+    rec = Recommender(model, head=cfg["decoding"]["head"], catalog=catalog)
+    sid_dir = catalog[1] if catalog else Path(model) / "sids"
+    n = len(rec.table.codes)
+    if s["registry"] == "memory":
+        registry: Any = MemoryRegistry(n)
+    else:
+        registry = RedisRegistry(s["redis_url"], n, sid_hash(rec.table)[:16])
+        try:
+            registry.ping()
+        except RegistryUnavailable as e:
+            raise SidrecError(
+                f"{e}: start Redis (e.g. `redis-server --port 6379 --appendonly yes`) or "
+                "serve one replica without it (--registry memory)"
+            ) from None
+    return Service(rec, sid_dir, registry, cfg, histories(data, model))
+
+
+def _serve(a: argparse.Namespace) -> None:
+    import uvicorn
+
+    from sidrec.serve.service import create_app
+
+    flags = {k: getattr(a, k) for k in FLAGS if getattr(a, k) is not None}
+    over = [f"serve.{k}={json.dumps(v)}" for k, v in flags.items()]
+    if a.model is None and a.state is None:
+        raise SidrecError("give --model DIR (or --state DIR of sidrec update)")
+    model = a.model
+    if model is None:
+        from sidrec.serve.update import serving
+
+        model = serving(a.state)["model"]
+    cfg = model_config(model, a.config, [*over, *a.overrides], a.overlay)
+    service = load_service(cfg, a.model, a.state, a.data)
+    s = cfg["serve"]
+    print(
+        f"sidrec serve: {len(service.rec.titles):,} items, registry {s['registry']}, "
+        f"http://{s['host']}:{s['port']}",
+        flush=True,
+    )
+    uvicorn.run(create_app(service), host=s["host"], port=s["port"], log_level="warning")
+
+
+def _update(a: argparse.Namespace) -> dict:
+    from sidrec.serve.update import run_update
+
+    cfg = model_config(a.model, a.config, a.overrides, a.overlay)
+    return {"counts": run_update(a.model, a.day, a.state, cfg)}
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    """Register ``sidrec serve`` and ``sidrec update``."""
+    p = sub.add_parser(
+        "serve",
+        help="serve recommendations and register new items over HTTP",
+        description="POST /recommend, POST /items, GET /health, GET /metrics (docs/serving.md)",
+    )
+    p.add_argument("--model", type=Path, help="an sft (or rl) output")
+    p.add_argument("--state", type=Path, help="or: serve what sidrec update promoted")
+    p.add_argument("--data", type=Path, help="a dataset directory: histories of user ids")
+    p.add_argument("--registry", choices=["redis", "memory"])
+    p.add_argument("--redis-url", help="default redis://127.0.0.1:6379/0")
+    p.add_argument("--host")
+    p.add_argument("--port", type=int)
+    p.add_argument("--max-batch", type=int, help="micro-batch size limit (1 = off)")
+    p.add_argument("--max-wait-ms", type=float, help="how long a batch waits for requests")
+    p.add_argument("--num-beams", type=int, help="beams per request (the largest k)")
+    p.add_argument("--config", type=Path, help="a profile (default: the model's own config)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    p.set_defaults(func=_serve)
+
+    p = sub.add_parser(
+        "update",
+        help="a day's new items and interactions: fine-tune, promote only if not worse",
+    )
+    p.add_argument("--model", type=Path, required=True, help="the model to start from")
+    p.add_argument("--day", type=Path, required=True, help="the day's directory")
+    p.add_argument("--state", type=Path, required=True, help="the update state directory")
+    p.add_argument("--config", type=Path, help="a profile (default: the model's own config)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    p.set_defaults(func=_update)

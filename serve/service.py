@@ -1,0 +1,374 @@
+"""``sidrec serve``: recommendations and item registration over HTTP (FastAPI on uvicorn).
+
+- ``POST /recommend {"user_id": ...}`` or ``{"history": [...], "k": 10}``: the top ``k`` items
+  by constrained beam search. Concurrent requests are micro-batched: the first request of a
+  batch waits at most ``serve.max_wait_ms`` for others, up to ``serve.max_batch``. Every
+  request decodes ``serve.num_beams`` beams, so an answer does not depend on its batch.
+- ``POST /items {"source_id", "title", ...}`` (or ``"text"``, or ``"embedding"``): the item gets
+  a SID from the frozen quantizer and the registry, and the next request can recommend it.
+- ``GET /health``, ``GET /metrics`` (requests, errors, batch sizes, latency percentiles).
+
+Decoding and encoding run on one worker thread, one batch at a time. Before each batch the
+service reads the registry's catalog version and adds the items other replicas registered, so
+every replica recommends every registered item. While the registry is unreachable,
+registrations answer 503 and recommendations go on over the items already known.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from typing import Any
+
+import numpy as np
+import polars as pl
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from sidrec.errors import SidrecError
+from sidrec.recommend import Recommender
+from sidrec.rq.embed import item_texts, load_encoder
+from sidrec.rq.stage import FrozenQuantizer
+from sidrec.serve.registry import PrefixFull, Registered, RegistryUnavailable
+from sidrec.sids import code_token, parse_sid, sid_string
+
+# after the registry failed, how long recommendations go on without asking it again
+RETRY_SECONDS = 1.0
+
+
+class UnknownUser(SidrecError):
+    """A ``user_id`` with no known history."""
+
+
+class RecommendRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    user_id: str | None = None
+    history: list[int | str] | None = Field(default=None, min_length=1)
+    k: int = Field(default=10, ge=1)
+
+    @model_validator(mode="after")
+    def _one_of(self) -> RecommendRequest:
+        if (self.user_id is None) == (self.history is None):
+            raise ValueError('give exactly one of "user_id" or "history"')
+        return self
+
+
+class ItemRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    source_id: str = Field(min_length=1)
+    title: str = ""
+    description: str = ""
+    brand: str = ""
+    categories: list[str] = []
+    # the text to embed (default: the model's embed.template over the fields above)
+    text: str | None = None
+    embedding: list[float] | None = None
+
+
+class Metrics:
+    """Request counts, status codes, batch sizes and latencies (the last 10,000 per route)."""
+
+    def __init__(self) -> None:
+        self.requests: Counter[str] = Counter()
+        self.statuses: Counter[str] = Counter()
+        self.batches: Counter[int] = Counter()
+        self.latency: dict[str, deque[float]] = {}
+        self.started = time.time()
+
+    def record(self, route: str, status: int, seconds: float) -> None:
+        self.requests[route] += 1
+        self.statuses[f"{route} {status}"] += 1
+        self.latency.setdefault(route, deque(maxlen=10_000)).append(seconds * 1000)
+
+    def summary(self) -> dict[str, Any]:
+        sizes = np.repeat(list(self.batches), list(self.batches.values()))
+        return {
+            "uptime_seconds": round(time.time() - self.started, 1),
+            "requests": dict(self.requests),
+            "statuses": dict(self.statuses),
+            "batches": {
+                "count": int(sizes.size),
+                "mean_size": round(float(sizes.mean()), 2) if sizes.size else None,
+                "max_size": int(sizes.max()) if sizes.size else None,
+                "sizes": {str(k): v for k, v in sorted(self.batches.items())},
+            },
+            "latency_ms": {
+                route: {f"p{q}": round(float(np.percentile(list(ms), q)), 2) for q in (50, 95, 99)}
+                for route, ms in self.latency.items()
+                if ms
+            },
+        }
+
+
+class MicroBatcher:
+    """Runs ``fn`` over batches of submitted items on ``executor``: a batch starts with the
+    first waiting item and takes whatever arrives within ``max_wait`` seconds, up to
+    ``max_batch`` items (``max_batch=1``: every item alone)."""
+
+    def __init__(
+        self,
+        fn: Callable[[list[Any]], list[Any]],
+        executor: ThreadPoolExecutor,
+        max_batch: int,
+        max_wait: float,
+        on_batch: Callable[[int], None],
+    ) -> None:
+        self.fn, self.executor = fn, executor
+        self.max_batch, self.max_wait, self.on_batch = max_batch, max_wait, on_batch
+        self.queue: asyncio.Queue[tuple[Any, asyncio.Future]] = asyncio.Queue()
+
+    async def submit(self, item: Any) -> Any:
+        future = asyncio.get_running_loop().create_future()
+        await self.queue.put((item, future))
+        return await future
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [await self.queue.get()]
+            deadline = loop.time() + self.max_wait
+            while len(batch) < self.max_batch:
+                left = deadline - loop.time()
+                try:
+                    if left <= 0:
+                        batch.append(self.queue.get_nowait())
+                    else:
+                        batch.append(await asyncio.wait_for(self.queue.get(), left))
+                except (asyncio.QueueEmpty, TimeoutError):
+                    break
+            self.on_batch(len(batch))
+            try:
+                results = await loop.run_in_executor(self.executor, self.fn, [x for x, _ in batch])
+            except Exception as e:  # every request of a failed batch gets the error
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(e)
+                continue
+            for (_, future), result in zip(batch, results, strict=True):
+                if not future.done():
+                    future.set_result(result)
+
+
+class Service:
+    """A loaded model, its catalog and the registry: what the HTTP routes call.
+
+    Args:
+        rec: the model and the catalog it serves.
+        sid_dir: the SID directory of that catalog (its frozen quantizer codes new items).
+        registry: a :class:`~sidrec.serve.registry.MemoryRegistry` or ``RedisRegistry`` made
+            for ``len(rec.table.codes)`` base items.
+        cfg: a resolved config; ``serve`` is read, and ``embed`` (the model's own) for text.
+        histories: user id -> item ids, for ``{"user_id": ...}`` requests.
+    """
+
+    def __init__(
+        self,
+        rec: Recommender,
+        sid_dir: Any,
+        registry: Any,
+        cfg: dict[str, Any],
+        histories: dict[str, list[int]] | None = None,
+    ) -> None:
+        s = cfg["serve"]
+        if s["num_beams"] < 1 or s["max_batch"] < 1 or s["max_wait_ms"] < 0:
+            raise SidrecError(
+                "serve.num_beams and serve.max_batch must be >= 1 and serve.max_wait_ms >= 0, "
+                f"got {s['num_beams']}, {s['max_batch']} and {s['max_wait_ms']}"
+            )
+        self.rec, self.registry, self.cfg = rec, registry, cfg
+        self.histories = histories or {}
+        self.frozen = FrozenQuantizer(sid_dir)
+        self.levels, size = self.frozen.books.shape[:2]
+        self.capacity = s["prefix_capacity"] or size
+        if not 1 <= self.capacity <= size:
+            raise SidrecError(
+                f"serve.prefix_capacity must be 0 (the last level's {size} codes) or 1..{size}, "
+                f"got {s['prefix_capacity']}"
+            )
+        base = rec.table.codes
+        self.n_base = len(base)
+        # taken: every SID of the model's catalog, and the prefix of one with an extra token
+        self.base_sids = {sid_string(c[: self.levels]) for c in base}
+        self.base_per_prefix = Counter(sid_string(c[: self.levels - 1]) for c in base)
+        self.known = 0  # registered items this replica has added
+        self.retry_at = 0.0
+        self.registry_error: str | None = None
+        self.encoder: Any = None
+        self.metrics = Metrics()
+        self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sidrec-serve")
+
+    # -- catalog -------------------------------------------------------------------------
+    def sync(self, strict: bool = False) -> None:
+        """Add the items registered since this replica last looked. When the registry is
+        unreachable this keeps the catalog as it is (``strict``: raises)."""
+        if not strict and time.monotonic() < self.retry_at:
+            return
+        try:
+            version = self.registry.version()
+            if version < self.known:
+                raise RegistryUnavailable(
+                    f"the SID registry holds {version} registered items but this replica "
+                    f"has seen {self.known}: it lost data; restore it (Redis persistence) "
+                    "before registering more"
+                )
+            new = self.registry.since(self.known) if version > self.known else []
+        except RegistryUnavailable as e:
+            self.registry_error = str(e)
+            self.retry_at = time.monotonic() + RETRY_SECONDS
+            if strict:
+                raise
+            return
+        self.registry_error = None
+        self._add(new)
+
+    def _add(self, new: list[Registered]) -> None:
+        for i, r in enumerate(new):
+            if r.item_id != self.n_base + self.known + i:
+                raise SidrecError(
+                    f"the registry's item {r.item_id} is out of order "
+                    f"(expected {self.n_base + self.known + i})"
+                )
+        self.rec.add_items([(parse_sid(r.sid), r.title, r.source_id) for r in new])
+        self.known += len(new)
+
+    # -- recommendations -----------------------------------------------------------------
+    def history(self, req: RecommendRequest) -> list[int]:
+        """The item ids a request asks about; raises naming unknown users or items."""
+        if req.k > self.cfg["serve"]["num_beams"]:
+            raise SidrecError(
+                f"k={req.k} is more than the {self.cfg['serve']['num_beams']} beams decoded "
+                "(serve.num_beams)"
+            )
+        if req.history is not None:
+            return self.rec.resolve(req.history)
+        if req.user_id not in self.histories:
+            raise UnknownUser(f"unknown user_id {req.user_id!r}: give its history instead")
+        return self.histories[req.user_id]
+
+    def recommend_batch(self, batch: list[tuple[list[int], int]]) -> list[list[dict]]:
+        """Top items for ``(history, k)`` pairs, decoded together (on the worker thread)."""
+        self.sync()
+        # a catalog smaller than serve.num_beams: all of it
+        beams = min(self.cfg["serve"]["num_beams"], len(self.rec.index.catalog.codes))
+        found = self.rec.recommend([h for h, _ in batch], beams, len(batch))
+        return [items[:k] for items, (_, k) in zip(found, batch, strict=True)]
+
+    # -- registration --------------------------------------------------------------------
+    def _embedding(self, req: ItemRequest) -> np.ndarray:
+        if req.embedding is not None:
+            return np.asarray([req.embedding], dtype=np.float32)
+        e = self.cfg["embed"]
+        if req.text is not None:
+            text = req.text
+        else:
+            row = req.model_dump(include={"title", "description", "brand", "categories"})
+            text = item_texts(pl.DataFrame([row]), e["template"], e["max_chars"])[0][0]
+        if not text.strip():
+            raise SidrecError("the item has no text to embed: give a title, text or embedding")
+        if self.encoder is None:
+            self.encoder = load_encoder(e["model"], e["max_seq_length"], e["device"])
+        return self.encoder.encode(
+            [text[: e["max_chars"]]], normalize_embeddings=e["normalize"], convert_to_numpy=True
+        ).astype(np.float32)
+
+    def register(self, req: ItemRequest) -> Registered:
+        """Register one item (on the worker thread): idempotent per source id."""
+        if req.source_id in self.rec.by_source and self.rec.by_source[req.source_id] < self.n_base:
+            i = self.rec.by_source[req.source_id]
+            return Registered(i, self.rec.sids[i], self.rec.titles[i], req.source_id, False)
+        self.sync(strict=True)
+        x = self._embedding(req)
+        if not np.isfinite(x).all():
+            raise SidrecError("the item's embedding holds NaN or inf")
+        prefix, ranked = self.frozen.ranked_last(x, "the item's embedding")
+        head = sid_string(prefix[0].tolist())
+        last = self.levels - 1
+        candidates = [head + code_token(last, int(c)) for c in ranked[0]]
+        candidates = [c for c in candidates if c not in self.base_sids]
+        got = self.registry.register(
+            req.source_id,
+            req.title,
+            head,
+            self.base_per_prefix[head],
+            self.capacity,
+            candidates,
+        )
+        self.sync(strict=True)  # this replica recommends it from the next request on
+        return got
+
+    def health(self) -> dict[str, Any]:
+        try:
+            self.registry.ping()
+            registry = "ok"
+        except RegistryUnavailable as e:
+            registry = f"unreachable: {e}"
+        return {
+            "status": "ok",
+            "registry": self.registry.name,
+            "registry_status": registry,
+            "items": len(self.rec.titles),
+            "registered_items": self.known,
+        }
+
+
+ERRORS = ((RegistryUnavailable, 503), (PrefixFull, 409), (UnknownUser, 404), (SidrecError, 422))
+
+
+def create_app(service: Service) -> FastAPI:
+    """The HTTP routes over ``service``."""
+    s = service.cfg["serve"]
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> Any:
+        batcher = MicroBatcher(
+            service.recommend_batch,
+            service.worker,
+            s["max_batch"],
+            s["max_wait_ms"] / 1000,
+            lambda n: service.metrics.batches.update([n]),
+        )
+        app.state.batcher = batcher
+        task = asyncio.create_task(batcher.run())
+        yield
+        task.cancel()
+
+    app = FastAPI(title="sidrec", lifespan=lifespan)
+
+    @app.middleware("http")
+    async def timed(request: Request, call_next: Callable) -> Any:
+        start = time.perf_counter()
+        response = await call_next(request)
+        service.metrics.record(request.url.path, response.status_code, time.perf_counter() - start)
+        return response
+
+    for kind, status in ERRORS:
+        app.add_exception_handler(
+            kind, lambda _, e, status=status: JSONResponse({"detail": str(e)}, status_code=status)
+        )
+
+    @app.post("/recommend")
+    async def recommend(req: RecommendRequest, request: Request) -> dict[str, Any]:
+        history = service.history(req)
+        items = await request.app.state.batcher.submit((history, req.k))
+        return {"user_id": req.user_id, "recommendations": items}
+
+    @app.post("/items")
+    async def items(req: ItemRequest) -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        got = await loop.run_in_executor(service.worker, service.register, req)
+        return got._asdict()
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        return await asyncio.get_running_loop().run_in_executor(None, service.health)
+
+    @app.get("/metrics")
+    async def metrics() -> dict[str, Any]:
+        return {**service.metrics.summary(), **service.health()}
+
+    return app

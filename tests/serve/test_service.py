@@ -1,0 +1,198 @@
+"""``sidrec serve``: recommendations over HTTP, items registered at runtime recommendable by the
+next request on every replica, the SID registry in memory and in a real Redis (atomic,
+idempotent, bounded per prefix), micro-batching that does not change answers, and 4xx/503
+answers that name the problem."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from sidrec.cli import main
+from sidrec.embeddings import load_embeddings
+from sidrec.errors import SidrecError
+from sidrec.serve.cli import load_service, model_config
+from sidrec.serve.service import Service, create_app
+from sidrec.sids import parse_sid, sid_string
+
+
+def _service(demo_model: dict, *overrides: str) -> Service:
+    cfg = model_config(demo_model["model"], None, ["serve.num_beams=200", *overrides])
+    return load_service(cfg, demo_model["model"], None, None)
+
+
+def _embedding(demo_model: dict, item: int) -> list[float]:
+    return load_embeddings(demo_model["outputs"]["embeddings"])[item].tolist()
+
+
+def test_registered_items_are_recommendable_at_once_and_bad_input_is_refused(
+    demo_model: dict,
+) -> None:
+    svc = _service(demo_model, "serve.registry=memory")
+    n = len(svc.rec.titles)
+    user = next(iter(svc.histories))
+    with TestClient(create_app(svc)) as c:
+        # 200 beams over a 150-item catalog: every item is in the list, new ones too
+        first = c.post("/recommend", json={"history": [3, 7], "k": 200}).json()["recommendations"]
+        assert sorted(r["item_id"] for r in first) == list(range(n))
+        by_user = c.post("/recommend", json={"user_id": user, "k": 5})
+        assert by_user.status_code == 200 and len(by_user.json()["recommendations"]) == 5
+        got = c.post("/items", json={"source_id": "NEW-1", "title": "Cordless drill, 18 V"}).json()
+        assert got["item_id"] == n and got["created"] and parse_sid(got["sid"])
+        assert got["sid"] not in {r["sid"] for r in first}
+        again = c.post("/items", json={"source_id": "NEW-1", "title": "other"}).json()
+        assert again == {**got, "created": False}  # idempotent: the same SID back
+        # an item of the model's own catalog registered again is that item
+        own = c.post("/items", json={"source_id": svc.rec.sources[4]}).json()
+        assert own["item_id"] == 4 and not own["created"]
+        after = c.post("/recommend", json={"history": [3, 7], "k": 200}).json()
+        items = after["recommendations"]
+        assert sorted(r["item_id"] for r in items) == list(range(n + 1))
+        assert next(r for r in items if r["item_id"] == n)["source_id"] == "NEW-1"
+        # the new item can be in a history, by source id
+        assert c.post("/recommend", json={"history": ["NEW-1"], "k": 3}).status_code == 200
+        # an item given as an embedding gets the prefix the frozen quantizer gives it
+        vector = _embedding(demo_model, 5)
+        close = c.post("/items", json={"source_id": "NEW-2", "embedding": vector}).json()
+        want = svc.frozen.ranked_last(np.array([vector]), "x")[0][0].tolist()
+        assert parse_sid(close["sid"])[:2] == want
+
+        bad = {
+            "unknown item": ({"history": [n + 5]}, 422, "unknown item ids"),
+            "k above beams": ({"history": [1], "k": 201}, 422, "serve.num_beams"),
+            "both": ({"history": [1], "user_id": user}, 422, "exactly one"),
+            "neither": ({"k": 3}, 422, "exactly one"),
+            "unknown user": ({"user_id": "nobody"}, 404, "unknown user_id 'nobody'"),
+            "k zero": ({"history": [1], "k": 0}, 422, "greater than or equal to 1"),
+        }
+        for case, (body, status, text) in bad.items():
+            r = c.post("/recommend", json=body)
+            assert r.status_code == status and text in r.text, case
+        malformed = c.post(
+            "/recommend", content=b'{"history": [1', headers={"content-type": "application/json"}
+        )
+        assert malformed.status_code == 422 and "json" in malformed.text.lower()
+        wrong_dim = c.post("/items", json={"source_id": "NEW-3", "embedding": [0.1, 0.2]})
+        assert wrong_dim.status_code == 422 and "dimension" in wrong_dim.text
+        assert c.post("/items", json={"source_id": "NEW-4"}).status_code == 422  # no text
+        assert c.post("/items", json={"title": "no source id"}).status_code == 422
+        # nothing was lost to the refused requests
+        assert svc.known == 2 and len(svc.rec.titles) == n + 2
+        health = c.get("/health").json()
+        assert health["registry_status"] == "ok" and health["items"] == n + 2
+        metrics = c.get("/metrics").json()
+        assert (
+            metrics["requests"]["/recommend"] == 11 and metrics["statuses"]["/recommend 404"] == 1
+        )
+        assert metrics["batches"]["count"] == 4 and set(metrics["latency_ms"]["/recommend"]) == {
+            "p50",
+            "p95",
+            "p99",
+        }
+
+
+@pytest.mark.parametrize("kind", ["memory", "redis"])
+def test_a_full_prefix_is_refused(demo_model: dict, redis_url: str, kind: str) -> None:
+    svc = _service(demo_model, f"serve.registry={kind}", f"serve.redis_url={redis_url}")
+    item = 11 if kind == "memory" else 12
+    vector = _embedding(demo_model, item)
+    prefix = tuple(svc.frozen.ranked_last(np.array([vector]), "x")[0][0].tolist())
+    held = svc.base_per_prefix[sid_string(prefix)]
+    svc.capacity = held + 2
+    with TestClient(create_app(svc)) as c:
+        sids = [
+            c.post("/items", json={"source_id": f"{kind}-{i}", "embedding": vector}).json()["sid"]
+            for i in range(2)
+        ]
+        assert len(set(sids)) == 2 and all(tuple(parse_sid(s)[:2]) == prefix for s in sids)
+        full = c.post("/items", json={"source_id": f"{kind}-2", "embedding": vector})
+        assert full.status_code == 409 and "is full" in full.text
+
+
+def test_replicas_share_one_redis_registry(demo_model: dict, redis_url: str) -> None:
+    a, b = (_service(demo_model, f"serve.redis_url={redis_url}") for _ in range(2))
+    n = len(a.rec.titles)
+    # embeddings of ten items that code to ten prefixes with room for three more items each
+    vectors, seen = [], set()
+    for x in load_embeddings(demo_model["outputs"]["embeddings"]):
+        prefix = sid_string(a.frozen.ranked_last(x[None], "x")[0][0].tolist())
+        if prefix not in seen and a.base_per_prefix[prefix] <= 4:
+            seen.add(prefix)
+            vectors.append(x)
+    assert len(vectors) >= 10
+    with TestClient(create_app(a)) as ca, TestClient(create_app(b)) as cb:
+        results: list[dict[str, Any]] = []
+
+        def register(i: int) -> None:
+            client = ca if i % 2 else cb
+            body = {"source_id": f"shared-{i}", "embedding": vectors[i % 10].tolist()}
+            results.append(client.post("/items", json=body).json())
+
+        threads = [threading.Thread(target=register, args=(i,)) for i in range(30)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        sids = [r["sid"] for r in results]
+        assert len(set(sids)) == 30 and not set(sids) & set(a.rec.sids[:n])
+        assert sorted(r["item_id"] for r in results) == list(range(n, n + 30))
+        # each replica recommends what the other registered, from its next request on
+        for client in (ca, cb):
+            ranked = client.post("/recommend", json={"history": [1], "k": 180}).json()
+            assert {r["item_id"] for r in ranked["recommendations"]} == set(range(n + 30))
+        # the same source id on the other replica: the same SID back
+        first = next(r for r in results if r["source_id"] == "shared-3")
+        again = cb.post("/items", json={"source_id": "shared-3", "title": "x"}).json()
+        assert (again["sid"], again["created"]) == (first["sid"], False)
+    assert a.rec.sids == b.rec.sids
+
+
+def test_micro_batches_give_the_answers_of_single_requests(demo_model: dict) -> None:
+    svc = _service(demo_model, "serve.registry=memory", "serve.max_wait_ms=50")
+    histories = [[i, (i * 7) % 150, (i * 13) % 150] for i in range(12)]
+    app = create_app(svc)
+
+    async def ask() -> list[Any]:
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+                got = await asyncio.gather(
+                    *(c.post("/recommend", json={"history": h, "k": 5}) for h in histories)
+                )
+        return [r.json()["recommendations"] for r in got]
+
+    answers = asyncio.run(ask())
+    assert max(svc.metrics.batches) > 1  # requests were decoded together
+    for history, answer in zip(histories, answers, strict=True):
+        alone = svc.rec.recommend([history], len(svc.rec.titles), 1)[0][:5]
+        assert [r["item_id"] for r in answer] == [r["item_id"] for r in alone]
+        assert np.allclose([r["score"] for r in answer], [r["score"] for r in alone], atol=1e-4)
+
+
+def test_serve_refuses_an_unreachable_redis(demo_model: dict, capsys: Any) -> None:
+    from conftest import free_port
+
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    with pytest.raises(SidrecError, match="--registry memory"):
+        _service(demo_model, f"serve.redis_url={url}")
+    assert main(["serve", "--model", str(demo_model["model"]), "--redis-url", url]) == 2
+    assert "is unreachable" in capsys.readouterr().err
+    assert main(["serve"]) == 2
+
+
+def test_service_settings_are_checked(demo_model: dict) -> None:
+    for bad, match in (
+        ("serve.max_batch=0", "serve.max_batch"),
+        ("serve.prefix_capacity=9", "serve.prefix_capacity"),
+        ("serve.registry=disk", "redis or memory"),
+    ):
+        with pytest.raises(SidrecError, match=match):
+            _service(demo_model, "serve.registry=memory", bad)
+    assert Path(demo_model["model"] / "sids" / "codebooks.npz").exists()
