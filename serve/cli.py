@@ -19,10 +19,16 @@ def model_config(
     model: Path, profile: Path | None, overrides: list[str], overlays: list[Path] | None = None
 ) -> dict[str, Any]:
     """The config of a command over a trained model: ``profile``, or by default the config the
-    model was trained with (its ``config.yaml``), then ``overrides``. Either way ``embed`` is
-    the model's own, so new items are embedded as its SIDs were."""
+    model was trained with (its ``config.yaml``; its ``serve`` and ``update`` sections are
+    today's defaults, not what was recorded), then ``overlays`` and ``overrides``. Either way
+    ``embed`` is the model's own, so new items are embedded as its SIDs were."""
     own = Path(model) / "config.yaml"
-    cfg = load_config(profile if profile is not None else own, overrides, overlays or ())
+    if profile is not None or not own.exists():
+        cfg = load_config(profile, overrides, overlays or ())
+    else:
+        cfg = load_config(own, overrides, overlays or ())
+        fresh = load_config(None, overrides, overlays or ())
+        cfg["serve"], cfg["update"] = fresh["serve"], fresh["update"]
     if own.exists():
         cfg["embed"] = load_config(own)["embed"]
     return cfg

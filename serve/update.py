@@ -48,7 +48,7 @@ from sidrec.model_dir import ITEMS_FILE, SIDS_DIR
 from sidrec.prompts import PromptSpec
 from sidrec.rq.embed import encode_texts, item_texts
 from sidrec.rq.stage import extend_sids
-from sidrec.sft.convert import EXAMPLE_SCHEMA, target_examples
+from sidrec.sft.convert import EXAMPLE_SCHEMA, finetune_examples
 from sidrec.sft.train import train_sft
 from sidrec.sids import read_sid_dir
 from sidrec.training import swanlab_run
@@ -62,6 +62,7 @@ LEDGER_COLUMNS = (
     "new",
     "decision",
     "train_rows",
+    "fresh_rows",
     "backlog_rows",
     "replay_train_rows",
     "valid_rows",
@@ -201,7 +202,7 @@ def _finetune_config(cfg: dict[str, Any], model: Path) -> dict[str, Any]:
         learning_rate=u["learning_rate"],
         epochs=u["epochs"],
         max_steps=u["max_steps"],
-        warmup_ratio=0.0,
+        warmup_ratio=u["warmup_ratio"],
         select_by="loss",
         early_stopping_patience=0,
     )
@@ -213,7 +214,7 @@ def _write_examples(
     out: Path, rows: pl.DataFrame, table_sids: list[str], spec: PromptSpec, data: Path, sid: Path
 ) -> None:
     out.mkdir(parents=True)
-    target_examples(rows, table_sids, spec).write_parquet(out / "train.parquet")
+    finetune_examples(rows, table_sids, spec).write_parquet(out / "train.parquet")
     pl.DataFrame(schema=EXAMPLE_SCHEMA).write_parquet(out / "valid.parquet")
     spec.save(out)
     inputs = {"data": str(data), "sid": str(sid)}
@@ -240,6 +241,8 @@ def run_update(
         raise SidrecError(
             "update.tolerance, update.replay_valid and update.replay_train must be >= 0"
         )
+    if u["fresh_repeats"] < 1:
+        raise SidrecError(f"update.fresh_repeats must be >= 1, got {u['fresh_repeats']}")
     model, day, state = Path(model).resolve(), Path(day).resolve(), Path(state)
     name = day.name
     with output_lock(state):
@@ -294,7 +297,11 @@ def _apply(cfg: dict[str, Any], s: dict[str, Any], state: Path, day: Path, name:
     replay_valid = _examples(_resolve(state, s["replay"]["valid"]))
     train_replay = _sample(replay_train, u["replay_train"], seed)
     valid_replay = _sample(replay_valid, u["replay_valid"], seed)
-    train = pl.concat([day_train, backlog, train_replay])
+    # rows with items the serving model was never trained on count fresh_repeats times
+    known = len(read_sid_dir(Path(point["model"]) / SIDS_DIR).codes)
+    fresh = (pl.col("target") >= known) | (pl.col("history").list.max() >= known)
+    news = pl.concat([day_train, backlog]).filter(fresh)
+    train = pl.concat([day_train, backlog, *[news] * (u["fresh_repeats"] - 1), train_replay])
     valid = pl.concat([day_valid, valid_replay])
     spec = PromptSpec.load(point["model"])
     ds = Dataset(items, _sequences(pl.concat([train, valid])), train, valid, valid)
@@ -355,6 +362,7 @@ def _apply(cfg: dict[str, Any], s: dict[str, Any], state: Path, day: Path, name:
         "new": round(after, 6),
         "decision": "promoted" if promoted else "rejected",
         "train_rows": day_train.height,
+        "fresh_rows": news.height,
         "backlog_rows": backlog.height,
         "replay_train_rows": train_replay.height,
         "valid_rows": day_valid.height,

@@ -164,9 +164,9 @@ def _fill(
     return out
 
 
-def _sequence_rows(ds: Dataset, sids: list[str], sep: str, window: int) -> list[Row]:
+def _sequence_rows(seqs: list[list[int]], sids: list[str], sep: str, window: int) -> list[Row]:
     rows = []
-    for seq in user_sequences(ds):
+    for seq in seqs:
         for start, first, end in sequence_windows(len(seq), window):
             prompt = "".join(sids[i] + sep for i in seq[start:first])
             rows.append((prompt, sep.join(sids[i] for i in seq[first:end]), "", []))
@@ -229,7 +229,7 @@ def build_examples(
         counts[split][task] = len(rows)
 
     if fmt == "sequence":
-        rows = _sequence_rows(ds, sids, sep, max_history + 1)
+        rows = _sequence_rows(user_sequences(ds), sids, sep, max_history + 1)
         add(
             "train",
             SEQUENCE_TASK,
@@ -277,6 +277,35 @@ def target_examples(rows: pl.DataFrame, sids: list[str], spec: PromptSpec) -> pl
             }
         )
     return pl.DataFrame(out, schema=EXAMPLE_SCHEMA)
+
+
+def finetune_examples(rows: pl.DataFrame, sids: list[str], spec: PromptSpec) -> pl.DataFrame:
+    """Examples (:data:`EXAMPLE_SCHEMA`) that fine-tune a trained model on ``(history,
+    target)`` rows (a daily update), in its format: for a ``sequence`` model whole sequences,
+    history then target, every item after the first a target, as it was trained (a row whose
+    sequence begins a longer one of the same user's is left out; repeated rows stay
+    repeated); for a ``prompt`` model the main task, as :func:`target_examples`."""
+    if spec.format == "prompt":
+        return target_examples(rows, sids, spec)
+    seqs: dict[str, list[list[int]]] = {}
+    ordered = rows.sort(pl.col("history").list.len(), descending=True)
+    for user, h, t in ordered.select("user_id", "history", "target").iter_rows():
+        seq, kept = [*h, t], seqs.setdefault(user, [])
+        if not any(len(k) > len(seq) and k[: len(seq)] == seq for k in kept):
+            kept.append(seq)
+    found = _sequence_rows(
+        [q for kept in seqs.values() for q in kept], sids, spec.separator, spec.max_history + 1
+    )
+    return pl.DataFrame(
+        {
+            "prompt": [r[0] for r in found],
+            "completion": [r[1] for r in found],
+            "task": [SEQUENCE_TASK] * len(found),
+            "template": [r[2] for r in found],
+            "history": [r[3] for r in found],
+        },
+        schema=EXAMPLE_SCHEMA,
+    )
 
 
 def main_prompt_spec(cfg: dict[str, Any], chat_template: bool, max_history: int) -> PromptSpec:
