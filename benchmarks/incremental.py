@@ -8,9 +8,8 @@ From the demo's synthetic catalog and users (``data.synth``):
   arrived, or one dealt in turn: two training rows and one held-out row, each keeping only
   items that have arrived by then.
   The base dataset is everything before, without the held-back items.
-- Day ``--corrupt-day`` is corrupted as by a join bug: every item of its events (its rows'
-  targets, and those events inside the rows' histories) is mapped through one random
-  permutation of the catalog, so the day teaches consistent but wrong transitions.
+- Day ``--corrupt-day`` is corrupted: its targets are shuffled across its rows (train and
+  valid), so every row pairs a real history with another user's next item.
 
 Then it runs one ``sidrec update`` a day into one state directory and reports the ledger, and
 for each day k+1 how many of the serving model's top-10 recommendations (on that day's
@@ -92,14 +91,12 @@ def simulate(
     per_day = []
     for d in range(1, days + 1):
         day_seqs = {u: seqs[u] for u in range(len(users)) if user_day[u] == d}
-        if d == corrupt_day:  # a join bug: the day's events carry the wrong item ids
-            pool = np.flatnonzero(arrival <= d)
-            wrong = dict(zip(pool.tolist(), rng.permutation(pool).tolist(), strict=True))
-            day_seqs = {u: [*s[:-3], *(wrong[i] for i in s[-3:])] for u, s in day_seqs.items()}
         rows = [r for u, s in day_seqs.items() for r in _rows(users[u], s, arrival, d)]
         frame = pl.DataFrame(
             [r[:3] for r in rows], schema=EXAMPLES_SCHEMA, orient="row"
         ).with_columns(pl.Series("split", [r[3] for r in rows]))
+        if d == corrupt_day:  # each row's target is another row's
+            frame = frame.with_columns(pl.col("target").shuffle(seed=seed))
         new = items.filter(
             pl.col("item_id").is_between(
                 base_n + (d - 1) * new_per_day, base_n + d * new_per_day - 1
@@ -162,13 +159,16 @@ def run(
         )
     with open(state / LEDGER_FILE) as f:
         ledger = list(csv.DictReader(f))
+    tops = {}  # day -> the serving model's top-10 items on that day's validation users
+    for d in range(2, days + 1):
+        preds = pl.read_parquet(
+            state / "days" / f"day-{d}" / "eval-serving" / "predictions.parquet"
+        )
+        tops[d] = [i for row in preds["ranked_items"].to_list() for i in row[:10]]
     appear = []
     for d in range(1, days):
         arrived = set(per_day[d - 1][0]["item_id"].to_list())
-        preds = pl.read_parquet(
-            state / "days" / f"day-{d + 1}" / "eval-serving" / "predictions.parquet"
-        )
-        top = [i for row in preds["ranked_items"].to_list() for i in row[:10]]
+        top = tops[d + 1]
         appear.append(
             {
                 "arrived_on": d,
@@ -176,7 +176,10 @@ def run(
                 "items_arrived": len(arrived),
                 "distinct_recommended": len(arrived & set(top)),
                 "slots": sum(i in arrived for i in top),
-                "users": preds.height,
+                "users": len(top) // 10,
+                "distinct_recommended_later": {
+                    f"day-{j}": len(arrived & set(tops[j])) for j in range(d + 2, days + 1)
+                },
             }
         )
     return {

@@ -63,6 +63,7 @@ def load_service(
     from sidrec.serve.update import serving
 
     s = cfg["serve"]
+    url = s["redis_url"]
     if s["registry"] not in ("redis", "memory"):
         raise SidrecError(f"serve.registry must be redis or memory, got {s['registry']!r}")
     if s["threads"] > 0:
@@ -80,7 +81,7 @@ def load_service(
     if s["registry"] == "memory":
         registry: Any = MemoryRegistry(n)
     else:
-        registry = RedisRegistry(s["redis_url"], n, sid_hash(rec.table)[:16])
+        registry = RedisRegistry(url, n, sid_hash(rec.table)[:16])
         try:
             registry.ping()
         except RegistryUnavailable as e:
@@ -91,10 +92,18 @@ def load_service(
     return Service(rec, sid_dir, registry, cfg, histories(data, model))
 
 
-def _serve(a: argparse.Namespace) -> None:
+def server(cfg: dict[str, Any], service: Any) -> Any:
+    """The uvicorn server of ``service`` on ``serve.host``:``serve.port``."""
     import uvicorn
 
     from sidrec.serve.service import create_app
+
+    s = cfg["serve"]
+    config = uvicorn.Config(create_app(service), s["host"], s["port"], log_level="warning")
+    return uvicorn.Server(config)
+
+
+def _serve(a: argparse.Namespace) -> None:
 
     flags = {k: getattr(a, k) for k in FLAGS if getattr(a, k) is not None}
     over = [f"serve.{k}={json.dumps(v)}" for k, v in flags.items()]
@@ -113,7 +122,7 @@ def _serve(a: argparse.Namespace) -> None:
         f"http://{s['host']}:{s['port']}",
         flush=True,
     )
-    uvicorn.run(create_app(service), host=s["host"], port=s["port"], log_level="warning")
+    server(cfg, service).run()
 
 
 def _update(a: argparse.Namespace) -> dict:

@@ -124,3 +124,31 @@ def test_restricted_head_benchmark(tiny_model: dict) -> None:
     # the SID tokens hold the step's columns: at least as much mass on them
     pairs = zip(mass["step_columns"], mass["sid_tokens"], strict=True)
     assert all(0 <= c <= s <= 1 + 1e-6 for c, s in pairs)
+
+
+@pytest.mark.slow
+def test_incremental_benchmark(tmp_path: Path) -> None:
+    bench = _load("incremental")
+    tiny = ["model.tiny_qwen2.num_hidden_layers=1", "sft.eval_steps=20", "update.replay_valid=50"]
+    result = bench.run(
+        tmp_path, days=3, new_per_day=10, corrupt_day=2, base_epochs=1, overrides=tiny
+    )
+    ledger = result["ledger"]
+    assert [r["day"] for r in ledger] == ["day-1", "day-2", "day-3"]
+    assert [int(r["items"]) for r in ledger] == [1980, 1990, 2000]
+    for row in ledger:
+        promoted = float(row["new"]) >= float(row["old"]) - 0.005
+        assert row["decision"] == ("promoted" if promoted else "rejected")
+    assert [a["arrived_on"] for a in result["new_items_in_next_day_top10"]] == [1, 2]
+
+
+@pytest.mark.slow
+def test_serve_load_benchmark(demo_model: dict) -> None:
+    bench = _load("serve_load")
+    result = bench.run(demo_model["model"], registrations=20, requests=60, concurrency=8)
+    for mode in ("micro_batching_on", "off"):
+        r = result["results"][mode]
+        assert r["failures"] == 0 and r["registered"] == r["distinct_sids"] == 20
+        assert r["recommended_outside_catalog"] == 0 and r["sids_clash_with_model_items"] == 0
+        assert set(r["latency_ms"]["recommend"]) == {"p50", "p95", "p99"}
+    assert result["results"]["off"]["batch_size_max"] == [1, 1]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import polars as pl
 from conftest import write_amazon18_raw
 
 from sidrec.config import ReadTracker, defaults, leaf_keys, load_config, stage_path
@@ -16,6 +17,8 @@ from sidrec.pipeline import run_pipeline
 from sidrec.preflight import preflight
 from sidrec.rl.train import train_rl
 from sidrec.rq.stage import build_sids
+from sidrec.serve.cli import load_service, server
+from sidrec.serve.update import run_update
 from sidrec.sft.convert import convert
 from sidrec.sft.train import train_sft
 from sidrec.sids import SidTable
@@ -168,6 +171,16 @@ def test_every_default_key_is_read(tmp_path: Path) -> None:
         ),
         tmp_path / "i-data",
     )
+    # a day of the living catalog, then the service over the model it promoted
+    day = tmp_path / "day-1"
+    day.mkdir()
+    pl.read_parquet(outputs["data"] / "test.parquet").head(12).write_parquet(day / "train.parquet")
+    pl.read_parquet(outputs["data"] / "valid.parquet").head(6).write_parquet(day / "valid.parquet")
+    c = cfg("update.max_steps=1", "update.replay_valid=4", "update.metric=NDCG@3")
+    run_update(outputs["sft"], day, tmp_path / "updates", c)
+    c = cfg("serve.registry=memory")
+    app = server(c, load_service(c, None, tmp_path / "updates", None))
+    assert (app.config.host, app.config.port) == ("127.0.0.1", 8000)
     # what the machine must have for a profile
     preflight(cfg())
     unread = sorted(set(leaf_keys(defaults())) - reads)

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import httpx
+import polars as pl
 import pytest
 import redis
 from conftest import free_port, start_redis
@@ -56,8 +57,11 @@ def test_redis_killed_mid_run(demo_model: dict, tmp_path: Path) -> None:
         while not stop.is_set():
             statuses.append(c.post("/recommend", json={"history": [1, 2, 3], "k": 5}).status_code)
 
+    titles = pl.read_parquet(demo_model["model"] / "items.parquet")["title"].to_list()
+
     def register(name: str) -> httpx.Response:
-        r = c.post("/items", json={"source_id": name, "title": f"Cordless tool {name}"})
+        title = f"{titles[7 * len(sids) + 3]} ({name})"  # spread over the prefixes
+        r = c.post("/items", json={"source_id": name, "title": title})
         if r.status_code == 200:
             sids[name] = r.json()["sid"]
         return r

@@ -59,7 +59,9 @@ def test_days_are_promoted_or_backlogged_and_ledgered(demo_model: dict, tmp_path
     model, state = demo_model["model"], tmp_path / "state"
     base = read_sid_dir(model / "sids").codes
     # day 1: any result is within a tolerance of 1 -> promoted
-    day1 = run_update(model, _day(tmp_path, "d1", demo_model, 3), state, _cfg(demo_model, "update.tolerance=1"))
+    day1 = run_update(
+        model, _day(tmp_path, "d1", demo_model, 3), state, _cfg(demo_model, "update.tolerance=1")
+    )
     assert day1["decision"] == "promoted" and day1["new_items"] == 3 and day1["items"] == 153
     point = serving(state)
     assert point["model"] == state / "days" / "d1" / "model"
@@ -79,14 +81,18 @@ def test_days_are_promoted_or_backlogged_and_ledgered(demo_model: dict, tmp_path
     assert not (state / "days" / "d2" / "model").exists()
 
     # day 3 merges the backlog and, promoted, clears it
-    day3 = run_update(model, _day(tmp_path, "d3", demo_model, 0), state, _cfg(demo_model, "update.tolerance=1"))
+    day3 = run_update(
+        model, _day(tmp_path, "d3", demo_model, 0), state, _cfg(demo_model, "update.tolerance=1")
+    )
     assert day3["backlog_rows"] == 40 and day3["decision"] == "promoted"
     assert day3["backlog_after"] == 0 and read_json(state / STATE_FILE)["backlog"] is None
     assert serving(state)["model"] == state / "days" / "d3" / "model"
 
     with open(state / "updates.csv") as f:
         ledger = list(csv.DictReader(f))
-    assert [r["day"] for r in ledger] == ["d1", "d2", "d3"] and list(ledger[0]) == list(LEDGER_COLUMNS)
+    assert [r["day"] for r in ledger] == ["d1", "d2", "d3"] and list(ledger[0]) == list(
+        LEDGER_COLUMNS
+    )
     assert [r["decision"] for r in ledger] == ["promoted", "rejected", "promoted"]
     # a day already applied is not applied again
     assert run_update(model, tmp_path / "d2", state, wreck) == day2
@@ -124,9 +130,11 @@ def test_bad_days_are_refused_naming_the_file_and_row(demo_model: dict, tmp_path
     cfg = _cfg(demo_model)
     day = _day(tmp_path, "d1", demo_model, 2)
     rows = pl.read_parquet(day / "train.parquet")
-    bad = rows.with_columns(pl.when(pl.int_range(pl.len()) == 5).then(999).otherwise(pl.col("target")).alias("target"))
-    bad.write_parquet(day / "train.parquet")
-    with pytest.raises(SidrecError, match=r"train.parquet, row 5: unknown item id 999 \(the catalog has items 0..151\)"):
+    targets = rows["target"].to_list()
+    targets[5] = 999
+    rows.with_columns(pl.Series("target", targets)).write_parquet(day / "train.parquet")
+    message = r"train.parquet, row 5: unknown item id 999 \(the catalog has items 0..151\)"
+    with pytest.raises(SidrecError, match=message):
         run_update(model, day, state, cfg)
     rows.write_parquet(day / "train.parquet")
     items = pl.read_parquet(day / "items.parquet")
