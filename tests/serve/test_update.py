@@ -80,13 +80,14 @@ def test_days_are_promoted_or_backlogged_and_ledgered(demo_model: dict, tmp_path
     assert len(read_sid_dir(point["sid"]).codes) == 155  # but the new items are in the catalog
     assert not (state / "days" / "d2" / "model").exists()
 
-    # day 3 merges the backlog and, promoted, clears it
-    day3 = run_update(
-        model, _day(tmp_path, "d3", demo_model, 0), state, _cfg(demo_model, "update.tolerance=1")
-    )
+    # day 3 merges the backlog and, promoted, clears it; its model had GRPO after SFT
+    rl = ["rl.max_steps=1", "rl.sample_size=8", "rl.num_generations=2", "rl.eval_steps=0"]
+    rl += ["rl.per_device_batch_size=4", "update.rl=true", "update.tolerance=1"]
+    day3 = run_update(model, _day(tmp_path, "d3", demo_model, 0), state, _cfg(demo_model, *rl))
     assert day3["backlog_rows"] == 40 and day3["decision"] == "promoted"
     assert day3["backlog_after"] == 0 and read_json(state / STATE_FILE)["backlog"] is None
     assert serving(state)["model"] == state / "days" / "d3" / "model"
+    assert read_json(state / "days" / "d3" / "model" / "manifest.json")["stage"] == "rl"
 
     with open(state / "updates.csv") as f:
         ledger = list(csv.DictReader(f))
