@@ -1,5 +1,6 @@
-"""``sidrec evaluate`` and ``sidrec baseline sasrec``: a thin layer over
-:mod:`sidrec.evaluate.generative` and :mod:`sidrec.evaluate.sasrec`, imported when a command
+"""``sidrec evaluate``, ``sidrec baseline sasrec``, ``sidrec sweep`` and ``sidrec
+export-submission``: a thin layer over :mod:`sidrec.evaluate.generative`,
+:mod:`sidrec.evaluate.sasrec` and :mod:`sidrec.evaluate.sweep`, imported when a command
 runs (so ``sidrec --help`` starts fast). Paths default to ``paths.*`` in the config."""
 
 from __future__ import annotations
@@ -46,6 +47,22 @@ def _sasrec(a: argparse.Namespace) -> dict:
     return train_sasrec(data, out, cfg, a.overwrite)["metrics"]
 
 
+def _sweep(a: argparse.Namespace) -> None:
+    from sidrec.evaluate.sweep import format_sweep, sweep, write_csv
+
+    rows = sweep(a.eval, a.topk_list, a.threshold_list)
+    out = a.out or a.eval / "sweep.csv"
+    write_csv(rows, out)
+    print(format_sweep(rows))
+    print(f"written to {out}")
+
+
+def _export(a: argparse.Namespace) -> dict:
+    from sidrec.evaluate.sweep import export_submission
+
+    return {"counts": export_submission(a.eval, a.threshold, a.topk, a.max_entries, a.out)}
+
+
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Register ``sidrec evaluate`` and ``sidrec baseline sasrec``."""
     p = sub.add_parser("evaluate", help="HR@K / NDCG@K of a SID model by constrained beam search")
@@ -79,3 +96,30 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", type=Path, help="a profile (sasrec.*, evaluate.split, seed)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     p.set_defaults(func=_sasrec)
+
+    p = sub.add_parser(
+        "sweep",
+        help="precision, recall and F1 of the items shown at each top-K and score threshold",
+    )
+    p.add_argument("--eval", type=Path, required=True, help="an evaluation directory")
+    p.add_argument("--topk-list", type=int, nargs="+", default=[5, 10, 20, 50], metavar="K")
+    p.add_argument(
+        "--threshold-list",
+        type=float,
+        nargs="+",
+        default=[0.015, 0.02, 0.025],
+        metavar="T",
+        help="normalised scores: a softmax over each user's ranked list",
+    )
+    p.add_argument("--out", type=Path, help="CSV (default: <eval>/sweep.csv)")
+    p.set_defaults(func=_sweep)
+
+    p = sub.add_parser(
+        "export-submission", help="user_id<TAB>item_id lines of the items shown at (K, threshold)"
+    )
+    p.add_argument("--eval", type=Path, required=True, help="an evaluation directory")
+    p.add_argument("--threshold", type=float, required=True, help="normalised score, in [0, 1]")
+    p.add_argument("--topk", type=int, required=True)
+    p.add_argument("--max-entries-per-user", dest="max_entries", type=int, default=50)
+    p.add_argument("--out", type=Path, required=True)
+    p.set_defaults(func=_export)
