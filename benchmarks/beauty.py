@@ -6,10 +6,11 @@ user), trains and evaluates SASRec on the same split and test rows, and prints o
 with both beside the published rows. ``--rl`` adds GRPO from the SFT model (the config's
 ``rl`` section) and reports HR@1/5/10/20 and NDCG@5/10 of SFT and SFT+RL on all test users.
 Stages already complete with the same config are reused (``--fresh`` rebuilds them);
-``--no-sasrec`` leaves the baseline out.
+``--no-sasrec`` leaves the baseline out; ``--sasrec-variants`` also trains SASRec with
+RMSNorm, rotary positions, a SwiGLU MLP, 4 experts, and all four, on the same split.
 
     python benchmarks/beauty.py [--config FILE] [--out FILE] [--fresh] [--rl] [--no-sasrec]
-        [key=value ...]
+        [--sasrec-variants] [key=value ...]
 """
 
 from __future__ import annotations
@@ -53,6 +54,19 @@ SASREC_GOAL = "SASRec, full cross-entropy (RecBole, LETTER issue #20)"
 MINUTES = 90
 # the config sections a finished SASRec run is reused under
 SASREC_KEYS = ("seed", "data", "sasrec", "evaluate")
+# --sasrec-variants: each trained on the same split, the rest of the sasrec section as it is
+SASREC_VARIANTS = {
+    "rmsnorm": {"norm": "rms"},
+    "rope": {"position": "rope"},
+    "swiglu": {"mlp": "gated"},
+    "moe4": {"moe_experts": 4},
+    "rmsnorm-rope-swiglu-moe4": {
+        "norm": "rms",
+        "position": "rope",
+        "mlp": "gated",
+        "moe_experts": 4,
+    },
+}
 
 
 def _short(metrics: dict[str, float]) -> dict[str, float]:
@@ -113,15 +127,35 @@ def _rl_report(outputs: dict[str, Path], sft_metrics: dict[str, float]) -> dict[
     }
 
 
+def _sasrec(cfg: dict[str, Any], data: Path, out: Path, fresh: bool) -> dict[str, Any]:
+    """Train (or reuse) SASRec as ``cfg`` says into ``out``; its test metrics and costs."""
+    want = {k: cfg[k] for k in SASREC_KEYS}
+    if fresh or stage_state(out, want) != "current":
+        with recording(want):
+            train_sasrec(data, out, cfg, overwrite=True)
+    found = read_json(out / RESULTS_FILE)
+    return {
+        **_short(found["metrics"]),
+        "history_kept": _papers_protocol(found),
+        "settings": cfg["sasrec"],
+        "parameters": found["parameters"],
+        "best_epoch": found["best_epoch"],
+        "epochs_run": found["epochs_run"],
+        "train_minutes": round(found["train_seconds"] / 60, 1),
+        "ci95": _intervals(out),
+    }
+
+
 def run(
     config: Path,
     overrides: list[str],
     fresh: bool = False,
     rl: bool = False,
     sasrec: bool = True,
+    sasrec_variants: bool = False,
 ) -> dict[str, Any]:
-    """Run (or reuse) the pipeline (with RL when ``rl``) and SASRec; returns the JSON-ready
-    result."""
+    """Run (or reuse) the pipeline (with RL when ``rl``) and SASRec (and each of
+    :data:`SASREC_VARIANTS` with ``sasrec_variants``); returns the JSON-ready result."""
     started = time.perf_counter()
     cfg = load_config(config, [*overrides, f"rl.enabled={str(rl).lower()}"])
     outputs = run_pipeline(cfg, force=fresh, log=lambda m: print(m, file=sys.stderr))
@@ -131,21 +165,8 @@ def run(
     exclude = cfg["evaluate"]["exclude_history"]
     if sasrec:
         sasrec_dir = stage_path(cfg, "sasrec")
-        want = {k: cfg[k] for k in SASREC_KEYS}
-        if fresh or stage_state(sasrec_dir, want) != "current":
-            with recording(want):
-                train_sasrec(outputs["data"], sasrec_dir, cfg, overwrite=True)
+        baseline = _sasrec(cfg, outputs["data"], sasrec_dir, fresh)
         found = read_json(sasrec_dir / RESULTS_FILE)
-        baseline = {
-            **_short(found["metrics"]),
-            "history_kept": _papers_protocol(found),
-            "settings": cfg["sasrec"],
-            "parameters": found["parameters"],
-            "best_epoch": found["best_epoch"],
-            "epochs_run": found["epochs_run"],
-            "train_minutes": round(found["train_seconds"] / 60, 1),
-            "ci95": _intervals(sasrec_dir),
-        }
         versus = _versus(outputs["evaluate"], sasrec_dir)
         want_sasrec = PUBLISHED[SASREC_GOAL]
         sasrec_goal = {
@@ -155,6 +176,14 @@ def run(
             "met": all(baseline[k] >= want_sasrec[k] for k in ("R@10", "N@10")),
             f"under_{MINUTES}_minutes": found["train_seconds"] < MINUTES * 60,
         }
+    variants = None
+    if sasrec_variants:
+        variants = {}
+        for name, changes in SASREC_VARIANTS.items():
+            extra = [f"sasrec.{k}={v}" for k, v in changes.items()]
+            vcfg = load_config(config, [*overrides, *extra])
+            out = stage_path(vcfg, "sasrec").with_name(f"sasrec-{name}")
+            variants[name] = _sasrec(vcfg, outputs["data"], out, fresh)
     mine = _short(ours["metrics"])
     papers = _papers_protocol(ours)  # what the published generative rows report
     goal = PUBLISHED[GOAL]
@@ -196,6 +225,7 @@ def run(
                 "eval_seconds": ours["seconds"],
             },
             "sasrec": baseline,
+            "sasrec_variants": variants,
             "sidrec_minus_sasrec": versus,
         },
         "rl": _rl_report(outputs, ours["metrics"]) if rl else None,
@@ -224,9 +254,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, help="also write the JSON here")
     p.add_argument("--rl", action="store_true", help="add GRPO after SFT and compare the two")
     p.add_argument("--no-sasrec", action="store_true", help="leave the SASRec baseline out")
+    p.add_argument(
+        "--sasrec-variants",
+        action="store_true",
+        help="also train SASRec with RMSNorm, RoPE, SwiGLU, 4 experts, and all four",
+    )
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     a = p.parse_args(argv)
-    result = run(a.config, a.overrides, a.fresh, a.rl, not a.no_sasrec)
+    result = run(a.config, a.overrides, a.fresh, a.rl, not a.no_sasrec, a.sasrec_variants)
     print_report(result, a.out)
     return 0
 

@@ -47,6 +47,16 @@ def _sasrec(a: argparse.Namespace) -> dict:
     return train_sasrec(data, out, cfg, a.overwrite)["metrics"]
 
 
+def _two_tower(a: argparse.Namespace) -> dict:
+    from sidrec.evaluate.two_tower import train_two_tower
+
+    cfg = command_config(a)
+    data = a.data or stage_path(cfg, "data")
+    emb = a.emb or stage_path(cfg, "embeddings")
+    out = a.out or stage_path(cfg, "two_tower")
+    return train_two_tower(data, emb, out, cfg, a.overwrite)["metrics"]
+
+
 def _sweep(a: argparse.Namespace) -> None:
     from sidrec.evaluate.sweep import format_sweep, sweep, write_csv
 
@@ -96,6 +106,16 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", type=Path, help="a profile (sasrec.*, evaluate.split, seed)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     p.set_defaults(func=_sasrec)
+    p = base.add_parser(
+        "two-tower", help="two-tower retrieval (id + text item tower), item vectors in faiss"
+    )
+    p.add_argument("--data", type=Path, help="dataset directory (default: paths.data)")
+    p.add_argument("--emb", type=Path, help="item text embeddings (default: paths.embeddings)")
+    p.add_argument("--out", type=Path, help="default: paths.two_tower")
+    p.add_argument("--overwrite", action="store_true", help="replace a complete output")
+    p.add_argument("--config", type=Path, help="a profile (two_tower.*, evaluate.split, seed)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    p.set_defaults(func=_two_tower)
 
     p = sub.add_parser(
         "sweep",

@@ -34,6 +34,7 @@ def write_ranking(
     target_sids: list[str] | None = None,
     unfiltered: np.ndarray | None = None,
     unfiltered_sids: list[list[str]] | None = None,
+    ks: list[int] | None = None,
 ) -> dict[str, Any]:
     """Score a ranking and write ``predictions.parquet`` and ``results.json`` into ``out``.
 
@@ -49,12 +50,13 @@ def write_ranking(
         unfiltered: (N, K) the ranking before the history's items were left out (with
             ``evaluate.exclude_history``; ``unfiltered_sids`` their SIDs for generative
             models): scored as ``metrics_with_history``.
+        ks: the cutoffs to score (default: the standard ones up to K).
 
     Returns:
         The results dictionary.
     """
     targets = rows["target"].to_numpy()
-    ks = cutoffs(items.shape[1])
+    ks = ks or cutoffs(items.shape[1])
 
     def sid_ranks(ranked_sids: list[list[str]]) -> np.ndarray:
         assert target_sids is not None

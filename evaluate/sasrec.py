@@ -62,8 +62,11 @@ def train_epoch(
     windows: list[tuple[list[int], list[int]]],
     batch_size: int,
     rng: np.random.Generator,
+    aux_weight: float = 0.0,
 ) -> float:
-    """One pass over ``windows`` (from ``_windows``); returns the mean loss per target."""
+    """One pass over ``windows`` (from ``_windows``), minimising cross-entropy plus
+    ``aux_weight`` x the experts' load-balancing loss; returns the mean cross-entropy per
+    target."""
     model.train()
     dev = next(model.parameters()).device
     total, count = 0.0, 0
@@ -78,7 +81,7 @@ def train_epoch(
         keep = target >= 0
         loss = nn.functional.cross_entropy(model.scores(model(seq)[keep]), target[keep])
         opt.zero_grad()
-        loss.backward()
+        (loss + aux_weight * model.aux_loss).backward()
         opt.step()
         total += float(loss.detach()) * int(keep.sum())
         count += int(keep.sum())
@@ -142,8 +145,7 @@ def train_sasrec(
     rng = np.random.default_rng(cfg["seed"])
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     n_items = ds.items.height
-    model = SASRec(n_items, s["hidden"], s["layers"], s["heads"], s["dropout"], s["max_len"])
-    model.to(dev)
+    model = SASRec.from_config(n_items, s).to(dev)
     opt = torch.optim.AdamW(
         model.parameters(), lr=s["learning_rate"], weight_decay=s["weight_decay"]
     )
@@ -158,7 +160,7 @@ def train_sasrec(
     bar = tqdm(range(1, s["epochs"] + 1), desc="sasrec")
     dashboard = swanlab_run(cfg, "sasrec")
     for epoch in bar:
-        train_loss = train_epoch(model, opt, windows, s["batch_size"], rng)
+        train_loss = train_epoch(model, opt, windows, s["batch_size"], rng, s["moe_aux_weight"])
         items, _ = rank_items(
             model, valid_hist, VALID_K, s["max_len"], s["eval_batch_size"], exclude
         )

@@ -13,6 +13,7 @@ from conftest import write_amazon18_raw
 from sidrec.config import ReadTracker, defaults, leaf_keys, load_config, stage_path
 from sidrec.data.stage import build_from_config, export_minionerec_dir, write_imported_sids
 from sidrec.evaluate.sasrec import train_sasrec
+from sidrec.evaluate.two_tower import train_two_tower
 from sidrec.pipeline import run_pipeline
 from sidrec.preflight import preflight
 from sidrec.rl.train import train_rl
@@ -99,6 +100,8 @@ def test_every_default_key_is_read(tmp_path: Path) -> None:
     convert(outputs["data"], outputs["sid"], tmp_path / "seq-examples", c)
     train_sft(tmp_path / "seq-examples", tmp_path / "lora", c)
     train_sasrec(outputs["data"], stage_path(c, "sasrec"), c)
+    c = cfg("two_tower.epochs=1", "two_tower.dim=8", "two_tower.top_k=20", "swanlab.mode=disabled")
+    train_two_tower(outputs["data"], outputs["embeddings"], stage_path(c, "two_tower"), c)
     # GRPO from the demo SFT model, with every reward, sampled rollouts, dynamic sampling and
     # a synced reference model; then DPO on the title tasks
     rl = ("rl.eval_steps=1", "rl.save_steps=1", "rl.valid_users=8", "evaluate.num_beams=10")

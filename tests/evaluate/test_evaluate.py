@@ -22,6 +22,7 @@ from sidrec.evaluate.sasrec import train_sasrec
 from sidrec.io import read_json
 from sidrec.ledger import read_ledger
 from sidrec.metrics import hr_ndcg
+from sidrec.sasrec_model import Experts, load_sasrec, score_items
 from sidrec.sids import SidTable, read_sid_dir
 
 REPO = Path(__file__).resolve().parents[2]
@@ -213,3 +214,28 @@ def test_history_items_can_be_left_out_of_both_rankings(trained: dict, tmp_path:
             assert len(set(ranked)) == k  # enough items were decoded to fill every list
         assert set(results["metrics_with_history"]) == set(results["metrics"])
         assert results["metrics"] == hr_ndcg(pred["rank"].fill_null(0).to_numpy(), results["ks"])
+
+
+def test_a_sasrec_variant_trains_and_reloads(trained: dict, tmp_path: Path) -> None:
+    """RMSNorm, rotary positions, SwiGLU experts: trained, saved, and read back by the RL
+    reward's loader with the same scores; weights of another layout are refused."""
+    variant = ["sasrec.norm=rms", "sasrec.position=rope", "sasrec.mlp=gated"]
+    variant += ["sasrec.moe_experts=2", "sasrec.moe_top_k=1"]
+    tiny = ["sasrec.hidden=16", "sasrec.heads=2", "sasrec.epochs=2", "sasrec.top_k=10"]
+    cfg = load_config(None, [*tiny, *variant, "evaluate.max_users=20", f"output_root={tmp_path}"])
+    results = train_sasrec(trained["data"], tmp_path / "v", cfg)
+    assert results["epochs_run"] == 2 and 0 <= results["metrics"]["HR@10"] <= 1
+    ds, _ = read_dataset(trained["data"])
+    model, max_len = load_sasrec(tmp_path / "v", ds.items.height)
+    assert isinstance(model.blocks[0].ffn, Experts) and model.position is None
+    pred = pl.read_parquet(tmp_path / "v" / "predictions.parquet")
+    hist, top = pred["history"].to_list()[:5], np.array(pred["ranked_items"].to_list())[:5]
+    got = score_items(model, hist, top, max_len)
+    want = np.array(pred["scores"].to_list())[:5]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    # the same weights under a config that says one dense MLP: another layout
+    (tmp_path / "v" / "config.yaml").write_text(
+        (tmp_path / "v" / "config.yaml").read_text().replace("moe_experts: 2", "moe_experts: 0")
+    )
+    with pytest.raises(SidrecError, match="another SASRec layout"):
+        load_sasrec(tmp_path / "v", ds.items.height)
