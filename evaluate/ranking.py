@@ -12,10 +12,63 @@ import numpy as np
 import polars as pl
 import torch
 
+from sidrec.data.dataset import Dataset
+from sidrec.evaluate.baselines import reference_metrics
 from sidrec.io import PREDICTIONS_FILE, RESULTS_FILE, write_json
 from sidrec.ledger import METRIC_COLUMNS, append_experiment, describe
-from sidrec.manifest import git_commit
+from sidrec.manifest import git_commit, peak_memory
 from sidrec.metrics import cutoffs, hr_ndcg, target_ranks
+
+
+class BestEpoch:
+    """The trained baselines' epoch selection: keeps the model's state at its best validation
+    score and says when ``patience`` epochs (0 = never) have passed without a better one."""
+
+    def __init__(self, patience: int) -> None:
+        self.patience, self.best, self.waited = patience, float("-inf"), 0
+        self.state: dict[str, torch.Tensor] | None = None
+
+    def update(self, model: torch.nn.Module, score: float) -> bool:
+        """Record an epoch's score; True when training should stop."""
+        if score > self.best:
+            self.best, self.waited = score, 0
+            self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            return False
+        self.waited += 1
+        return 0 < self.patience <= self.waited
+
+
+def baseline_info(
+    method: str,
+    e: dict[str, Any],
+    k: int,
+    log: list[dict[str, Any]],
+    model: torch.nn.Module,
+    train_seconds: float,
+    seconds: float,
+    ds: Dataset,
+    rows: pl.DataFrame,
+) -> dict[str, Any]:
+    """What a trained baseline's ``results.json`` records besides its metrics (``e`` = the
+    ``evaluate`` section, ``k`` items ranked per row, ``log`` one entry per epoch with its
+    validation NDCG@10)."""
+    exclude = e["exclude_history"]
+    return {
+        "method": method,
+        "split": e["split"],
+        "top_k": k,
+        "max_users": e["max_users"],
+        "exclude_history": exclude,
+        "best_epoch": max(log, key=lambda r: r["NDCG@10"])["epoch"],
+        "epochs_run": len(log),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "train_seconds": round(train_seconds, 3),
+        "seconds": round(seconds, 3),
+        "users_per_second": round(rows.height / seconds, 2),
+        **peak_memory(),
+        "device": device_name(),
+        "baselines": reference_metrics(ds, rows, k, exclude),
+    }
 
 
 def device_name() -> str:

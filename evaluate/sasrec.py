@@ -19,10 +19,9 @@ from tqdm.auto import tqdm
 
 from sidrec.data.dataset import read_dataset
 from sidrec.errors import SidrecError
-from sidrec.evaluate.baselines import reference_metrics
-from sidrec.evaluate.ranking import device_name, record_experiment, write_ranking
+from sidrec.evaluate.ranking import BestEpoch, baseline_info, record_experiment, write_ranking
 from sidrec.io import atomic_dir, check_output, write_json
-from sidrec.manifest import Run, peak_memory
+from sidrec.manifest import Run
 from sidrec.metrics import hr_ndcg, target_ranks
 from sidrec.sasrec_model import MODEL_FILE, SASRec, pad_left
 from sidrec.sequences import query_rows, sequence_windows, user_sequences
@@ -154,8 +153,7 @@ def train_sasrec(
     valid_hist = valid["history"].to_list()
     valid_target = valid["target"].to_numpy()
     exclude = cfg["evaluate"]["exclude_history"]
-    best, best_state, waited, log = -1.0, None, 0, []
-    patience = s["patience"]
+    best, log = BestEpoch(s["patience"]), []
     started = time.perf_counter()
     bar = tqdm(range(1, s["epochs"] + 1), desc="sasrec")
     dashboard = swanlab_run(cfg, "sasrec")
@@ -171,17 +169,12 @@ def train_sasrec(
             dashboard.log({"train/loss": train_loss, **valid_metrics}, step=epoch)
         score = metrics[f"NDCG@{VALID_K}"]
         bar.set_postfix(loss=f"{train_loss:.3f}", valid_ndcg10=f"{score:.4f}")
-        if score > best:
-            best, waited = score, 0
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        else:
-            waited += 1
-            if 0 < patience <= waited:
-                break
+        if best.update(model, score):
+            break
     train_seconds = time.perf_counter() - started
     if dashboard is not None:
         dashboard.finish()
-    model.load_state_dict(best_state)
+    model.load_state_dict(best.state)
     e = cfg["evaluate"]
     rows = query_rows(ds, e["split"], e["max_users"], cfg["seed"])
     started = time.perf_counter()
@@ -193,22 +186,7 @@ def train_sasrec(
     if exclude:
         unfiltered, _ = rank_items(model, histories, s["top_k"], s["max_len"], s["eval_batch_size"])
     seconds = time.perf_counter() - started
-    info = {
-        "method": "sasrec",
-        "split": e["split"],
-        "top_k": s["top_k"],
-        "max_users": e["max_users"],
-        "exclude_history": exclude,
-        "best_epoch": max(log, key=lambda r: r[f"NDCG@{VALID_K}"])["epoch"],
-        "epochs_run": len(log),
-        "parameters": sum(p.numel() for p in model.parameters()),
-        "train_seconds": round(train_seconds, 3),
-        "seconds": round(seconds, 3),
-        "users_per_second": round(rows.height / seconds, 2),
-        **peak_memory(),
-        "device": device_name(),
-        "baselines": reference_metrics(ds, rows, s["top_k"], exclude),
-    }
+    info = baseline_info("sasrec", e, s["top_k"], log, model, train_seconds, seconds, ds, rows)
     with atomic_dir(out, overwrite) as tmp:
         torch.save(model.state_dict(), tmp / MODEL_FILE)
         write_json(tmp / "train_log.json", log)

@@ -31,10 +31,9 @@ from tqdm.auto import tqdm
 from sidrec.data.dataset import read_dataset
 from sidrec.embeddings import load_embeddings
 from sidrec.errors import InputError, SidrecError, require_file
-from sidrec.evaluate.baselines import reference_metrics
-from sidrec.evaluate.ranking import device_name, record_experiment, write_ranking
+from sidrec.evaluate.ranking import BestEpoch, baseline_info, record_experiment, write_ranking
 from sidrec.io import atomic_dir, check_output, write_json
-from sidrec.manifest import Run, peak_memory
+from sidrec.manifest import Run
 from sidrec.metrics import cutoffs, drop_history, hr_ndcg, target_ranks
 from sidrec.sasrec_model import pad_left
 from sidrec.sequences import query_rows, training_frequency
@@ -232,7 +231,7 @@ def train_two_tower(
     histories, targets = train["history"].to_list(), train["target"].to_numpy()
     valid = query_rows(ds, "valid", t["max_valid_users"], cfg["seed"])
     exclude = cfg["evaluate"]["exclude_history"]
-    best, best_state, waited, log = -1.0, None, 0, []
+    best, log = BestEpoch(t["patience"]), []
     dashboard = swanlab_run(cfg, "two_tower")
     started = time.perf_counter()
     for epoch in tqdm(range(1, t["epochs"] + 1), desc="two-tower"):
@@ -262,17 +261,12 @@ def train_two_tower(
                 {"train/loss": log[-1]["train_loss"], "valid/ndcg@10": metrics["NDCG@10"]},
                 step=epoch,
             )
-        if metrics[f"NDCG@{VALID_K}"] > best:
-            best, waited = metrics[f"NDCG@{VALID_K}"], 0
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        else:
-            waited += 1
-            if 0 < t["patience"] <= waited:
-                break
+        if best.update(model, metrics[f"NDCG@{VALID_K}"]):
+            break
     train_seconds = time.perf_counter() - started
     if dashboard is not None:
         dashboard.finish()
-    model.load_state_dict(best_state)
+    model.load_state_dict(best.state)
     item_vecs = vectors(model, n)
     index = build_index(item_vecs, t, cfg["seed"])
     e = cfg["evaluate"]
@@ -288,24 +282,11 @@ def train_two_tower(
     )
     ks = [*cutoffs(k), *(x for x in (100, MAX_K) if x <= k)]
     info = {
-        "method": "two_tower",
-        "split": e["split"],
-        "top_k": k,
-        "max_users": e["max_users"],
-        "exclude_history": exclude,
+        **baseline_info("two_tower", e, k, log, model, train_seconds, seconds, ds, rows),
         "index": {
             name: t[name] for name in ("index", "nlist", "nprobe", "hnsw_m", "hnsw_ef_search")
         },
         "index_recall_of_exact": ann_recall(items, exact, [x for x in (10, 50, MAX_K) if x <= k]),
-        "best_epoch": max(log, key=lambda r: r[f"NDCG@{VALID_K}"])["epoch"],
-        "epochs_run": len(log),
-        "parameters": sum(p.numel() for p in model.parameters()),
-        "train_seconds": round(train_seconds, 3),
-        "seconds": round(seconds, 3),
-        "users_per_second": round(rows.height / seconds, 2),
-        **peak_memory(),
-        "device": device_name(),
-        "baselines": reference_metrics(ds, rows, k, exclude),
     }
     with atomic_dir(out, overwrite) as tmp:
         torch.save(model.state_dict(), tmp / MODEL_FILE)
