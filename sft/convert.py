@@ -164,6 +164,20 @@ def _fill(
     return out
 
 
+def _frame(task: str, rows: list[Row]) -> pl.DataFrame:
+    """Examples (:data:`EXAMPLE_SCHEMA`) of one task from its rows."""
+    return pl.DataFrame(
+        {
+            "prompt": [r[0] for r in rows],
+            "completion": [r[1] for r in rows],
+            "task": [task] * len(rows),
+            "template": [r[2] for r in rows],
+            "history": [r[3] for r in rows],
+        },
+        schema=EXAMPLE_SCHEMA,
+    )
+
+
 def _sequence_rows(seqs: list[list[int]], sids: list[str], sep: str, window: int) -> list[Row]:
     rows = []
     for seq in seqs:
@@ -214,18 +228,7 @@ def build_examples(
     counts: dict[str, Any] = {"train": {}, "valid": {}, "skipped_no_title": {}}
 
     def add(split: str, task: str, rows: list[Row]) -> None:
-        frames[split].append(
-            pl.DataFrame(
-                {
-                    "prompt": [r[0] for r in rows],
-                    "completion": [r[1] for r in rows],
-                    "task": [task] * len(rows),
-                    "template": [r[2] for r in rows],
-                    "history": [r[3] for r in rows],
-                },
-                schema=EXAMPLE_SCHEMA,
-            )
-        )
+        frames[split].append(_frame(task, rows))
         counts[split][task] = len(rows)
 
     if fmt == "sequence":
@@ -296,16 +299,7 @@ def finetune_examples(rows: pl.DataFrame, sids: list[str], spec: PromptSpec) -> 
     found = _sequence_rows(
         [q for kept in seqs.values() for q in kept], sids, spec.separator, spec.max_history + 1
     )
-    return pl.DataFrame(
-        {
-            "prompt": [r[0] for r in found],
-            "completion": [r[1] for r in found],
-            "task": [SEQUENCE_TASK] * len(found),
-            "template": [r[2] for r in found],
-            "history": [r[3] for r in found],
-        },
-        schema=EXAMPLE_SCHEMA,
-    )
+    return _frame(SEQUENCE_TASK, found)
 
 
 def main_prompt_spec(cfg: dict[str, Any], chat_template: bool, max_history: int) -> PromptSpec:
