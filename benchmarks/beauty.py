@@ -8,9 +8,13 @@ with both beside the published rows. ``--rl`` adds GRPO from the SFT model (the 
 Stages already complete with the same config are reused (``--fresh`` rebuilds them);
 ``--no-sasrec`` leaves the baseline out; ``--sasrec-variants`` also trains SASRec with
 RMSNorm, rotary positions, a SwiGLU MLP, 4 experts, and all four, on the same split.
+``--classic`` puts the classic recommenders beside the generative model in one table
+(``classic``): SASRec and its four single variants, two-tower retrieval (its HNSW index and
+exact search over the same vectors; the titles embedded with the offline MiniLM), and the
+generative model's beams re-ranked by DeepFM (trained on its beams for the validation users).
 
     python benchmarks/beauty.py [--config FILE] [--out FILE] [--fresh] [--rl] [--no-sasrec]
-        [--sasrec-variants] [key=value ...]
+        [--sasrec-variants] [--classic] [key=value ...]
 """
 
 from __future__ import annotations
@@ -18,16 +22,22 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from sidrec.analysis.compare import load_evaluation
-from sidrec.config import load_config, stage_path
+from sidrec.config import dotted, load_config, stage_path
+from sidrec.evaluate.generative import evaluate_model
+from sidrec.evaluate.ranker import train_ranker
 from sidrec.evaluate.sasrec import train_sasrec
+from sidrec.evaluate.two_tower import train_two_tower
 from sidrec.io import RESULTS_FILE, read_json
 from sidrec.manifest import git_commit, machine, print_report, recording
 from sidrec.metrics import metric_interval, paired_difference
 from sidrec.pipeline import run_pipeline, stage_state
+from sidrec.rq.embed import embed_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 # Recall@K (= HR@K) and NDCG@K, full ranking (docs/benchmarks.md)
@@ -52,8 +62,10 @@ GOAL = "LETTER-TIGER"
 # what sidrec's SASRec must reach to be an honest baseline
 SASREC_GOAL = "SASRec, full cross-entropy (RecBole, LETTER issue #20)"
 MINUTES = 90
-# the config sections a finished SASRec run is reused under
+# the config sections a finished run of each is reused under
 SASREC_KEYS = ("seed", "data", "sasrec", "evaluate")
+TWO_TOWER_KEYS = ("seed", "data", "embed", "two_tower", "evaluate")
+RANK_KEYS = ("seed", "data", "embed", "rank", "evaluate", "decoding")
 # --sasrec-variants: each trained on the same split, the rest of the sasrec section as it is
 SASREC_VARIANTS = {
     "rmsnorm": {"norm": "rms"},
@@ -66,6 +78,13 @@ SASREC_VARIANTS = {
         "mlp": "gated",
         "moe_experts": 4,
     },
+}
+# --classic: the variants the issue names, one change each
+CLASSIC_VARIANTS = ("rmsnorm", "rope", "swiglu", "moe4")
+# published R@10 on these files, per family (docs/benchmarks.md)
+FAMILY_RANGES = {
+    "sasrec": ("SASRec (LETTER paper)", SASREC_GOAL),
+    "generative": ("TIGER (LETTER paper)", "LETTER-TIGER"),
 }
 
 
@@ -127,12 +146,20 @@ def _rl_report(outputs: dict[str, Path], sft_metrics: dict[str, float]) -> dict[
     }
 
 
-def _sasrec(cfg: dict[str, Any], data: Path, out: Path, fresh: bool) -> dict[str, Any]:
-    """Train (or reuse) SASRec as ``cfg`` says into ``out``; its test metrics and costs."""
-    want = {k: cfg[k] for k in SASREC_KEYS}
+def _made(
+    out: Path, cfg: dict[str, Any], keys: tuple[str, ...], build: Callable[[], Any], fresh: bool
+) -> None:
+    """Run ``build`` (which writes ``out``) unless ``out`` is complete and was made with the
+    config sections ``keys`` of ``cfg`` from the inputs there now."""
+    want = {k: dotted(cfg, k) for k in keys}
     if fresh or stage_state(out, want) != "current":
         with recording(want):
-            train_sasrec(data, out, cfg, overwrite=True)
+            build()
+
+
+def _sasrec(cfg: dict[str, Any], data: Path, out: Path, fresh: bool) -> dict[str, Any]:
+    """Train (or reuse) SASRec as ``cfg`` says into ``out``; its test metrics and costs."""
+    _made(out, cfg, SASREC_KEYS, lambda: train_sasrec(data, out, cfg, overwrite=True), fresh)
     found = read_json(out / RESULTS_FILE)
     return {
         **_short(found["metrics"]),
@@ -146,6 +173,125 @@ def _sasrec(cfg: dict[str, Any], data: Path, out: Path, fresh: bool) -> dict[str
     }
 
 
+def _variants(
+    config: Path, overrides: list[str], data: Path, names: tuple[str, ...], fresh: bool
+) -> dict[str, Any]:
+    """Each of :data:`SASREC_VARIANTS` named in ``names``, trained (or reused) on ``data``."""
+    found = {}
+    for name in names:
+        extra = [f"sasrec.{k}={v}" for k, v in SASREC_VARIANTS[name].items()]
+        vcfg = load_config(config, [*overrides, *extra])
+        out = stage_path(vcfg, "sasrec").with_name(f"sasrec-{name}")
+        found[name] = _sasrec(vcfg, data, out, fresh)
+    return found
+
+
+def _versus_published(family: str, row: dict[str, float]) -> dict[str, str] | None:
+    """Where ``row``'s R@10 and N@10 fall against its family's published figures."""
+    if family not in FAMILY_RANGES:
+        return None
+    low, high = (PUBLISHED[name] for name in FAMILY_RANGES[family])
+    return {
+        k: "below" if row[k] < low[k] else "above" if row[k] > high[k] else "within"
+        for k in ("R@10", "N@10")
+    }
+
+
+def _train_classic(
+    config: Path, overrides: list[str], cfg: dict[str, Any], outputs: dict[str, Path], fresh: bool
+) -> dict[str, Path]:
+    """Train (or reuse) two-tower (the titles embedded first) and DeepFM over the generative
+    model's beams (its beams for the validation users decoded first); their directories."""
+    data = outputs["data"]
+    found = {name: stage_path(cfg, name) for name in ("embeddings", "two_tower", "rank")}
+    emb, tt, rank = found["embeddings"], found["two_tower"], found["rank"]
+    _made(emb, cfg, ("embed",), partial(embed_dataset, data, emb, cfg["embed"], None, True), fresh)
+    tt_keys = ("seed", "two_tower", "evaluate")
+    _made(tt, cfg, tt_keys, partial(train_two_tower, data, emb, tt, cfg, True), fresh)
+    vcfg = load_config(config, [*overrides, "evaluate.split=valid"])
+    beams = found["beams_valid"] = stage_path(cfg, "evaluate").with_name("evaluate-valid")
+    build = partial(evaluate_model, outputs["sft"], data, None, beams, vcfg, True)
+    _made(beams, vcfg, ("seed", "evaluate", "decoding"), build, fresh)
+    build = partial(train_ranker, data, beams, outputs["evaluate"], rank, cfg, emb, True)
+    _made(rank, cfg, ("seed", "rank"), build, fresh)
+    return found
+
+
+def _classic(
+    trained: dict[str, Path],
+    outputs: dict[str, Path],
+    sasrec: dict[str, Any],
+    variants: dict[str, Any],
+) -> dict[str, Any]:
+    """The table of every model (history left out; ``vs_published`` against the family's
+    published range, the generative rows with history kept as the papers report)."""
+    tt, rank = trained["two_tower"], trained["rank"]
+    two, gen, ranked = (read_json(d / RESULTS_FILE) for d in (tt, outputs["evaluate"], rank))
+    sft_minutes = read_json(outputs["sft"] / "manifest.json")["seconds"] / 60
+    tt_minutes = round(two["train_seconds"] / 60, 1)
+    rows: dict[str, dict[str, Any]] = {}
+
+    def add(name: str, family: str, metrics: dict[str, float], minutes: float, **more: Any) -> None:
+        row = {**metrics, "train_minutes": round(minutes, 1), **more}
+        rows[name] = {**row, "family": family}
+
+    for name, found in {
+        "SASRec": sasrec,
+        **{f"SASRec {k}": v for k, v in variants.items()},
+    }.items():
+        add(
+            name,
+            "sasrec",
+            {k: found[k] for k in ("R@5", "R@10", "N@5", "N@10")},
+            found["train_minutes"],
+            settings=found["settings"],
+            best_epoch=found["best_epoch"],
+            vs_published=_versus_published("sasrec", found),
+        )
+    add(
+        "two-tower, HNSW index",
+        "two_tower",
+        _short(two["metrics"]),
+        tt_minutes,
+        index=two["index"],
+        index_recall_of_exact=two["index_recall_of_exact"],
+        vs_published=None,
+    )
+    add("two-tower, exact search", "two_tower", _short(two["metrics_exact"]), tt_minutes)
+    papers = _papers_protocol(gen)
+    add(
+        "generative (sidrec SFT)",
+        "generative",
+        _short(gen["metrics"]),
+        sft_minutes,
+        history_kept=papers,
+        vs_published=_versus_published("generative", papers),
+    )
+    add(
+        "generative re-ranked by DeepFM",
+        "generative + ranker",
+        _short(ranked["metrics"]),
+        sft_minutes + ranked["train_seconds"] / 60,
+        ranker_minutes=round(ranked["train_seconds"] / 60, 1),
+        before_reranking=_short(ranked["retriever_metrics"]),
+        auc=ranked["auc"],
+        gauc=ranked["gauc"],
+        train_pairs=ranked["train_pairs"],
+        best_epoch=ranked["best_epoch"],
+    )
+    return {
+        "rows": rows,
+        "family_ranges": {
+            fam: {k: [PUBLISHED[n][k] for n in names] for k in ("R@10", "N@10")}
+            | {"from": list(names)}
+            for fam, names in FAMILY_RANGES.items()
+        },
+        "reranked_minus_generative": _versus(rank, outputs["evaluate"]),
+        "protocol": "history left out of the ranking (RecBole's), every test user; two-tower "
+        "and DeepFM match items, the generative row SIDs (the papers' rule)",
+    }
+
+
 def run(
     config: Path,
     overrides: list[str],
@@ -153,9 +299,11 @@ def run(
     rl: bool = False,
     sasrec: bool = True,
     sasrec_variants: bool = False,
+    classic: bool = False,
 ) -> dict[str, Any]:
     """Run (or reuse) the pipeline (with RL when ``rl``) and SASRec (and each of
-    :data:`SASREC_VARIANTS` with ``sasrec_variants``); returns the JSON-ready result."""
+    :data:`SASREC_VARIANTS` with ``sasrec_variants``, the :data:`CLASSIC_VARIANTS`, two-tower
+    and the DeepFM re-ranking with ``classic``); returns the JSON-ready result."""
     started = time.perf_counter()
     cfg = load_config(config, [*overrides, f"rl.enabled={str(rl).lower()}"])
     outputs = run_pipeline(cfg, force=fresh, log=lambda m: print(m, file=sys.stderr))
@@ -163,6 +311,10 @@ def run(
     sft = read_json(outputs["sft"] / "manifest.json")
     baseline = versus = sasrec_goal = None
     exclude = cfg["evaluate"]["exclude_history"]
+    if classic:
+        if not sasrec:
+            raise SystemExit("--classic needs SASRec: drop --no-sasrec")
+        trained = _train_classic(config, overrides, cfg, outputs, fresh)
     if sasrec:
         sasrec_dir = stage_path(cfg, "sasrec")
         baseline = _sasrec(cfg, outputs["data"], sasrec_dir, fresh)
@@ -176,14 +328,12 @@ def run(
             "met": all(baseline[k] >= want_sasrec[k] for k in ("R@10", "N@10")),
             f"under_{MINUTES}_minutes": found["train_seconds"] < MINUTES * 60,
         }
-    variants = None
-    if sasrec_variants:
-        variants = {}
-        for name, changes in SASREC_VARIANTS.items():
-            extra = [f"sasrec.{k}={v}" for k, v in changes.items()]
-            vcfg = load_config(config, [*overrides, *extra])
-            out = stage_path(vcfg, "sasrec").with_name(f"sasrec-{name}")
-            variants[name] = _sasrec(vcfg, outputs["data"], out, fresh)
+    variants = table = None
+    if sasrec_variants or classic:
+        names = tuple(SASREC_VARIANTS) if sasrec_variants else CLASSIC_VARIANTS
+        variants = _variants(config, overrides, outputs["data"], names, fresh)
+    if classic:
+        table = _classic(trained, outputs, baseline, variants)
     mine = _short(ours["metrics"])
     papers = _papers_protocol(ours)  # what the published generative rows report
     goal = PUBLISHED[GOAL]
@@ -228,6 +378,7 @@ def run(
             "sasrec_variants": variants,
             "sidrec_minus_sasrec": versus,
         },
+        "classic": table,
         "rl": _rl_report(outputs, ours["metrics"]) if rl else None,
         "published": PUBLISHED,
         "goal": {
@@ -259,9 +410,17 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also train SASRec with RMSNorm, RoPE, SwiGLU, 4 experts, and all four",
     )
+    p.add_argument(
+        "--classic",
+        action="store_true",
+        help="SASRec and its variants, two-tower and the DeepFM-re-ranked generative model in "
+        "one table",
+    )
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     a = p.parse_args(argv)
-    result = run(a.config, a.overrides, a.fresh, a.rl, not a.no_sasrec, a.sasrec_variants)
+    result = run(
+        a.config, a.overrides, a.fresh, a.rl, not a.no_sasrec, a.sasrec_variants, a.classic
+    )
     print_report(result, a.out)
     return 0
 

@@ -1,7 +1,7 @@
-"""``sidrec evaluate``, ``sidrec baseline sasrec``, ``sidrec sweep`` and ``sidrec
-export-submission``: a thin layer over :mod:`sidrec.evaluate.generative`,
-:mod:`sidrec.evaluate.sasrec` and :mod:`sidrec.evaluate.sweep`, imported when a command
-runs (so ``sidrec --help`` starts fast). Paths default to ``paths.*`` in the config."""
+"""``sidrec evaluate``, ``sidrec baseline sasrec|two-tower``, ``sidrec rank``, ``sidrec sweep``
+and ``sidrec export-submission``: a thin layer over the modules of :mod:`sidrec.evaluate`,
+imported when a command runs (so ``sidrec --help`` starts fast). Paths default to ``paths.*``
+in the config."""
 
 from __future__ import annotations
 
@@ -55,6 +55,20 @@ def _two_tower(a: argparse.Namespace) -> dict:
     emb = a.emb or stage_path(cfg, "embeddings")
     out = a.out or stage_path(cfg, "two_tower")
     return train_two_tower(data, emb, out, cfg, a.overwrite)["metrics"]
+
+
+def _rank(a: argparse.Namespace) -> dict:
+    from sidrec.evaluate.ranker import train_ranker
+    from sidrec.io import is_complete
+
+    cfg = command_config(a)
+    data = a.data or stage_path(cfg, "data")
+    emb = a.emb
+    if emb is None and is_complete(stage_path(cfg, "embeddings")):
+        emb = stage_path(cfg, "embeddings")
+    out = a.out or stage_path(cfg, "rank")
+    found = train_ranker(data, a.train_candidates, a.candidates, out, cfg, emb, a.overwrite)
+    return {"auc": found["auc"], **found["metrics"]}
 
 
 def _sweep(a: argparse.Namespace) -> None:
@@ -116,6 +130,30 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", type=Path, help="a profile (two_tower.*, evaluate.split, seed)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     p.set_defaults(func=_two_tower)
+
+    p = sub.add_parser(
+        "rank", help="re-rank a retriever's candidates with a DeepFM or Wide&Deep ranker"
+    )
+    p.add_argument(
+        "--candidates", type=Path, required=True, help="the evaluation to re-rank (e.g. test)"
+    )
+    p.add_argument(
+        "--train-candidates",
+        type=Path,
+        required=True,
+        help="the same retriever's evaluation of another split to train on (e.g. valid)",
+    )
+    p.add_argument("--data", type=Path, help="dataset directory (default: paths.data)")
+    p.add_argument(
+        "--emb",
+        type=Path,
+        help="item text embeddings (default: paths.embeddings when it exists; else no text)",
+    )
+    p.add_argument("--out", type=Path, help="default: paths.rank")
+    p.add_argument("--overwrite", action="store_true", help="replace a complete output")
+    p.add_argument("--config", type=Path, help="a profile (rank.*, seed, paths)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    p.set_defaults(func=_rank)
 
     p = sub.add_parser(
         "sweep",

@@ -48,10 +48,11 @@ def baseline_info(
     seconds: float,
     ds: Dataset,
     rows: pl.DataFrame,
+    select: str = "NDCG@10",
 ) -> dict[str, Any]:
     """What a trained baseline's ``results.json`` records besides its metrics (``e`` = the
-    ``evaluate`` section, ``k`` items ranked per row, ``log`` one entry per epoch with its
-    validation NDCG@10)."""
+    ``evaluate`` section, ``k`` items ranked per row, ``log`` one entry per epoch with the
+    validation score ``select`` its epoch was chosen by)."""
     exclude = e["exclude_history"]
     return {
         "method": method,
@@ -59,7 +60,7 @@ def baseline_info(
         "top_k": k,
         "max_users": e["max_users"],
         "exclude_history": exclude,
-        "best_epoch": max(log, key=lambda r: r["NDCG@10"])["epoch"],
+        "best_epoch": max(log, key=lambda r: r[select])["epoch"],
         "epochs_run": len(log),
         "parameters": sum(p.numel() for p in model.parameters()),
         "train_seconds": round(train_seconds, 3),

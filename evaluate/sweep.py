@@ -2,7 +2,8 @@
 items a user is actually shown, chosen by a top-K cut and a score threshold.
 
 Scores are normalised per user: a softmax over the user's ranked list (for a generative model,
-whose scores are SID log-probabilities, each item's share of the list's probability). For a
+whose scores are SID log-probabilities, each item's share of the list's probability), except a
+ranker's (``sidrec rank``), whose scores are already probabilities and are used as they are. For a
 (K, threshold) pair a user is shown the items of their top K whose normalised score is at least
 the threshold. Over all query rows (micro-averaged): precision = hits / items shown, recall =
 hits / targets (one per row), F1 = their harmonic mean.
@@ -20,7 +21,7 @@ import numpy as np
 import polars as pl
 
 from sidrec.errors import InputError, SidrecError, require_file
-from sidrec.io import PREDICTIONS_FILE
+from sidrec.io import PREDICTIONS_FILE, RESULTS_FILE, read_json
 
 SWEEP_COLUMNS = (
     "topk",
@@ -35,8 +36,11 @@ SWEEP_COLUMNS = (
 
 def read_predictions(eval_dir: str | Path) -> tuple[pl.DataFrame, np.ndarray, np.ndarray]:
     """An evaluation's rows and their ranked items (N, K) and normalised scores (N, K): a
-    softmax over each row's list (0 where the list ran out: item -1)."""
+    softmax over each row's list, or a ranker's probabilities as they are (0 where the list
+    ran out: item -1)."""
     path = require_file(Path(eval_dir) / PREDICTIONS_FILE, "predictions (an evaluation dir?)")
+    info = Path(eval_dir) / RESULTS_FILE
+    results = read_json(info) if info.is_file() else {}
     df = pl.read_parquet(path)
     missing = [c for c in ("user_id", "target", "ranked_items", "scores") if c not in df.columns]
     if missing:
@@ -47,6 +51,8 @@ def read_predictions(eval_dir: str | Path) -> tuple[pl.DataFrame, np.ndarray, np
     scores = np.array(df["scores"].to_list(), dtype=np.float64)
     if items.ndim != 2 or items.shape != scores.shape:
         raise InputError(path, "expected ranked_items and scores lists of one length per row")
+    if results.get("score_kind") == "probability":
+        return df, items, np.where(items >= 0, scores, 0.0)
     scores = np.where(items >= 0, scores, -np.inf)
     top = scores.max(axis=1, keepdims=True)
     weights = np.exp(scores - np.where(np.isfinite(top), top, 0.0))

@@ -12,8 +12,9 @@
   validation NDCG@10 (exact search).
 - **Retrieval**: the item vectors in a faiss index (``flat``: exact inner product, ``ivf``:
   IVFFlat with ``nlist`` / ``nprobe``, ``hnsw``: HNSWFlat with ``hnsw_m`` / ``hnsw_ef_search``),
-  the top ``top_k`` (up to 200) per user, HR@K / NDCG@K up to 200, and the index's recall of
-  the exact top K. The index is saved with the model and reloadable (:func:`load_index`).
+  the top ``top_k`` (up to 200) per user, HR@K / NDCG@K up to 200 (``metrics``; exact search's
+  as ``metrics_exact``), and the index's recall of the exact top K. The index is saved with
+  the model and reloadable (:func:`load_index`).
 """
 
 from __future__ import annotations
@@ -287,6 +288,8 @@ def train_two_tower(
             name: t[name] for name in ("index", "nlist", "nprobe", "hnsw_m", "hnsw_ef_search")
         },
         "index_recall_of_exact": ann_recall(items, exact, [x for x in (10, 50, MAX_K) if x <= k]),
+        # what exact search over the same vectors scores (``metrics``: the index's top K)
+        "metrics_exact": hr_ndcg(target_ranks(exact, rows["target"].to_numpy()), ks),
     }
     with atomic_dir(out, overwrite) as tmp:
         torch.save(model.state_dict(), tmp / MODEL_FILE)

@@ -152,3 +152,36 @@ def test_serve_load_benchmark(demo_model: dict) -> None:
         assert r["recommended_outside_catalog"] == 0 and r["sids_clash_with_model_items"] == 0
         assert set(r["latency_ms"]["recommend"]) == {"p50", "p95", "p99"}
     assert result["results"]["off"]["batch_size_max"] == [1, 1]
+
+
+def test_beauty_classic_table(tmp_path: Path) -> None:
+    """``benchmarks/beauty.py --classic`` on the demo profile shrunk to seconds: one table with
+    SASRec and its four variants, two-tower (HNSW and exact), the generative model and its
+    DeepFM re-ranking, each with R@5/10, N@5/10 and training minutes; a second run reuses all."""
+    bench = _load("beauty")
+    tiny = [*tiny_demo(tmp_path), *TINY_QWEN2, "sft.max_steps=6", "sft.eval_steps=3"]
+    tiny += ["sft.valid_users=16", "convert.max_valid_examples=16", "evaluate.num_beams=10"]
+    tiny += ["sasrec.epochs=2", "sasrec.hidden=16", "two_tower.epochs=2", "two_tower.dim=16"]
+    tiny += ["rank.epochs=2", "rank.valid_share=0.3", "rl.enabled=false"]
+    result = bench.run(REPO / "configs" / "demo.yaml", tiny, classic=True)
+    rows = result["classic"]["rows"]
+    variants = [f"SASRec {v}" for v in bench.CLASSIC_VARIANTS]
+    assert list(rows) == [
+        "SASRec",
+        *variants,
+        "two-tower, HNSW index",
+        "two-tower, exact search",
+        "generative (sidrec SFT)",
+        "generative re-ranked by DeepFM",
+    ]
+    for name, row in rows.items():
+        assert all(0 <= row[k] <= 1 for k in ("R@5", "R@10", "N@5", "N@10")), name
+        assert row["N@10"] <= row["R@10"] and row["train_minutes"] >= 0, name
+    assert rows["SASRec rope"]["settings"]["position"] == "rope"
+    ranked = rows["generative re-ranked by DeepFM"]
+    assert 0 <= ranked["auc"]["test"] <= 1 and ranked["train_pairs"] > 0
+    assert rows["generative (sidrec SFT)"]["vs_published"]["R@10"] in ("below", "within", "above")
+    assert (tmp_path / "demo" / "evaluate-valid" / "results.json").is_file()
+    assert read_json(tmp_path / "demo" / "rank" / "results.json")["retriever"] == "sidrec"
+    again = bench.run(REPO / "configs" / "demo.yaml", tiny, classic=True)
+    assert again["classic"]["rows"] == rows

@@ -7,11 +7,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 from conftest import write_amazon18_raw
 
 from sidrec.config import ReadTracker, defaults, leaf_keys, load_config, stage_path
+from sidrec.data.dataset import read_dataset
 from sidrec.data.stage import build_from_config, export_minionerec_dir, write_imported_sids
+from sidrec.evaluate.ranker import train_ranker
+from sidrec.evaluate.ranking import write_ranking
 from sidrec.evaluate.sasrec import train_sasrec
 from sidrec.evaluate.two_tower import train_two_tower
 from sidrec.pipeline import run_pipeline
@@ -66,6 +70,22 @@ def _letter_src(root: Path) -> Path:
     return root
 
 
+SPLITS = ("valid", "test")
+
+
+def _lists_with_targets(data: Path, split: str, out: Path) -> Path:
+    """An evaluation directory of ``split`` whose 5-item lists hold every other row's target."""
+    ds, _ = read_dataset(data)
+    rows = ds.split(split)
+    n = ds.items.height
+    items = (rows["target"].to_numpy()[:, None] + np.arange(1, 6)) % n
+    items[::2, 2] = rows["target"].to_numpy()[::2]
+    out.mkdir()
+    info = {"method": "lists", "split": split, "exclude_history": False, "max_users": 0}
+    write_ranking(out, rows, items, -np.arange(5.0)[None].repeat(len(items), 0), info)
+    return out
+
+
 def test_every_default_key_is_read(tmp_path: Path) -> None:
     reads: set[str] = set()
 
@@ -102,6 +122,17 @@ def test_every_default_key_is_read(tmp_path: Path) -> None:
     train_sasrec(outputs["data"], stage_path(c, "sasrec"), c)
     c = cfg("two_tower.epochs=1", "two_tower.dim=8", "two_tower.top_k=20", "swanlab.mode=disabled")
     train_two_tower(outputs["data"], outputs["embeddings"], stage_path(c, "two_tower"), c)
+    # the Wide&Deep ranker over lists that hold every other row's target
+    lists = {s: _lists_with_targets(outputs["data"], s, tmp_path / f"lists-{s}") for s in SPLITS}
+    c = cfg("rank.model=wide_deep", "rank.epochs=1", "swanlab.mode=disabled")
+    train_ranker(
+        outputs["data"],
+        lists["valid"],
+        lists["test"],
+        stage_path(c, "rank"),
+        c,
+        outputs["embeddings"],
+    )
     # GRPO from the demo SFT model, with every reward, sampled rollouts, dynamic sampling and
     # a synced reference model; then DPO on the title tasks
     rl = ("rl.eval_steps=1", "rl.save_steps=1", "rl.valid_users=8", "evaluate.num_beams=10")

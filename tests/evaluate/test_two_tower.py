@@ -130,6 +130,8 @@ def test_two_tower_trains_indexes_and_reloads(small_run: dict, tmp_path: Path) -
     assert main(args) == 0
     exact = read_json(tmp_path / "cli" / "results.json")
     assert exact["index_recall_of_exact"]["recall@10"] == 1.0
+    assert exact["metrics_exact"] == exact["metrics"]
+    assert set(results["metrics_exact"]) == set(results["metrics"])
     np.save(emb / "embeddings.npy", np.zeros((7, 16), dtype=np.float32))
     with pytest.raises(SidrecError, match="has 7 rows for the dataset's 120 items"):
         train_two_tower(small_run["data"], emb, tmp_path / "bad", cfg)
