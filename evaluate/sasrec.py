@@ -192,5 +192,20 @@ def train_sasrec(
         write_json(tmp / "train_log.json", log)
         results = write_ranking(tmp, rows, items, scores, info, unfiltered=unfiltered)
         run.finish(tmp, {"users": rows.height, "train_windows": len(windows)}, results=results)
-    record_experiment(cfg, out, results, "sasrec", Path(data), "")
+    record_experiment(cfg, out, results, block_name(s), Path(data), "")
     return results
+
+
+# the block settings that make a variant, at their plain SASRec values
+PLAIN_BLOCK = {"norm": "layer", "position": "learned", "mlp": "plain", "moe_experts": 0}
+
+
+def block_name(s: dict[str, Any]) -> str:
+    """How the ledger names a SASRec with the ``sasrec`` settings ``s``.
+
+    Example:
+        >>> block_name({"norm": "rms", "position": "learned", "mlp": "plain", "moe_experts": 4})
+        'sasrec:norm=rms,moe_experts=4'
+    """
+    changed = [f"{k}={s[k]}" for k, plain in PLAIN_BLOCK.items() if s[k] != plain]
+    return ":".join(["sasrec", ",".join(changed)]) if changed else "sasrec"

@@ -8,7 +8,9 @@ import pytest
 from conftest import TINY_QWEN2, tiny_demo
 
 from sidrec.analysis.suggest import STRATEGIES
+from sidrec.cli import main
 from sidrec.io import read_json
+from sidrec.ledger import read_ledger
 
 REPO = Path(__file__).resolve().parents[1]
 BENCHMARKS = REPO / "benchmarks"
@@ -154,7 +156,7 @@ def test_serve_load_benchmark(demo_model: dict) -> None:
     assert result["results"]["off"]["batch_size_max"] == [1, 1]
 
 
-def test_beauty_classic_table(tmp_path: Path) -> None:
+def test_beauty_classic_table(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """``benchmarks/beauty.py --classic`` on the demo profile shrunk to seconds: one table with
     SASRec and its four variants, two-tower (HNSW and exact), the generative model and its
     DeepFM re-ranking, each with R@5/10, N@5/10 and training minutes; a second run reuses all."""
@@ -185,3 +187,11 @@ def test_beauty_classic_table(tmp_path: Path) -> None:
     assert read_json(tmp_path / "demo" / "rank" / "results.json")["retriever"] == "sidrec"
     again = bench.run(REPO / "configs" / "demo.yaml", tiny, classic=True)
     assert again["classic"]["rows"] == rows
+    # the ledger holds every model once (the reused second run adds none); compare lists them
+    assert main(["compare", "--ledger", str(tmp_path / "experiments.csv")]) == 0
+    shown = capsys.readouterr().out
+    models = ["sft:tiny-qwen2", "sasrec", "two_tower", "deepfm:sidrec"]
+    models += ["sasrec:norm=rms", "sasrec:position=rope", "sasrec:mlp=gated"]
+    models += ["sasrec:moe_experts=4"]
+    assert all(m in shown for m in models), shown
+    assert len(read_ledger(tmp_path / "experiments.csv")) == 9  # with the valid-split beams
