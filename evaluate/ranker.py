@@ -213,7 +213,9 @@ def pair_features(cand: Candidates, ctx: ItemContext, cross_buckets: int) -> Pai
     masked = np.where(valid, scores, -np.inf)
     best = masked.max(axis=1, keepdims=True)
     shift = np.where(valid, masked - np.where(np.isfinite(best), best, 0.0), -np.inf)
-    share = np.exp(shift) / np.exp(shift).sum(axis=1, keepdims=True)
+    weights = np.exp(shift)
+    total = weights.sum(axis=1, keepdims=True)
+    share = np.divide(weights, total, out=np.zeros_like(weights), where=total > 0)
     from_last = np.where(
         last[row] >= 0, np.asarray(ctx.transitions[np.maximum(last[row], 0), item]).ravel(), 0
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import json
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -68,12 +69,15 @@ def test_pair_features_on_a_hand_made_catalog(small_run: dict) -> None:
     train = ds.train.filter(pl.col("history").list.len() > 0)
     last, target = train["history"][0][-1], train["target"][0]
     follows = int(((train["history"].list.last() == last) & (train["target"] == target)).sum())
-    # one query row: history [last] ranks [target, last, 0] with scores [2, 1, -inf]
-    rows = pl.DataFrame({"user_id": ["u"], "history": [[last]], "target": [target]})
-    cand = Candidates(
-        Path("x"), rows, np.array([[target, last, -1]]), np.array([[2.0, 1.0, -np.inf]]), {}
-    )
-    p = pair_features(cand, ctx, 101)
+    # row 0: history [last] ranks [target, last, -] with scores [2, 1, -inf]; row 1: no
+    # history, an empty list
+    rows = pl.DataFrame({"user_id": ["u", "v"], "history": [[last], []], "target": [target, 0]})
+    items = np.array([[target, last, -1], [-1, -1, -1]])
+    cand = Candidates(Path("x"), rows, items, np.array([[2.0, 1.0, -np.inf], [-np.inf] * 3]), {})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        p = pair_features(cand, ctx, 101)
+    assert np.isfinite(p.numbers).all()
     assert p.fields.shape == (2, len(FIELDS)) and p.numbers.shape == (2, len(NUMBERS))
     num = dict(zip(NUMBERS, p.numbers.T, strict=True))
     field = dict(zip(FIELDS, p.fields.T, strict=True))
