@@ -169,6 +169,7 @@ def _codes(values: list[str | None]) -> np.ndarray:
 
 
 def item_context(ds: Dataset, text: np.ndarray | None) -> ItemContext:
+    """The catalog's codes and the training rows' counts, with ``text`` (n, D) made unit."""
     cats = [c[-1] if c else None for c in ds.items["categories"].to_list()]
     if text is not None:
         text = text / np.maximum(np.linalg.norm(text, axis=1, keepdims=True), 1e-12)
@@ -182,10 +183,12 @@ def item_context(ds: Dataset, text: np.ndarray | None) -> ItemContext:
 
 
 def _log2_bucket(x: np.ndarray) -> np.ndarray:
+    """floor(log2(1 + x)), capped at the last of ``_BUCKETS``."""
     return np.minimum(np.floor(np.log2(1.0 + x)), _BUCKETS - 1).astype(np.int64)
 
 
 def _hash(a: np.ndarray, b: np.ndarray, buckets: int) -> np.ndarray:
+    """The bucket of each pair (a, b) of non-negative codes."""
     return (a * 1_000_003 + b) % buckets
 
 
@@ -335,6 +338,7 @@ class Ranker(nn.Module):
 
 
 def _tensors(p: Pairs, rows: np.ndarray | slice) -> tuple[torch.Tensor, ...]:
+    """The model's inputs for the pairs ``rows`` of ``p``: fields, numbers, crosses."""
     return (
         torch.from_numpy(p.fields[rows]),
         torch.from_numpy(p.numbers[rows]),
@@ -378,6 +382,7 @@ def rerank(
 
 
 def _subset(p: Pairs, keep: np.ndarray) -> Pairs:
+    """The pairs where ``keep`` (P,) is true."""
     return Pairs(*(a[keep] for a in p))
 
 
