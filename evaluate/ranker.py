@@ -49,7 +49,13 @@ from sidrec.data.dataset import Dataset, read_dataset
 from sidrec.embeddings import load_embeddings
 from sidrec.errors import InputError, SidrecError, require_file
 from sidrec.evaluate.baselines import transition_counts
-from sidrec.evaluate.ranking import BestEpoch, baseline_info, record_experiment, write_ranking
+from sidrec.evaluate.ranking import (
+    BestEpoch,
+    baseline_info,
+    list_shares,
+    record_experiment,
+    write_ranking,
+)
 from sidrec.io import (
     MANIFEST,
     PREDICTIONS_FILE,
@@ -213,12 +219,8 @@ def pair_features(cand: Candidates, ctx: ItemContext, cross_buckets: int) -> Pai
         ),
         shape=(len(histories), n),
     )
-    masked = np.where(valid, scores, -np.inf)
-    best = masked.max(axis=1, keepdims=True)
-    shift = np.where(valid, masked - np.where(np.isfinite(best), best, 0.0), -np.inf)
-    weights = np.exp(shift)
-    total = weights.sum(axis=1, keepdims=True)
-    share = np.divide(weights, total, out=np.zeros_like(weights), where=total > 0)
+    best = np.where(valid, scores, -np.inf).max(axis=1)
+    share = list_shares(items, scores)
     from_last = np.where(
         last[row] >= 0, np.asarray(ctx.transitions[np.maximum(last[row], 0), item]).ravel(), 0
     )
@@ -240,7 +242,7 @@ def pair_features(cand: Candidates, ctx: ItemContext, cross_buckets: int) -> Pai
         cos_history = cos_last = np.zeros(len(item))
     numbers = np.stack(
         [
-            np.maximum(shift[row, pos], -50.0),
+            np.maximum(scores[row, pos] - best[row], -50.0),
             share[row, pos],
             np.log1p(ctx.frequency[item]),
             np.log1p(from_last),

@@ -72,6 +72,21 @@ def baseline_info(
     }
 
 
+def list_shares(items: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Each item's share of its row's list: a softmax over the row's scores (N, K), 0 where the
+    list ran out (item -1) and in a row with no item.
+
+    Example:
+        >>> list_shares(np.array([[3, 4, -1]]), np.log(np.array([[3.0, 1.0, 5.0]]))).tolist()
+        [[0.75, 0.25, 0.0]]
+    """
+    scores = np.where(items >= 0, scores, -np.inf)
+    top = scores.max(axis=1, keepdims=True)
+    weights = np.exp(scores - np.where(np.isfinite(top), top, 0.0))
+    total = weights.sum(axis=1, keepdims=True)
+    return np.divide(weights, total, out=np.zeros_like(weights), where=total > 0)
+
+
 def device_name() -> str:
     if torch.cuda.is_available():
         return torch.cuda.get_device_name()

@@ -21,6 +21,7 @@ import numpy as np
 import polars as pl
 
 from sidrec.errors import InputError, SidrecError, require_file
+from sidrec.evaluate.ranking import list_shares
 from sidrec.io import PREDICTIONS_FILE, RESULTS_FILE, read_json
 
 SWEEP_COLUMNS = (
@@ -53,11 +54,7 @@ def read_predictions(eval_dir: str | Path) -> tuple[pl.DataFrame, np.ndarray, np
         raise InputError(path, "expected ranked_items and scores lists of one length per row")
     if results.get("score_kind") == "probability":
         return df, items, np.where(items >= 0, scores, 0.0)
-    scores = np.where(items >= 0, scores, -np.inf)
-    top = scores.max(axis=1, keepdims=True)
-    weights = np.exp(scores - np.where(np.isfinite(top), top, 0.0))
-    total = weights.sum(axis=1, keepdims=True)
-    return df, items, np.divide(weights, total, out=np.zeros_like(weights), where=total > 0)
+    return df, items, list_shares(items, scores)
 
 
 def _check(topks: Sequence[int], thresholds: Sequence[float], width: int) -> None:

@@ -58,10 +58,11 @@ def _cfg(demo_model: dict, *overrides: str) -> dict[str, Any]:
 def test_days_are_promoted_or_backlogged_and_ledgered(demo_model: dict, tmp_path: Path) -> None:
     model, state = demo_model["model"], tmp_path / "state"
     base = read_sid_dir(model / "sids").codes
-    # day 1: any result is within a tolerance of 1 -> promoted
-    day1 = run_update(
-        model, _day(tmp_path, "d1", demo_model, 3), state, _cfg(demo_model, "update.tolerance=1")
-    )
+    # day 1: any result is within a tolerance of 1 -> promoted. 30 steps at lr 0.01 give the
+    # serving model some skill, so that day 2's wrecked candidate is measurably worse (from the
+    # 6-step demo model both scored near chance on 40 rows, and the comparison was a coin flip)
+    learn = ["update.tolerance=1", "update.max_steps=30", "update.learning_rate=0.01"]
+    day1 = run_update(model, _day(tmp_path, "d1", demo_model, 3), state, _cfg(demo_model, *learn))
     assert day1["decision"] == "promoted" and day1["new_items"] == 3 and day1["items"] == 153
     point = serving(state)
     assert point["model"] == state / "days" / "d1" / "model"
@@ -74,7 +75,7 @@ def test_days_are_promoted_or_backlogged_and_ledgered(demo_model: dict, tmp_path
     wreck = _cfg(demo_model, "update.tolerance=0", "update.learning_rate=3.0", "update.max_steps=6")
     day2 = run_update(model, _day(tmp_path, "d2", demo_model, 2, shuffle=True), state, wreck)
     assert day2["decision"] == "rejected", day2
-    assert day2["new"] < day2["old"] and day2["backlog_after"] == 40
+    assert day2["new"] < day2["old"] - 0.02 and day2["backlog_after"] == 40
     point = serving(state)
     assert point["model"] == state / "days" / "d1" / "model"  # the serving model stays
     assert len(read_sid_dir(point["sid"]).codes) == 155  # but the new items are in the catalog
