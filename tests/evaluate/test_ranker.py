@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+import torch
 
 from sidrec.analysis.compare import load_evaluation
 from sidrec.cli import main
@@ -168,6 +169,9 @@ def test_wide_deep_reranks_generative_beams(candidates: dict) -> None:
     assert 0.0 <= res["auc"]["test"] <= 1.0
     log = read_json(c["root"] / "wd" / "train_log.json")
     assert log[-1]["train_loss"] < log[0]["train_loss"]
+    # the wide part learned weights for the crosses it saw (they start at zero)
+    state = torch.load(c["root"] / "wd" / "ranker.pt")
+    assert (state["wide_crosses.weight"] != 0).sum() > 0 and "wide_crosses.weight" in state
 
 
 def test_mismatched_inputs_are_refused(candidates: dict, small_run: dict, tmp_path: Path) -> None:
