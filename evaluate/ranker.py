@@ -296,7 +296,7 @@ class Ranker(nn.Module):
         r: dict[str, Any],
     ) -> None:
         super().__init__()
-        self.kind, dim = kind, r["embed_dim"]
+        dim = r["embed_dim"]
         self.register_buffer("mean", mean)
         self.register_buffer("std", std)
         self.embed = nn.ModuleList(nn.Embedding(s, dim) for s in sizes)
