@@ -237,7 +237,13 @@ def _same_output(stage: str, got: Path, want: Path) -> None:
             read_json(got / "results.json")["metrics"]
             == read_json(want / "results.json")["metrics"]
         )
-        _same_frames(got, want, ["predictions.parquet"])
+        # the same ranked items and ranks; scores (float32 log-probabilities) may differ in the
+        # last bits between two runs of the same CPU kernels (seen: 19 of 384 by up to 1e-6)
+        a, b = (pl.read_parquet(d / "predictions.parquet") for d in (got, want))
+        assert a.drop("scores").equals(b.drop("scores"))
+        np.testing.assert_allclose(
+            np.array(a["scores"].to_list()), np.array(b["scores"].to_list()), rtol=0, atol=1e-5
+        )
 
 
 def _complete_checkpoints(out: Path) -> list[int]:
