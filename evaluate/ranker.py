@@ -46,7 +46,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from sidrec.data.dataset import Dataset, read_dataset
-from sidrec.embeddings import load_embeddings
+from sidrec.embeddings import EMBEDDINGS_FILE, check_embeddings, load_embeddings
 from sidrec.errors import InputError, SidrecError, require_file
 from sidrec.evaluate.baselines import transition_counts
 from sidrec.evaluate.ranking import (
@@ -441,9 +441,10 @@ def train_ranker(
             f"{fit.results['method']}, {candidates} {width} with {test.results['method']}: give "
             "two evaluations of one retriever with lists of one length"
         )
-    text = load_embeddings(emb) if emb is not None else None
-    if text is not None and text.shape[0] != ds.items.height:
-        raise InputError(Path(emb), f"has {text.shape[0]} rows for the dataset's items")
+    text = None
+    if emb is not None:
+        text = load_embeddings(emb)
+        check_embeddings(text, ds.items.height, Path(emb) / EMBEDDINGS_FILE)
     inputs = {"data": str(data), "train_candidates": str(train_candidates)}
     inputs |= {"candidates": str(candidates), **({"emb": str(emb)} if emb else {})}
     run = Run("rank", cfg, inputs, cfg["seed"])

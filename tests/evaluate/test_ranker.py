@@ -200,6 +200,12 @@ def test_mismatched_inputs_are_refused(candidates: dict, small_run: dict, tmp_pa
     pred.write_parquet(forged / "predictions.parquet")
     with pytest.raises(SidrecError, match=r"predictions.parquet, row 3: user .* another dataset"):
         train_ranker(data, c["sasrec_valid"], forged, tmp_path / "d", cfg)
+    # text embeddings of another catalog
+    emb = tmp_path / "emb"
+    emb.mkdir()
+    np.save(emb / "embeddings.npy", np.zeros((7, 4), dtype=np.float32))
+    with pytest.raises(SidrecError, match=r"embeddings.npy: expected shape \[150, D\]"):
+        train_ranker(data, c["sasrec_valid"], c["sasrec_test"], tmp_path / "f", cfg, emb)
     for bad, msg in (("rank.model=gbdt", "rank.model must be"), ("rank.valid_share=1.0", "valid_")):
         bad_cfg = load_config(None, [f"output_root={tmp_path}", bad])
         with pytest.raises(SidrecError, match=msg):
