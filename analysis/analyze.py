@@ -19,14 +19,14 @@ import polars as pl
 from sidrec.analysis import badcase as bc
 from sidrec.analysis.html import write_html
 from sidrec.analysis.plots import write_plots
-from sidrec.data.dataset import read_dataset
-from sidrec.errors import InputError, SidrecError, require_file
-from sidrec.io import MANIFEST, PREDICTIONS_FILE, atomic_dir, read_json, write_json
-from sidrec.ledger import describe
-from sidrec.manifest import Run
-from sidrec.metrics import hr_ndcg
-from sidrec.sequences import training_frequency
-from sidrec.sids import SidTable, read_sid_dir, sid_summary
+from sidrec.core.dataset import read_dataset
+from sidrec.core.errors import InputError, SidrecError, require_file
+from sidrec.core.io import MANIFEST, PREDICTIONS_FILE, atomic_dir, read_json, write_json
+from sidrec.core.ledger import describe
+from sidrec.core.manifest import Run
+from sidrec.core.metrics import hr_ndcg
+from sidrec.core.sequences import training_frequency
+from sidrec.core.sids import SidTable, read_sid_dir, sid_summary
 
 REPORT_FILE = "badcase_report.json"
 NEEDED = ("user_id", "history", "target", "ranked_items", "rank")

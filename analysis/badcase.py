@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from sidrec.metrics import user_gains
+from sidrec.core.metrics import user_gains
 
 POPULARITY_EDGES = (0, 1, 5, 20, 100)  # bins [0], [1, 5), [5, 20), [20, 100), [100, inf)
 HISTORY_EDGES = (1, 3, 6, 11, 21)

@@ -6,9 +6,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sidrec.config import command_config
-from sidrec.errors import SidrecError
-from sidrec.ledger import ledger_path
+from sidrec.core.config import command_config
+from sidrec.core.errors import SidrecError
+from sidrec.core.ledger import ledger_path
 
 
 def _analyze(a: argparse.Namespace) -> None:

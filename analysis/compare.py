@@ -16,11 +16,11 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from sidrec.errors import InputError, SidrecError
-from sidrec.io import PREDICTIONS_FILE, RESULTS_FILE, atomic_dir, read_json, write_json
-from sidrec.ledger import METRIC_COLUMNS, read_ledger
-from sidrec.manifest import Run
-from sidrec.metrics import paired_difference
+from sidrec.core.errors import InputError, SidrecError
+from sidrec.core.io import PREDICTIONS_FILE, RESULTS_FILE, atomic_dir, read_json, write_json
+from sidrec.core.ledger import METRIC_COLUMNS, read_ledger
+from sidrec.core.manifest import Run
+from sidrec.core.metrics import paired_difference
 
 COMPARISON_FILE = "comparison.json"
 CHART_FILE = "comparison.png"

@@ -37,10 +37,10 @@ from typing import Any
 import yaml
 
 from sidrec.analysis.analyze import REPORT_FILE
-from sidrec.config import dotted, load_config, model_reads_text
-from sidrec.errors import InputError, SidrecError
-from sidrec.io import atomic_dir, read_json, write_json
-from sidrec.manifest import Run
+from sidrec.core.config import dotted, load_config, model_reads_text
+from sidrec.core.errors import InputError, SidrecError
+from sidrec.core.io import atomic_dir, read_json, write_json
+from sidrec.core.manifest import Run
 
 STRATEGIES = (
     "long_tail",

@@ -28,15 +28,15 @@ from pathlib import Path
 from typing import Any
 
 from sidrec.analysis.compare import load_evaluation
-from sidrec.config import dotted, load_config, stage_path
+from sidrec.app.pipeline import run_pipeline, stage_state
+from sidrec.baselines.ranker import train_ranker
+from sidrec.baselines.sasrec import train_sasrec
+from sidrec.baselines.two_tower import train_two_tower
+from sidrec.core.config import dotted, load_config, stage_path
+from sidrec.core.io import RESULTS_FILE, read_json
+from sidrec.core.manifest import git_commit, machine, print_report, recording
+from sidrec.core.metrics import metric_interval, paired_difference
 from sidrec.evaluate.generative import evaluate_model
-from sidrec.evaluate.ranker import train_ranker
-from sidrec.evaluate.sasrec import train_sasrec
-from sidrec.evaluate.two_tower import train_two_tower
-from sidrec.io import RESULTS_FILE, read_json
-from sidrec.manifest import git_commit, machine, print_report, recording
-from sidrec.metrics import metric_interval, paired_difference
-from sidrec.pipeline import run_pipeline, stage_state
 from sidrec.rq.embed import embed_dataset
 
 REPO = Path(__file__).resolve().parents[1]

@@ -4,7 +4,7 @@ For real catalogs (MiniOneRec's 3,686 Industrial SIDs, LETTER's 12,101 Beauty SI
 and 50, batch 8 and 32, it times the constraint alone on every decoding step (each beam at a
 real SID prefix, scores over a SID-only vocabulary and over Qwen2.5's plus the SID tokens) for:
 
-- ``ours``: :class:`sidrec.decoding.SidConstraint` (one vectorised pass per step);
+- ``ours``: :class:`sidrec.core.decoding.SidConstraint` (one vectorised pass per step);
 - ``per_beam_dict``: MiniOneRec's way, a dict from the generated prefix (as a string) to its
   allowed tokens, looked up in a Python loop over every beam;
 - ``hf_prefix_constrained``: transformers' ``PrefixConstrainedLogitsProcessor`` over the same
@@ -40,7 +40,7 @@ from transformers import (
     Qwen2ForCausalLM,
 )
 
-from sidrec.decoding import (
+from sidrec.core.decoding import (
     Catalog,
     PrefixIndex,
     SidConstraint,
@@ -49,8 +49,8 @@ from sidrec.decoding import (
     beam_search,
     left_pad,
 )
-from sidrec.manifest import git_commit, machine, measured, print_report
-from sidrec.sids import SidTable, read_index_json
+from sidrec.core.manifest import git_commit, machine, measured, print_report
+from sidrec.core.sids import SidTable, read_index_json
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 CATALOGS = {

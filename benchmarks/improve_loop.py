@@ -25,10 +25,10 @@ import yaml
 from sidrec.analysis.analyze import REPORT_FILE
 from sidrec.analysis.compare import compare
 from sidrec.analysis.suggest import OVERLAY_FILE, STRATEGIES_FILE
-from sidrec.config import load_config, plain
-from sidrec.io import RESULTS_FILE, read_json
-from sidrec.manifest import git_commit, machine, print_report
-from sidrec.pipeline import run_pipeline
+from sidrec.app.pipeline import run_pipeline
+from sidrec.core.config import load_config, plain
+from sidrec.core.io import RESULTS_FILE, read_json
+from sidrec.core.manifest import git_commit, machine, print_report
 
 METRICS = ("HR@5", "HR@10", "NDCG@5", "NDCG@10")
 

@@ -34,14 +34,13 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from sidrec.config import load_config
-from sidrec.data.dataset import EXAMPLES_SCHEMA, write_dataset
+from sidrec.app.pipeline import run_pipeline
+from sidrec.app.update import LEDGER_FILE, run_update
+from sidrec.core.config import load_config, model_config
+from sidrec.core.dataset import EXAMPLES_SCHEMA, write_dataset
+from sidrec.core.manifest import Run, git_commit, machine, print_report
 from sidrec.data.splits import assemble
 from sidrec.data.synth import generate
-from sidrec.manifest import Run, git_commit, machine, print_report
-from sidrec.pipeline import run_pipeline
-from sidrec.serve.cli import model_config
-from sidrec.serve.update import LEDGER_FILE, run_update
 
 REPO = Path(__file__).resolve().parents[1]
 

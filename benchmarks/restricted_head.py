@@ -30,15 +30,15 @@ import numpy as np
 import polars as pl
 import torch
 
-from sidrec.config import load_config
-from sidrec.data.dataset import read_dataset
-from sidrec.decoding import PrefixIndex
+from sidrec.core.config import load_config
+from sidrec.core.dataset import read_dataset
+from sidrec.core.decoding import PrefixIndex
+from sidrec.core.manifest import git_commit, machine, print_report
+from sidrec.core.model_dir import load_sid_model, model_sids
+from sidrec.core.prompts import PromptSpec
+from sidrec.core.sequences import query_rows
+from sidrec.core.sids import sid_tokens
 from sidrec.evaluate.generative import evaluate_model
-from sidrec.manifest import git_commit, machine, print_report
-from sidrec.model_dir import load_sid_model, model_sids
-from sidrec.prompts import PromptSpec
-from sidrec.sequences import query_rows
-from sidrec.sids import sid_tokens
 
 MASS_USERS = 500
 TOP = 10

@@ -1,5 +1,5 @@
 """Where a GRPO step's time goes: rollout, reward and update, with our beam-search rollout and
-with ``generate`` + :class:`sidrec.decoding.SidConstraint` as the rollout, in the same run.
+with ``generate`` + :class:`sidrec.core.decoding.SidConstraint` as the rollout, in the same run.
 
 Runs ``sidrec rl`` for a few steps from the demo SFT model (``configs/demo.yaml``; built with
 ``sidrec pipeline --until sft`` when missing) with G = 16 beams per prompt, once per rollout,
@@ -22,11 +22,11 @@ from typing import Any
 
 import torch
 
-from sidrec.config import load_config, stage_path
-from sidrec.decoding import SidConstraint, beam_config, left_pad
-from sidrec.io import is_complete
-from sidrec.manifest import git_commit, machine, print_report
-from sidrec.pipeline import run_pipeline
+from sidrec.app.pipeline import run_pipeline
+from sidrec.core.config import load_config, stage_path
+from sidrec.core.decoding import SidConstraint, beam_config, left_pad
+from sidrec.core.io import is_complete
+from sidrec.core.manifest import git_commit, machine, print_report
 from sidrec.rl import train as rl_train
 
 REPO = Path(__file__).resolve().parents[1]

@@ -13,7 +13,7 @@ build`` (3 levels of 256 codes, ``reassign`` de-duplication) with
 Per size and method it reports the build's seconds and peak memory, the prefix index's build
 seconds and peak memory (Qwen2.5's vocabulary plus the SID tokens), the constraint's
 milliseconds per decoding step at 50 beams x 32 users (every beam at a real SID prefix: the
-mask of the step's columns and the trie walk, as :func:`sidrec.decoding.beam_search` does
+mask of the step's columns and the trie walk, as :func:`sidrec.core.decoding.beam_search` does
 them), and ``sid assign`` for 1,000 new items. Memory is the process's resident set sampled
 every millisecond. Prints one JSON object, with the constraint step at the largest size over
 its cost at the smallest.
@@ -33,12 +33,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from sidrec.config import load_config
-from sidrec.decoding import Catalog, PrefixIndex
-from sidrec.embeddings import EMBEDDINGS_FILE
-from sidrec.manifest import git_commit, machine, measured, print_report
+from sidrec.core.config import load_config
+from sidrec.core.decoding import Catalog, PrefixIndex
+from sidrec.core.embeddings import EMBEDDINGS_FILE
+from sidrec.core.manifest import git_commit, machine, measured, print_report
+from sidrec.core.sids import read_sid_dir
 from sidrec.rq.stage import assign_sids, build_sids
-from sidrec.sids import read_sid_dir
 
 SIZES = (10_000, 100_000, 1_000_000)
 METHODS = ("rqkmeans", "rqkmeans-constrained")

@@ -35,7 +35,7 @@ import numpy as np
 import polars as pl
 import redis
 
-from sidrec.manifest import git_commit, machine, print_report
+from sidrec.core.manifest import git_commit, machine, print_report
 from sidrec.serve.cli import histories
 
 MODES = {"micro_batching_on": {"max_batch": 32, "max_wait_ms": 5.0}, "off": {"max_batch": 1}}
@@ -63,7 +63,7 @@ def _replicas(model: Path, url: str, mode: dict[str, Any], logs: Path) -> list[t
     procs = []
     for r in range(2):
         port = _port()
-        args = [sys.executable, "-m", "sidrec.cli", "serve", "--model", str(model)]
+        args = [sys.executable, "-m", "sidrec.app.cli", "serve", "--model", str(model)]
         args += ["--port", str(port), "--redis-url", url, "serve.threads=1"]
         args += [f"serve.{k}={v}" for k, v in mode.items()]
         with open(logs / f"replica-{r}.log", "w") as log:  # the child keeps its own handle

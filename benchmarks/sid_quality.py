@@ -15,9 +15,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from sidrec.config import load_config
+from sidrec.core.config import load_config
+from sidrec.core.manifest import git_commit, machine, print_report
 from sidrec.data.stage import import_minionerec_dir
-from sidrec.manifest import git_commit, machine, print_report
 from sidrec.rq.embed import embed_dataset
 from sidrec.rq.stage import build_sids, report_sids
 

@@ -24,8 +24,8 @@ from typing import Any
 import polars as pl
 from tqdm import tqdm
 
+from sidrec.core.errors import InputError, SidrecError
 from sidrec.data.events import core_sequences, month_bounds, unique_in_window
-from sidrec.errors import InputError, SidrecError
 
 DOWNLOAD_URL = "https://mcauleylab.ucsd.edu/public_datasets/data/amazon_v2"
 _HTML_TAG = re.compile(r"<\s*/?\s*[a-zA-Z][^>]*>")

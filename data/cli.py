@@ -6,9 +6,9 @@ import argparse
 import json
 from pathlib import Path
 
-from sidrec.config import defaults
+from sidrec.core.config import defaults
+from sidrec.core.dataset import read_dataset
 from sidrec.data import stage
-from sidrec.data.dataset import read_dataset
 from sidrec.data.stats import dataset_stats, format_stats
 
 

@@ -11,8 +11,8 @@ from typing import Any
 
 import polars as pl
 
-from sidrec.data.dataset import items_frame, sequences_frame
-from sidrec.errors import SidrecError
+from sidrec.core.dataset import items_frame, sequences_frame
+from sidrec.core.errors import SidrecError
 
 TEXT_FIELDS = ("title", "description", "brand", "categories")
 

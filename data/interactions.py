@@ -23,8 +23,8 @@ from typing import Any
 
 import polars as pl
 
+from sidrec.core.errors import InputError, require_file
 from sidrec.data.events import core_sequences, month_bounds, unique_in_window
-from sidrec.errors import InputError, require_file
 
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "json", ".ndjson": "json", ".json": "json"}
 FORMATS[".parquet"] = "parquet"

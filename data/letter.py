@@ -14,10 +14,10 @@ from typing import Any
 
 import polars as pl
 
-from sidrec.data.dataset import items_frame, sequences_frame
-from sidrec.errors import InputError, require_file
-from sidrec.io import read_json
-from sidrec.sids import SidTable, read_index_json
+from sidrec.core.dataset import items_frame, sequences_frame
+from sidrec.core.errors import InputError, require_file
+from sidrec.core.io import read_json
+from sidrec.core.sids import SidTable, read_index_json
 
 _PLACEHOLDER = re.compile(r"^(title|description)_\d+$")
 

@@ -24,10 +24,10 @@ from typing import Any
 
 import polars as pl
 
-from sidrec.data.dataset import SPLITS, Dataset, examples_frame, items_frame, sequences_frame
-from sidrec.errors import InputError, SidrecError, require_file
-from sidrec.io import read_json
-from sidrec.sids import SidTable, read_index_json, sid_tokens
+from sidrec.core.dataset import SPLITS, Dataset, examples_frame, items_frame, sequences_frame
+from sidrec.core.errors import InputError, SidrecError, require_file
+from sidrec.core.io import read_json
+from sidrec.core.sids import SidTable, read_index_json, sid_tokens
 
 CSV_COLUMNS = [
     "user_id",

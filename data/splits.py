@@ -13,8 +13,8 @@ from enum import Enum
 
 import polars as pl
 
-from sidrec.data.dataset import Dataset, examples_frame
-from sidrec.errors import SidrecError
+from sidrec.core.dataset import Dataset, examples_frame
+from sidrec.core.errors import SidrecError
 
 Row = tuple[str, list[int], int]
 

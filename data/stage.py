@@ -10,17 +10,17 @@ from typing import Any
 
 import polars as pl
 
+from sidrec.core.dataset import Dataset, read_dataset, write_dataset
+from sidrec.core.errors import SidrecError
+from sidrec.core.io import atomic_dir
+from sidrec.core.manifest import Run
+from sidrec.core.sids import SidTable, read_index_json, read_sid_dir, write_sid_dir
 from sidrec.data.amazon18 import load_amazon18
-from sidrec.data.dataset import Dataset, read_dataset, write_dataset
 from sidrec.data.interactions import load_interactions
 from sidrec.data.letter import import_letter
 from sidrec.data.minionerec import export_minionerec, import_minionerec
 from sidrec.data.splits import SplitProtocol, assemble
 from sidrec.data.synth import generate
-from sidrec.errors import SidrecError
-from sidrec.io import atomic_dir
-from sidrec.manifest import Run
-from sidrec.sids import SidTable, read_index_json, read_sid_dir, write_sid_dir
 
 SOURCES = ("synth", "amazon18", "minionerec", "letter", "interactions")
 

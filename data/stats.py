@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from sidrec.data.dataset import SPLITS, Dataset
+from sidrec.core.dataset import SPLITS, Dataset
 
 
 def dataset_stats(ds: Dataset) -> dict[str, Any]:

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from sidrec.data.dataset import items_frame, sequences_frame
-from sidrec.errors import SidrecError
+from sidrec.core.dataset import items_frame, sequences_frame
+from sidrec.core.errors import SidrecError
 
 CATALOG_FILE = Path(__file__).with_name("synth_catalog.json")
 _BRAND_HEADS = [

@@ -1,14 +1,13 @@
-"""``sidrec evaluate``, ``sidrec baseline sasrec|two-tower``, ``sidrec rank``, ``sidrec sweep``
-and ``sidrec export-submission``: a thin layer over the modules of :mod:`sidrec.evaluate`,
-imported when a command runs (so ``sidrec --help`` starts fast). Paths default to ``paths.*``
-in the config."""
+"""``sidrec evaluate``, ``sidrec sweep`` and ``sidrec export-submission``: a thin layer over
+the modules of :mod:`sidrec.evaluate`, imported when a command runs (so ``sidrec --help``
+starts fast). Paths default to ``paths.*`` in the config."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from sidrec.config import command_config, stage_path
+from sidrec.core.config import command_config, stage_path
 
 
 def _batch_size(text: str) -> int | str:
@@ -38,39 +37,6 @@ def _evaluate(a: argparse.Namespace) -> dict:
     return results.get("metrics", {})
 
 
-def _sasrec(a: argparse.Namespace) -> dict:
-    from sidrec.evaluate.sasrec import train_sasrec
-
-    cfg = command_config(a)
-    data = a.data or stage_path(cfg, "data")
-    out = a.out or stage_path(cfg, "sasrec")
-    return train_sasrec(data, out, cfg, a.overwrite)["metrics"]
-
-
-def _two_tower(a: argparse.Namespace) -> dict:
-    from sidrec.evaluate.two_tower import train_two_tower
-
-    cfg = command_config(a)
-    data = a.data or stage_path(cfg, "data")
-    emb = a.emb or stage_path(cfg, "embeddings")
-    out = a.out or stage_path(cfg, "two_tower")
-    return train_two_tower(data, emb, out, cfg, a.overwrite)["metrics"]
-
-
-def _rank(a: argparse.Namespace) -> dict:
-    from sidrec.evaluate.ranker import train_ranker
-    from sidrec.io import is_complete
-
-    cfg = command_config(a)
-    data = a.data or stage_path(cfg, "data")
-    emb = a.emb
-    if emb is None and is_complete(stage_path(cfg, "embeddings")):
-        emb = stage_path(cfg, "embeddings")
-    out = a.out or stage_path(cfg, "rank")
-    found = train_ranker(data, a.train_candidates, a.candidates, out, cfg, emb, a.overwrite)
-    return {"auc": found["auc"], **found["metrics"]}
-
-
 def _sweep(a: argparse.Namespace) -> None:
     from sidrec.evaluate.sweep import format_sweep, sweep, write_csv
 
@@ -88,7 +54,7 @@ def _export(a: argparse.Namespace) -> dict:
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    """Register ``sidrec evaluate`` and ``sidrec baseline sasrec``."""
+    """Register ``sidrec evaluate``, ``sidrec sweep`` and ``sidrec export-submission``."""
     p = sub.add_parser("evaluate", help="HR@K / NDCG@K of a SID model by constrained beam search")
     p.add_argument("--model", type=Path, help="an sft (or rl) output (default: paths.sft)")
     p.add_argument("--data", type=Path, help="dataset directory (default: paths.data)")
@@ -110,50 +76,6 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", type=Path, help="a profile (evaluate.*, seed, paths)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     p.set_defaults(func=_evaluate)
-
-    p = sub.add_parser("baseline", help="traditional reference models")
-    base = p.add_subparsers(dest="baseline", required=True, metavar="MODEL")
-    p = base.add_parser("sasrec", help="SASRec with full-softmax cross-entropy")
-    p.add_argument("--data", type=Path, help="dataset directory (default: paths.data)")
-    p.add_argument("--out", type=Path, help="default: paths.sasrec")
-    p.add_argument("--overwrite", action="store_true", help="replace a complete output")
-    p.add_argument("--config", type=Path, help="a profile (sasrec.*, evaluate.split, seed)")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
-    p.set_defaults(func=_sasrec)
-    p = base.add_parser(
-        "two-tower", help="two-tower retrieval (id + text item tower), item vectors in faiss"
-    )
-    p.add_argument("--data", type=Path, help="dataset directory (default: paths.data)")
-    p.add_argument("--emb", type=Path, help="item text embeddings (default: paths.embeddings)")
-    p.add_argument("--out", type=Path, help="default: paths.two_tower")
-    p.add_argument("--overwrite", action="store_true", help="replace a complete output")
-    p.add_argument("--config", type=Path, help="a profile (two_tower.*, evaluate.split, seed)")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
-    p.set_defaults(func=_two_tower)
-
-    p = sub.add_parser(
-        "rank", help="re-rank a retriever's candidates with a DeepFM or Wide&Deep ranker"
-    )
-    p.add_argument(
-        "--candidates", type=Path, required=True, help="the evaluation to re-rank (e.g. test)"
-    )
-    p.add_argument(
-        "--train-candidates",
-        type=Path,
-        required=True,
-        help="the same retriever's evaluation of another split to train on (e.g. valid)",
-    )
-    p.add_argument("--data", type=Path, help="dataset directory (default: paths.data)")
-    p.add_argument(
-        "--emb",
-        type=Path,
-        help="item text embeddings (default: paths.embeddings when it exists; else no text)",
-    )
-    p.add_argument("--out", type=Path, help="default: paths.rank")
-    p.add_argument("--overwrite", action="store_true", help="replace a complete output")
-    p.add_argument("--config", type=Path, help="a profile (rank.*, seed, paths)")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
-    p.set_defaults(func=_rank)
 
     p = sub.add_parser(
         "sweep",

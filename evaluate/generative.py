@@ -17,19 +17,25 @@ from accelerate import PartialState
 from accelerate.utils import gather_object
 from tqdm.auto import tqdm
 
-from sidrec.data.dataset import read_dataset
-from sidrec.decoding import PrefixIndex, StepHead, auto_batch_size, beam_search, check_batch_size
-from sidrec.errors import InputError, SidrecError
-from sidrec.evaluate.baselines import reference_metrics
-from sidrec.evaluate.ranking import device_name, record_experiment, write_ranking
-from sidrec.io import atomic_dir, check_output
-from sidrec.ledger import describe
-from sidrec.manifest import Run, peak_memory
-from sidrec.metrics import drop_history
-from sidrec.model_dir import load_sid_model, model_sids
-from sidrec.prompts import PromptSpec
-from sidrec.sequences import query_rows
-from sidrec.training import on_main, use_bf16
+from sidrec.core.dataset import read_dataset
+from sidrec.core.decoding import (
+    PrefixIndex,
+    StepHead,
+    auto_batch_size,
+    beam_search,
+    check_batch_size,
+)
+from sidrec.core.errors import InputError, SidrecError
+from sidrec.core.io import atomic_dir, check_output
+from sidrec.core.ledger import describe
+from sidrec.core.manifest import Run, peak_memory
+from sidrec.core.metrics import drop_history
+from sidrec.core.model_dir import load_sid_model, model_sids
+from sidrec.core.prompts import PromptSpec
+from sidrec.core.ranking import device_name, record_experiment, write_ranking
+from sidrec.core.references import reference_metrics
+from sidrec.core.sequences import query_rows
+from sidrec.core.training import on_main, use_bf16
 
 
 def evaluate_model(

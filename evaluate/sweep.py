@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from sidrec.errors import InputError, SidrecError, require_file
-from sidrec.evaluate.ranking import list_shares
-from sidrec.io import PREDICTIONS_FILE, RESULTS_FILE, read_json
+from sidrec.core.errors import InputError, SidrecError, require_file
+from sidrec.core.io import PREDICTIONS_FILE, RESULTS_FILE, read_json
+from sidrec.core.ranking import list_shares
 
 SWEEP_COLUMNS = (
     "topk",

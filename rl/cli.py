@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from sidrec.config import command_config, stage_path
+from sidrec.core.config import command_config, stage_path
 
 
 def run_rl(

@@ -21,10 +21,10 @@ from datasets import Dataset as HFDataset
 from transformers import PreTrainedModel, TrainerCallback
 from trl import DPOConfig, DPOTrainer
 
-from sidrec.decoding import PrefixIndex, beam_search
-from sidrec.errors import SidrecError
-from sidrec.prompts import PromptSpec
-from sidrec.sids import sid_tokens
+from sidrec.core.decoding import PrefixIndex, beam_search
+from sidrec.core.errors import SidrecError
+from sidrec.core.prompts import PromptSpec
+from sidrec.core.sids import sid_tokens
 
 PAIRS_DIR = "dpo_pairs"
 PAIR_SCHEMA = {

@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 
-from sidrec.errors import SidrecError
+from sidrec.core.errors import SidrecError
 
 
 def rule(beams: np.ndarray, target: np.ndarray) -> np.ndarray:

@@ -1,9 +1,9 @@
 """``sidrec rl``: GRPO on ``trl.GRPOTrainer`` with constrained beam-search rollouts.
 
-The group of a prompt is the G beams of :func:`sidrec.decoding.beam_search` over the model's
+The group of a prompt is the G beams of :func:`sidrec.core.decoding.beam_search` over the model's
 own SIDs (the ones bundled with it), so every completion is a catalog SID plus end-of-sequence
 and the group holds G distinct items, best first, as in MiniOneRec; ``rl.rollout=sample``
-draws G constrained samples instead (:func:`sidrec.decoding.constrained_sample`). Rollouts
+draws G constrained samples instead (:func:`sidrec.core.decoding.constrained_sample`). Rollouts
 come in through TRL's supported hook, ``rollout_func``: it receives the process's prompts
 already repeated G times and returns the completions; each completion's rank in its group and
 its SID reach the reward functions as extra fields, so no reward assumes an order. Rewards are
@@ -32,29 +32,23 @@ from accelerate import PartialState
 from datasets import Dataset as HFDataset
 from trl import GRPOConfig, GRPOTrainer
 
-from sidrec.data.dataset import Dataset, read_dataset
-from sidrec.decoding import (
+from sidrec.core.dataset import Dataset, read_dataset
+from sidrec.core.decoding import (
     PrefixIndex,
     StepHead,
     beam_search,
     constrained_sample,
     restricted_log_probs,
 )
-from sidrec.embeddings import load_embeddings
-from sidrec.errors import InputError, SidrecError, require_file
-from sidrec.manifest import Run
-from sidrec.model_dir import bundle, load_sid_model, model_items, model_sids
-from sidrec.prompts import (
-    PromptSpec,
-    fit_example_prompt,
-    history_separator,
-    render_prompt,
-)
-from sidrec.rl.rewards import NEEDS_SASREC, check_rewards, combined
-from sidrec.sasrec_model import SASRec, load_sasrec, score_items
-from sidrec.sequences import query_rows, weighted_pick
-from sidrec.sids import SidTable, sid_tokens
-from sidrec.training import (
+from sidrec.core.embeddings import load_embeddings
+from sidrec.core.errors import InputError, SidrecError, require_file
+from sidrec.core.manifest import Run
+from sidrec.core.model_dir import bundle, load_sid_model, model_items, model_sids
+from sidrec.core.prompts import PromptSpec, fit_example_prompt, history_separator, render_prompt
+from sidrec.core.sasrec_model import SASRec, load_sasrec, score_items
+from sidrec.core.sequences import query_rows, weighted_pick
+from sidrec.core.sids import SidTable, sid_tokens
+from sidrec.core.training import (
     CHECKPOINTS,
     claim_output,
     last_checkpoint,
@@ -64,7 +58,8 @@ from sidrec.training import (
     train_or_finish,
     use_bf16,
 )
-from sidrec.validation import RankingValidation
+from sidrec.core.validation import RankingValidation
+from sidrec.rl.rewards import NEEDS_SASREC, check_rewards, combined
 
 TRAINING_SECTIONS = ("seed", "rl", "decoding")
 MAIN_TASK = "sid_history"

@@ -7,7 +7,7 @@ import argparse
 import json
 from pathlib import Path
 
-from sidrec.config import command_config
+from sidrec.core.config import command_config
 
 
 def _config(a: argparse.Namespace, section: str, flags: dict[str, object]) -> dict:

@@ -19,7 +19,7 @@ from enum import Enum
 
 import numpy as np
 
-from sidrec.errors import SidrecError
+from sidrec.core.errors import SidrecError
 
 
 class DedupRule(str, Enum):

@@ -16,84 +16,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 from tqdm import tqdm
 
-from sidrec.errors import SidrecError
-from sidrec.rq.quantize import Method, fit_residual
-
-
-class Arch(NamedTuple):
-    """What is needed to rebuild a trained quantizer."""
-
-    method: str
-    in_dim: int
-    hidden_dim: int
-    latent_dim: int
-    levels: int
-    codebook_size: int
-
-
-def _mlp(dims: list[int]) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(dims[:-1], dims[1:], strict=True)):
-        layers.append(nn.Linear(a, b))
-        if i < len(dims) - 2:
-            layers.append(nn.ReLU())
-    return nn.Sequential(*layers)
-
-
-class _Residual(nn.Module):
-    """``x + MLP(x)`` with the MLP's last layer at zero, so it starts as the identity."""
-
-    def __init__(self, dim: int, hidden: int) -> None:
-        super().__init__()
-        self.mlp = _mlp([dim, hidden, dim])
-        nn.init.zeros_(self.mlp[-1].weight)
-        nn.init.zeros_(self.mlp[-1].bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.mlp(x)
-
-
-class RQModel(nn.Module):
-    """Encoder -> residual quantization -> decoder."""
-
-    def __init__(self, arch: Arch) -> None:
-        super().__init__()
-        self.arch = arch
-        if arch.method == Method.PLUS.value:
-            self.encoder: nn.Module = _Residual(arch.in_dim, arch.hidden_dim)
-            self.decoder: nn.Module = _Residual(arch.in_dim, arch.hidden_dim)
-        else:
-            self.encoder = _mlp([arch.in_dim, arch.hidden_dim, arch.latent_dim])
-            self.decoder = _mlp([arch.latent_dim, arch.hidden_dim, arch.in_dim])
-        self.codebooks = nn.Parameter(torch.zeros(arch.levels, arch.codebook_size, arch.latent_dim))
-
-    def quantize(
-        self, z: torch.Tensor, beta: float
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Quantize latents z [B, d] level by level.
-
-        Returns:
-            straight-through quantized z [B, d], codes [B, L], codebook + beta * commitment loss.
-        """
-        residual, total = z, torch.zeros_like(z)
-        loss = z.new_zeros(())
-        codes = []
-        for book in self.codebooks:
-            idx = torch.cdist(residual.detach(), book.detach()).argmin(dim=1)
-            chosen = book[idx]
-            loss = loss + ((chosen - residual.detach()) ** 2).mean()
-            loss = loss + beta * ((residual - chosen.detach()) ** 2).mean()
-            total = total + chosen
-            residual = residual - chosen.detach()
-            codes.append(idx)
-        return z + (total - z).detach(), torch.stack(codes, dim=1), loss
+from sidrec.core.errors import SidrecError
+from sidrec.core.quantizer import Arch, Method, RQModel
+from sidrec.rq.quantize import fit_residual
 
 
 def _usage(codes: torch.Tensor, k: int) -> list[float]:
@@ -171,20 +102,3 @@ def train_quantizer(
     if log_path is not None:
         log_path.write_text(json.dumps(log, indent=1) + "\n")
     return model.cpu().eval(), log
-
-
-@torch.inference_mode()
-def latents(model: RQModel, x: np.ndarray) -> np.ndarray:
-    """The encoder's output for x [N, D] -> float32 [N, d]."""
-    return model.encoder(torch.from_numpy(x)).numpy().astype(np.float32)
-
-
-def save_model(model: RQModel, path: Path) -> None:
-    torch.save({"arch": model.arch._asdict(), "state": model.state_dict()}, path)
-
-
-def load_model(path: Path) -> RQModel:
-    blob = torch.load(path, map_location="cpu", weights_only=True)
-    model = RQModel(Arch(**blob["arch"]))
-    model.load_state_dict(blob["state"])
-    return model.eval()

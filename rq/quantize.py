@@ -9,13 +9,13 @@ which scales linearly in N and keeps clusters close to N/K.
 from __future__ import annotations
 
 import sys
-from enum import Enum
 from typing import NamedTuple
 
 import numpy as np
 from scipy.sparse import csr_matrix
 
-from sidrec.errors import SidrecError
+from sidrec.core.errors import SidrecError
+from sidrec.core.quantizer import Method, nearest, sinkhorn_potentials
 
 # Sinkhorn-balanced k-means: the transport problem is solved on at most this many rows
 SINKHORN_SAMPLE = 65_536
@@ -23,28 +23,11 @@ SINKHORN_SAMPLE = 65_536
 CHUNK = 65_536
 
 
-class Method(str, Enum):
-    RQKMEANS = "rqkmeans"
-    CONSTRAINED = "rqkmeans-constrained"
-    PLUS = "rqkmeans-plus"
-    RQVAE = "rqvae"
-
-
 class Quantized(NamedTuple):
     """``codes``: int64 [N, L]; ``codebooks``: float32 [L, K, D]."""
 
     codes: np.ndarray
     codebooks: np.ndarray
-
-
-def _nearest(x: np.ndarray, centroids: np.ndarray) -> np.ndarray:
-    """Index of the nearest centroid (squared L2) for each row of x [N, D]; centroids [K, D]."""
-    import faiss
-
-    index = faiss.IndexFlatL2(centroids.shape[1])
-    index.add(np.ascontiguousarray(centroids, dtype=np.float32))
-    _, idx = index.search(np.ascontiguousarray(x, dtype=np.float32), 1)
-    return idx[:, 0].astype(np.int64)
 
 
 def _kmeans(x: np.ndarray, k: int, seed: int, iters: int) -> np.ndarray:
@@ -60,44 +43,6 @@ def _kmeans(x: np.ndarray, k: int, seed: int, iters: int) -> np.ndarray:
     )
     km.train(np.ascontiguousarray(x, dtype=np.float32))
     return km.centroids.astype(np.float32)
-
-
-def sinkhorn_potentials(
-    dist: np.ndarray, epsilon: float = 0.05, iters: int = 50
-) -> tuple[np.ndarray, float]:
-    """The column potentials of entropic optimal transport from N points to K equal clusters.
-
-    Args:
-        dist: float [N, K] squared distances.
-        epsilon: entropy weight, relative to the spread of the distances (smaller = harder).
-        iters: Sinkhorn iterations.
-
-    Returns:
-        ``log_v`` float [K] and the temperature ``epsilon * std(dist)``: a point's cluster is
-        the argmin over K of ``dist - temperature * log_v`` (:func:`balanced_labels`).
-    """
-    n, k = dist.shape
-    temperature = epsilon * (float(dist.std()) or 1.0)
-    log_kernel = (-dist / temperature).astype(np.float32)
-    log_u, log_v = np.zeros(n, dtype=np.float32), np.zeros(k, dtype=np.float32)
-    log_col = np.float32(np.log(n / k))
-    for _ in range(iters):
-        log_u = -_logsumexp(log_kernel + log_v[None, :], axis=1)
-        log_v = log_col - _logsumexp(log_kernel + log_u[:, None], axis=0)
-    return log_v.astype(np.float64), temperature
-
-
-def _logsumexp(a: np.ndarray, axis: int) -> np.ndarray:
-    """log(sum(exp(a))) along ``axis``, in ``a``'s precision (scipy's works in float64)."""
-    top = a.max(axis=axis, keepdims=True)
-    return (top + np.log(np.exp(a - top).sum(axis=axis, keepdims=True))).squeeze(axis)
-
-
-def sinkhorn_assign(dist: np.ndarray, epsilon: float = 0.05, iters: int = 50) -> np.ndarray:
-    """Assign N points to K clusters with near-equal sizes: int64 [N], the argmax of the
-    transport plan whose column sums are N/K each (``dist``: float [N, K] squared distances)."""
-    log_v, temperature = sinkhorn_potentials(dist, epsilon, iters)
-    return np.argmin(dist - temperature * log_v[None, :], axis=1).astype(np.int64)
 
 
 def _distances(x: np.ndarray, centroids: np.ndarray) -> np.ndarray:
@@ -202,27 +147,11 @@ def fit_residual(
             )
         else:
             centroids = _kmeans(residual, codebook_size, seed + level, iters)
-            labels = _nearest(residual, centroids)
+            labels = nearest(residual, centroids)
         codes[:, level] = labels
         residual -= centroids[labels]
         books.append(centroids)
     return Quantized(codes, np.stack(books))
-
-
-def encode(x: np.ndarray, codebooks: np.ndarray, balance_last: bool = False) -> np.ndarray:
-    """Codes [N, L] of x [N, D] under frozen codebooks [L, K, D] (nearest centroid per level;
-    with ``balance_last``, Sinkhorn-balanced assignment in the last level)."""
-    residual = x.astype(np.float32, copy=True)
-    levels = codebooks.shape[0]
-    codes = np.empty((x.shape[0], levels), dtype=np.int64)
-    for level, centroids in enumerate(codebooks):
-        if balance_last and level == levels - 1:
-            dist = ((residual[:, None, :] - centroids[None, :, :]) ** 2).sum(-1)
-            codes[:, level] = sinkhorn_assign(dist)
-        else:
-            codes[:, level] = _nearest(residual, centroids)
-        residual -= centroids[codes[:, level]]
-    return codes
 
 
 def reconstruction_error(x: np.ndarray, codes: np.ndarray, codebooks: np.ndarray) -> float:

@@ -9,16 +9,22 @@ from typing import Any
 
 import numpy as np
 
-from sidrec.config import plain
-from sidrec.embeddings import load_embeddings
-from sidrec.errors import InputError, SidrecError, require_file
-from sidrec.io import atomic_dir, read_json
-from sidrec.manifest import Run
-from sidrec.rq.dedup import DedupRule, append_tokens, reassign_last_level
-from sidrec.rq.neural import latents, load_model, save_model, train_quantizer
-from sidrec.rq.quantize import Method, encode, fit_residual, reconstruction_error
-from sidrec.rq.report import format_report, plot_code_usage
-from sidrec.sids import (
+from sidrec.core.config import plain
+from sidrec.core.embeddings import load_embeddings
+from sidrec.core.errors import InputError, SidrecError, require_file
+from sidrec.core.io import atomic_dir, read_json
+from sidrec.core.manifest import Run
+from sidrec.core.quantizer import (
+    CODEBOOKS_FILE,
+    MODEL_FILE,
+    FrozenQuantizer,
+    Method,
+    encode,
+    latents,
+    residual_before_last,
+    save_model,
+)
+from sidrec.core.sids import (
     REPORT_FILE,
     SidTable,
     read_index_json,
@@ -26,9 +32,11 @@ from sidrec.sids import (
     sid_summary,
     write_sid_dir,
 )
+from sidrec.rq.dedup import DedupRule, append_tokens, reassign_last_level
+from sidrec.rq.neural import train_quantizer
+from sidrec.rq.quantize import fit_residual, reconstruction_error
+from sidrec.rq.report import format_report, plot_code_usage
 
-CODEBOOKS_FILE = "codebooks.npz"
-MODEL_FILE = "quantizer.pt"
 TRAIN_LOG = "train_log.json"
 USAGE_PNG = "code_usage.png"
 
@@ -45,11 +53,6 @@ def _sizes(codes: list[list[int]], levels: int, codebook_size: int) -> list[int]
     """K per level, plus the de-duplication level's size where some SIDs have one."""
     extra = [c[levels] for c in codes if len(c) > levels]
     return [codebook_size] * levels + ([max(1 + max(extra), 2)] if extra else [])
-
-
-def _residual_before_last(z: np.ndarray, codes: np.ndarray, books: np.ndarray) -> np.ndarray:
-    last = books.shape[0] - 1
-    return z - sum((books[lv][codes[:, lv]] for lv in range(last)), np.zeros_like(z))
 
 
 def _write(
@@ -95,7 +98,7 @@ def build_sids(
             extra = {"final_train_loss": {k: log[-1][k] for k in ("recon", "quant")}}
         before = sid_summary(base.tolist(), [cfg["codebook_size"]] * cfg["levels"])
         if rule is DedupRule.REASSIGN:
-            codes = reassign_last_level(base, _residual_before_last(z, base, books), books[-1])
+            codes = reassign_last_level(base, residual_before_last(z, base, books), books[-1])
         else:
             codes = append_tokens(base.tolist())
         report = {
@@ -113,41 +116,6 @@ def build_sids(
         full = _write(tmp, codes, books, method.value, report)
         run.finish(tmp, {"items": len(codes), "distinct_sids": full["distinct_sids"]})
     return full
-
-
-class FrozenQuantizer:
-    """The quantizer a SID directory was built with (its codebooks, and for the neural methods
-    its encoder), frozen: codes for new items' embeddings, existing SIDs untouched."""
-
-    def __init__(self, sid: str | Path) -> None:
-        self.sid = require_file(sid, "SID directory")
-        saved = np.load(
-            require_file(self.sid / CODEBOOKS_FILE, "codebooks (built by sid build?)")
-        )
-        self.books, self.method = saved["codebooks"], str(saved["method"])
-        model_file = self.sid / MODEL_FILE
-        self.model = load_model(model_file) if model_file.exists() else None
-        self.dim = self.model.arch.in_dim if self.model is not None else self.books.shape[2]
-
-    def codes(self, x: np.ndarray, where: str | Path) -> tuple[np.ndarray, np.ndarray]:
-        """Nearest codes of embeddings x [N, D] -> (codes int [N, L], the residual before the
-        last level float [N, d]); ``where`` names the embeddings in errors."""
-        if x.ndim != 2 or x.shape[1] != self.dim:
-            raise InputError(
-                where,
-                f"expected embeddings of dimension {self.dim} (what the quantizer of "
-                f"{self.sid} was built on), got shape {tuple(x.shape)}",
-            )
-        z = latents(self.model, x) if self.model is not None else x.astype(np.float32)
-        base = encode(z, self.books)
-        return base, _residual_before_last(z, base, self.books)
-
-    def ranked_last(self, x: np.ndarray, where: str | Path) -> tuple[np.ndarray, np.ndarray]:
-        """Per embedding, its prefix (every level but the last, int [N, L-1]) and every
-        last-level code from nearest to farthest (int [N, K])."""
-        base, residual = self.codes(x, where)
-        dist = ((residual[:, None, :] - self.books[-1][None]) ** 2).sum(-1)
-        return base[:, :-1], np.argsort(dist, axis=1, kind="stable")
 
 
 def _write_extension(tmp: Path, sid: Path, new: np.ndarray, where: str | Path) -> dict[str, Any]:

@@ -17,11 +17,11 @@ if [[ -z "${NPROC:-}" ]]; then
 fi
 case "${LAUNCHER:-accelerate}" in
   accelerate)
-    echo "+ accelerate launch --num_processes $NPROC -m sidrec.cli $COMMAND --config $CONFIG $*" >&2
+    echo "+ accelerate launch --num_processes $NPROC -m sidrec.app.cli $COMMAND --config $CONFIG $*" >&2
     exec accelerate launch --config_file "${ACCEL_CONFIG:-$DEFAULT_ACCEL}" \
-      --num_processes "$NPROC" -m sidrec.cli "$COMMAND" --config "$CONFIG" "$@" ;;
+      --num_processes "$NPROC" -m sidrec.app.cli "$COMMAND" --config "$CONFIG" "$@" ;;
   torchrun)
-    echo "+ torchrun --nproc_per_node $NPROC -m sidrec.cli $COMMAND --config $CONFIG $*" >&2
-    exec torchrun --standalone --nproc_per_node "$NPROC" -m sidrec.cli "$COMMAND" --config "$CONFIG" "$@" ;;
+    echo "+ torchrun --nproc_per_node $NPROC -m sidrec.app.cli $COMMAND --config $CONFIG $*" >&2
+    exec torchrun --standalone --nproc_per_node "$NPROC" -m sidrec.app.cli "$COMMAND" --config "$CONFIG" "$@" ;;
   *) echo "LAUNCHER must be accelerate or torchrun, got ${LAUNCHER}" >&2; exit 2 ;;
 esac

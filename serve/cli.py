@@ -1,5 +1,5 @@
-"""``sidrec serve`` and ``sidrec update``: a thin layer over :mod:`sidrec.serve.service` and
-:mod:`sidrec.serve.update`, imported when a command runs."""
+"""``sidrec serve``: a thin layer over :mod:`sidrec.serve.service`, imported when the command
+runs."""
 
 from __future__ import annotations
 
@@ -8,30 +8,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from sidrec.config import load_config
-from sidrec.errors import SidrecError, require_file
-from sidrec.io import MANIFEST, read_json
+from sidrec.core.config import model_config
+from sidrec.core.errors import SidrecError, require_file
+from sidrec.core.io import MANIFEST, read_json
 
 FLAGS = ("registry", "redis_url", "host", "port", "max_batch", "max_wait_ms", "num_beams")
-
-
-def model_config(
-    model: Path, profile: Path | None, overrides: list[str], overlays: list[Path] | None = None
-) -> dict[str, Any]:
-    """The config of a command over a trained model: ``profile``, or by default the config the
-    model was trained with (its ``config.yaml``; its ``serve`` and ``update`` sections are
-    today's defaults, not what was recorded), then ``overlays`` and ``overrides``. Either way
-    ``embed`` is the model's own, so new items are embedded as its SIDs were."""
-    own = Path(model) / "config.yaml"
-    if profile is not None or not own.exists():
-        cfg = load_config(profile, overrides, overlays or ())
-    else:
-        cfg = load_config(own, overrides, overlays or ())
-        fresh = load_config(None, overrides, overlays or ())
-        cfg["serve"], cfg["update"] = fresh["serve"], fresh["update"]
-    if own.exists():
-        cfg["embed"] = load_config(own)["embed"]
-    return cfg
 
 
 def histories(data: Path | None, model: Path) -> dict[str, list[int]]:
@@ -56,11 +37,11 @@ def load_service(
     unreachable Redis unless ``serve.registry`` is ``memory``."""
     import torch
 
-    from sidrec.model_dir import sid_hash
-    from sidrec.recommend import Recommender
+    from sidrec.core.model_dir import sid_hash
+    from sidrec.core.state import serving
+    from sidrec.serve.recommend import Recommender
     from sidrec.serve.registry import MemoryRegistry, RedisRegistry, RegistryUnavailable
     from sidrec.serve.service import Service
-    from sidrec.serve.update import serving
 
     s = cfg["serve"]
     url = s["redis_url"]
@@ -111,7 +92,7 @@ def _serve(a: argparse.Namespace) -> None:
         raise SidrecError("give --model DIR (or --state DIR of sidrec update)")
     model = a.model
     if model is None:
-        from sidrec.serve.update import serving
+        from sidrec.core.state import serving
 
         model = serving(a.state)["model"]
     cfg = model_config(model, a.config, [*over, *a.overrides], a.overlay)
@@ -125,15 +106,8 @@ def _serve(a: argparse.Namespace) -> None:
     server(cfg, service).run()
 
 
-def _update(a: argparse.Namespace) -> dict:
-    from sidrec.serve.update import run_update
-
-    cfg = model_config(a.model, a.config, a.overrides, a.overlay)
-    return {"counts": run_update(a.model, a.day, a.state, cfg)}
-
-
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    """Register ``sidrec serve`` and ``sidrec update``."""
+    """Register ``sidrec serve``."""
     p = sub.add_parser(
         "serve",
         help="serve recommendations and register new items over HTTP",
@@ -152,14 +126,3 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", type=Path, help="a profile (default: the model's own config)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     p.set_defaults(func=_serve)
-
-    p = sub.add_parser(
-        "update",
-        help="a day's new items and interactions: fine-tune, promote only if not worse",
-    )
-    p.add_argument("--model", type=Path, required=True, help="the model to start from")
-    p.add_argument("--day", type=Path, required=True, help="the day's directory")
-    p.add_argument("--state", type=Path, required=True, help="the update state directory")
-    p.add_argument("--config", type=Path, help="a profile (default: the model's own config)")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
-    p.set_defaults(func=_update)

@@ -20,7 +20,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-from sidrec.errors import SidrecError
+from sidrec.core.errors import SidrecError
 
 
 class RegistryUnavailable(SidrecError):

@@ -30,12 +30,12 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from sidrec.errors import SidrecError
-from sidrec.recommend import Recommender
-from sidrec.rq.embed import item_texts, load_encoder
-from sidrec.rq.stage import FrozenQuantizer
+from sidrec.core.encoder import item_texts, load_encoder
+from sidrec.core.errors import SidrecError
+from sidrec.core.quantizer import FrozenQuantizer
+from sidrec.core.sids import code_token, parse_sid, sid_string
+from sidrec.serve.recommend import Recommender
 from sidrec.serve.registry import PrefixFull, Registered, RegistryUnavailable
-from sidrec.sids import code_token, parse_sid, sid_string
 
 # after the registry failed, how long recommendations go on without asking it again
 RETRY_SECONDS = 1.0

@@ -8,8 +8,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from sidrec.config import command_config, stage_path
-from sidrec.io import is_complete
+from sidrec.core.config import command_config, stage_path
+from sidrec.core.io import is_complete
 
 
 def _paths(a: argparse.Namespace, cfg: dict[str, Any], names: tuple[str, ...]) -> list[Path]:

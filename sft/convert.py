@@ -32,37 +32,20 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from sidrec.config import plain
-from sidrec.data.dataset import Dataset, read_dataset
-from sidrec.errors import SidrecError
-from sidrec.io import atomic_dir
-from sidrec.manifest import Run
-from sidrec.prompts import PromptSpec, fill_template, history_separator
-from sidrec.sequences import (
+from sidrec.core.config import plain
+from sidrec.core.dataset import Dataset, read_dataset
+from sidrec.core.errors import SidrecError
+from sidrec.core.examples import EXAMPLE_SCHEMA, MAIN_TASK, SEQUENCE_TASK, TASK_FIELDS
+from sidrec.core.io import atomic_dir
+from sidrec.core.manifest import Run
+from sidrec.core.prompts import PromptSpec, fill_template, history_separator
+from sidrec.core.sequences import (
     sequence_windows,
     training_frequency,
     user_sequences,
     weighted_pick,
 )
-from sidrec.sids import SidTable, read_sid_dir
-
-MAIN_TASK = "sid_history"
-SEQUENCE_TASK = "sid_sequence"
-TASK_FIELDS = {
-    "sid_history": ("history",),
-    "title_to_sid": ("title",),
-    "sid_to_title": ("sid",),
-    "sid_history_to_title": ("history",),
-    "title_history_to_sid": ("history",),
-    "title_history_to_title": ("history",),
-}
-EXAMPLE_SCHEMA = {
-    "prompt": pl.String,
-    "completion": pl.String,
-    "task": pl.String,
-    "template": pl.String,
-    "history": pl.List(pl.String),
-}
+from sidrec.core.sids import SidTable, read_sid_dir
 
 # (prompt, completion, template, history items): template and history are empty where the
 # prompt has no history to shorten

@@ -34,9 +34,9 @@ from transformers import (
     Qwen2ForCausalLM,
 )
 
-from sidrec.errors import InputError, SidrecError
-from sidrec.model_dir import load_tokenizer
-from sidrec.sids import SidTable, code_token
+from sidrec.core.errors import InputError, SidrecError
+from sidrec.core.model_dir import load_tokenizer
+from sidrec.core.sids import SidTable, code_token
 
 QWEN2_PATTERN = (
     r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"""

@@ -22,13 +22,14 @@ from transformers import EarlyStoppingCallback, PreTrainedModel, Trainer
 from trl import SFTConfig, SFTTrainer
 from trl.trainer.utils import pad
 
-from sidrec.data.dataset import read_dataset
-from sidrec.decoding import PrefixIndex, StepHead
-from sidrec.errors import InputError, SidrecError, require_file
-from sidrec.io import MANIFEST, read_json
-from sidrec.manifest import Run
-from sidrec.model_dir import bundle
-from sidrec.prompts import (
+from sidrec.core.dataset import read_dataset
+from sidrec.core.decoding import PrefixIndex, StepHead
+from sidrec.core.errors import InputError, SidrecError, require_file
+from sidrec.core.examples import EXAMPLE_SCHEMA, SEQUENCE_TASK
+from sidrec.core.io import MANIFEST, read_json
+from sidrec.core.manifest import Run
+from sidrec.core.model_dir import bundle
+from sidrec.core.prompts import (
     PROMPTING_FILE,
     PromptSpec,
     encode_prompt,
@@ -36,16 +37,9 @@ from sidrec.prompts import (
     history_separator,
     wants_chat_template,
 )
-from sidrec.sequences import query_rows
-from sidrec.sft.convert import EXAMPLE_SCHEMA, SEQUENCE_TASK
-from sidrec.sft.models import (
-    add_sid_tokens,
-    load_base_model,
-    set_generation_defaults,
-    sid_vocabulary,
-)
-from sidrec.sids import read_sid_dir
-from sidrec.training import (
+from sidrec.core.sequences import query_rows
+from sidrec.core.sids import read_sid_dir
+from sidrec.core.training import (
     CHECKPOINTS,
     accumulation_steps,
     claim_output,
@@ -57,7 +51,13 @@ from sidrec.training import (
     use_bf16,
     work_dir,
 )
-from sidrec.validation import RankingValidation, metric_for_best
+from sidrec.core.validation import RankingValidation, metric_for_best
+from sidrec.sft.models import (
+    add_sid_tokens,
+    load_base_model,
+    set_generation_defaults,
+    sid_vocabulary,
+)
 
 MODES = ("full", "lora", "embeddings")
 # what an unfinished run must have been started with to be resumed (besides its inputs)

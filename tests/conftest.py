@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from sidrec.core.sids import SidTable
 from sidrec.data.stage import synth, write_imported_sids
-from sidrec.sids import SidTable
 
 # ../shared/data beside the checkout, or wherever SIDREC_SHARED_DATA points
 SHARED_DATA = Path(
@@ -121,7 +121,7 @@ TINY_SFT = [
 @pytest.fixture(scope="session")
 def tiny_model(small_run: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict:
     """``small_run`` plus ``model``: a tiny SFT model trained on it, and its ``cfg``."""
-    from sidrec.config import load_config
+    from sidrec.core.config import load_config
     from sidrec.sft.convert import convert
     from sidrec.sft.train import train_sft
 
@@ -268,8 +268,8 @@ def demo_model(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """configs/demo.yaml shrunk to seconds through SFT: real text embeddings, a frozen
     quantizer (3 levels x 8 codes over 150 items), a tiny model trained a few steps. Holds the
     pipeline's ``outputs`` and its ``cfg``."""
-    from sidrec.config import load_config
-    from sidrec.pipeline import run_pipeline
+    from sidrec.app.pipeline import run_pipeline
+    from sidrec.core.config import load_config
 
     root = tmp_path_factory.mktemp("demo_model")
     overrides = [

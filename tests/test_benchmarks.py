@@ -8,9 +8,9 @@ import pytest
 from conftest import TINY_QWEN2, tiny_demo
 
 from sidrec.analysis.suggest import STRATEGIES
-from sidrec.cli import main
-from sidrec.io import read_json
-from sidrec.ledger import read_ledger
+from sidrec.app.cli import main
+from sidrec.core.io import read_json
+from sidrec.core.ledger import read_ledger
 
 REPO = Path(__file__).resolve().parents[1]
 BENCHMARKS = REPO / "benchmarks"

@@ -5,12 +5,12 @@ from pathlib import Path
 
 import pytest
 
-import sidrec.data.dataset as dataset_mod
-from sidrec.cli import main
-from sidrec.config import load_config
-from sidrec.errors import SidrecError
-from sidrec.io import is_complete
-from sidrec.pipeline import StageRun, format_summary, run_pipeline
+import sidrec.core.dataset as dataset_mod
+from sidrec.app.cli import main
+from sidrec.app.pipeline import StageRun, format_summary, run_pipeline
+from sidrec.core.config import load_config
+from sidrec.core.errors import SidrecError
+from sidrec.core.io import is_complete
 
 SMALL = [
     "data.synth.n_items=200",

@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from sidrec.config import defaults, load_config
-from sidrec.errors import InputError, SidrecError
+from sidrec.core.config import defaults, load_config
+from sidrec.core.errors import InputError, SidrecError
 
 
 def test_defaults_profile_and_overrides_layer_in_order(tmp_path: Path) -> None:

@@ -11,22 +11,22 @@ import numpy as np
 import polars as pl
 from conftest import write_amazon18_raw
 
-from sidrec.config import ReadTracker, defaults, leaf_keys, load_config, stage_path
-from sidrec.data.dataset import read_dataset
+from sidrec.app.pipeline import run_pipeline
+from sidrec.app.preflight import preflight
+from sidrec.app.update import run_update
+from sidrec.baselines.ranker import train_ranker
+from sidrec.baselines.sasrec import train_sasrec
+from sidrec.baselines.two_tower import train_two_tower
+from sidrec.core.config import ReadTracker, defaults, leaf_keys, load_config, stage_path
+from sidrec.core.dataset import read_dataset
+from sidrec.core.ranking import write_ranking
+from sidrec.core.sids import SidTable
 from sidrec.data.stage import build_from_config, export_minionerec_dir, write_imported_sids
-from sidrec.evaluate.ranker import train_ranker
-from sidrec.evaluate.ranking import write_ranking
-from sidrec.evaluate.sasrec import train_sasrec
-from sidrec.evaluate.two_tower import train_two_tower
-from sidrec.pipeline import run_pipeline
-from sidrec.preflight import preflight
 from sidrec.rl.train import train_rl
 from sidrec.rq.stage import build_sids
 from sidrec.serve.cli import load_service, server
-from sidrec.serve.update import run_update
 from sidrec.sft.convert import convert
 from sidrec.sft.train import train_sft
-from sidrec.sids import SidTable
 
 TINY = [
     "data.synth.n_items=120",

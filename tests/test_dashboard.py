@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 from conftest import BROWSER_FLAGS, chromium
 
-from sidrec.config import load_config
+from sidrec.baselines.sasrec import train_sasrec
+from sidrec.core.config import load_config
 from sidrec.data.stage import synth
-from sidrec.evaluate.sasrec import train_sasrec
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "dashboard.sh"
 EPOCHS = 3

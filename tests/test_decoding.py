@@ -9,7 +9,7 @@ import pytest
 import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
-from sidrec.decoding import (
+from sidrec.core.decoding import (
     Catalog,
     PrefixIndex,
     SidConstraint,
@@ -22,9 +22,9 @@ from sidrec.decoding import (
     left_pad,
     restricted_log_probs,
 )
-from sidrec.errors import SidrecError
+from sidrec.core.errors import SidrecError
+from sidrec.core.sids import SidTable, code_token, sid_tokens
 from sidrec.sft.models import sid_tokenizer
-from sidrec.sids import SidTable, code_token, sid_tokens
 
 
 def random_table(rng: np.random.Generator, n: int, sizes: list[int], extra: float) -> SidTable:
@@ -97,7 +97,7 @@ def test_mask_equals_brute_force(
 ) -> None:
     """Dense tables for the first levels, windows for the rest, and (dense_width 2) dense
     tables for every deeper level with a node of more than 2 children: the same masks."""
-    from sidrec import decoding
+    from sidrec.core import decoding
 
     monkeypatch.setattr(decoding, "DENSE_WIDTH", dense_width)
     rng = np.random.default_rng(n)
@@ -373,7 +373,7 @@ def test_restricted_head_needs_a_plain_output_head() -> None:
 def test_auto_batch_size_doubles_until_memory_or_time_runs_out(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from sidrec import decoding
+    from sidrec.core import decoding
 
     table = SidTable([[0, 1], [1, 0], [1, 1]], [2, 2])
     tok = sid_tokenizer(table)

@@ -12,7 +12,7 @@ import yaml
 from conftest import two_process_env
 
 import sidrec.data.amazon18 as amazon18
-from sidrec.cli import main
+from sidrec.app.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 

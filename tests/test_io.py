@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from sidrec.errors import SidrecError
-from sidrec.io import atomic_dir, is_complete
-from sidrec.manifest import Run
+from sidrec.core.errors import SidrecError
+from sidrec.core.io import atomic_dir, is_complete
+from sidrec.core.manifest import Run
 
 
 def _finish(tmp: Path) -> None:
@@ -85,7 +85,7 @@ def test_a_live_writer_holds_the_output(tmp_path: Path) -> None:
         [
             sys.executable,
             "-c",
-            "import sys, time; from sidrec.io import output_lock\n"
+            "import sys, time; from sidrec.core.io import output_lock\n"
             f"with output_lock({str(out)!r}):\n    print('held', flush=True); time.sleep(60)",
         ],
         stdout=subprocess.PIPE,

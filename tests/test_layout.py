@@ -1,5 +1,6 @@
-"""The repository's own rules: stages meet only through files and the root package, every
-third-party import is a declared dependency, and the repository documents itself."""
+"""The repository's own rules: three layers (core, the stages, app) that import only downward,
+stages that meet only through files, every third-party import a declared dependency, and a
+repository that documents itself."""
 
 from __future__ import annotations
 
@@ -13,9 +14,18 @@ from pathlib import Path
 import tomllib
 
 REPO = Path(__file__).resolve().parents[1]
-STAGES = {"data", "rq", "sft", "rl", "evaluate", "analysis"}
-# what a stage may import from another stage: the reader of the dataset directory format
-SHARED_CONTRACTS = {"sidrec.data.dataset"}
+# folder -> the package it becomes (pyproject.toml's package-dir)
+STAGES = {
+    "data": "data",
+    "rq": "rq",
+    "sft": "sft",
+    "rl": "rl",
+    "evaluate": "evaluate",
+    "analysis": "analysis",
+    "baselines": "baselines",
+    "serve": "serve",
+}
+LAYERS = ("core", "stage", "app")  # each imports only its own layer and the ones below
 
 
 def _imports(path: Path) -> set[str]:
@@ -33,16 +43,61 @@ def _package_files() -> list[Path]:
     return [p for d in ("sidrec", *STAGES) for p in (REPO / d).rglob("*.py")]
 
 
-def test_stages_do_not_import_each_others_internals() -> None:
+def _unit(module: str) -> tuple[str, str]:
+    """(layer, unit) of a ``sidrec`` module: ``core`` and ``app`` are one unit each, every
+    stage its own; the root package (its version) counts as core."""
+    parts = module.split(".")
+    second = parts[1] if len(parts) > 1 else ""
+    if second in ("core", "app"):
+        return second, second
+    if second in STAGES:
+        return "stage", second
+    return "core", "core"
+
+
+def _module_of(path: Path) -> str:
+    rel = path.relative_to(REPO).with_suffix("")
+    parts = list(rel.parts)
+    if parts[0] in STAGES:
+        parts = ["sidrec", *parts]
+    if parts[-1] == "__main__":  # ``python -m sidrec`` is the command line
+        return "sidrec.app"
+    return ".".join(p for p in parts if p != "__init__")
+
+
+def layering_violations(files: dict[str, set[str]]) -> list[str]:
+    """What breaks the layers among ``files`` (module -> the modules it imports): an import of
+    a layer above, or of another stage."""
     wrong = []
-    for stage in STAGES:
-        for path in (REPO / stage).rglob("*.py"):
-            for name in _imports(path):
-                parts = name.split(".")
-                other = parts[1] if len(parts) > 1 and parts[0] == "sidrec" else None
-                if other in STAGES and other != stage and name not in SHARED_CONTRACTS:
-                    wrong.append(f"{path.relative_to(REPO)} imports {name}")
-    assert wrong == []
+    for module, imported in files.items():
+        layer, unit = _unit(module)
+        for name in imported:
+            if name != "sidrec" and not name.startswith("sidrec."):
+                continue
+            other_layer, other_unit = _unit(name)
+            above = LAYERS.index(other_layer) > LAYERS.index(layer)
+            sideways = layer == other_layer == "stage" and other_unit != unit
+            if above or sideways:
+                wrong.append(f"{module} imports {name}")
+    return sorted(wrong)
+
+
+def test_every_package_imports_only_downward() -> None:
+    files = {_module_of(p): _imports(p) for p in _package_files()}
+    assert {_unit(m)[0] for m in files} == set(LAYERS)
+    assert layering_violations(files) == []
+
+
+def test_a_wrong_import_is_caught() -> None:
+    assert layering_violations({"sidrec.core.metrics": {"sidrec.evaluate.generative"}}) == [
+        "sidrec.core.metrics imports sidrec.evaluate.generative"
+    ]
+    assert layering_violations({"sidrec.serve.service": {"sidrec.rq.embed"}}) == [
+        "sidrec.serve.service imports sidrec.rq.embed"
+    ]
+    assert layering_violations({"sidrec.rl.train": {"sidrec.app.pipeline"}}) != []
+    assert layering_violations({"sidrec.app.update": {"sidrec.sft.train", "sidrec.core.io"}}) == []
+    assert layering_violations({"sidrec.baselines.sasrec": {"sidrec.core.ranking"}}) == []
 
 
 def test_every_third_party_import_is_declared() -> None:
@@ -76,3 +131,16 @@ def test_the_repository_carries_what_it_cites() -> None:
         if f.endswith((".py", ".yaml", ".md", ".sh")):
             cited |= set(re.findall(r"[A-Za-z_]+\.md", (REPO / f).read_text(encoding="utf-8")))
     assert sorted(c for c in cited if c not in names) == []
+
+
+def test_readme_is_short_and_every_link_resolves() -> None:
+    readme = REPO / "README.md"
+    assert len(readme.read_text(encoding="utf-8").splitlines()) <= 200
+    broken = []
+    for doc in [readme, *sorted((REPO / "docs").glob("*.md"))]:
+        for target in re.findall(r"\]\(([^)\s]+)\)", doc.read_text(encoding="utf-8")):
+            path = target.split("#")[0]
+            if path and not path.startswith(("http://", "https://", "mailto:")):
+                if not (doc.parent / path).exists():
+                    broken.append(f"{doc.relative_to(REPO)}: {target}")
+    assert broken == []

@@ -9,10 +9,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from sidrec.errors import SidrecError
-from sidrec.evaluate.ranking import write_ranking
-from sidrec.io import read_json
-from sidrec.metrics import (
+from sidrec.core.errors import SidrecError
+from sidrec.core.io import read_json
+from sidrec.core.metrics import (
     cutoffs,
     drop_history,
     hr_ndcg,
@@ -21,6 +20,7 @@ from sidrec.metrics import (
     target_ranks,
     user_gains,
 )
+from sidrec.core.ranking import write_ranking
 
 
 def test_ranks_and_metrics_by_hand() -> None:

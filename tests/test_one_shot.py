@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import TINY_QWEN2, debian_tool, tiny_demo
 
-from sidrec.io import is_complete
+from sidrec.core.io import is_complete
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "pipeline_0.5b.sh"

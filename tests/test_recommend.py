@@ -10,9 +10,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from sidrec.cli import main
+from sidrec.app.cli import main
 from sidrec.evaluate.generative import evaluate_model
-from sidrec.recommend import Recommender
+from sidrec.serve.recommend import Recommender
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,8 @@ from pathlib import Path
 import yaml
 from conftest import TINY_QWEN2, write_amazon18_raw
 
-from sidrec.config import load_config, plain
-from sidrec.io import is_complete, read_json
+from sidrec.core.config import load_config, plain
+from sidrec.core.io import is_complete, read_json
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = REPO / "scripts"
@@ -104,7 +104,7 @@ def test_the_workflow_runs_script_by_script(tmp_path: Path) -> None:
     profile.write_text(yaml.safe_dump(plain(cfg), sort_keys=False))
     run = tmp_path / "outputs" / "shop"
     subprocess.run(
-        [sys.executable, "-m", "sidrec.cli", "data", "synth", "--out", str(run / "data")]
+        [sys.executable, "-m", "sidrec.app.cli", "data", "synth", "--out", str(run / "data")]
         + ["--n-items", "150", "--n-users", "120"],
         check=True,
         capture_output=True,
@@ -142,7 +142,7 @@ def test_the_workflow_runs_script_by_script(tmp_path: Path) -> None:
     assert is_complete(run / "examples")
     tiny_batch = ("--batch_size", "16", "--micro_batch_size", "16", "--learning_rate", "0.003")
     done = _script("sft.sh", str(profile), "--category", "shop", *tiny_batch, cwd=tmp_path)
-    assert "torchrun --nproc_per_node 1 -m sidrec.cli sft" in done.stderr
+    assert "torchrun --nproc_per_node 1 -m sidrec.app.cli sft" in done.stderr
     assert read_json(run / "sft" / "manifest.json")["counts"]["steps"] == 4
     sft_cfg = yaml.safe_load((run / "sft" / "config.yaml").read_text())
     assert sft_cfg["sft"]["global_batch_size"] == 16 and sft_cfg["sft"]["learning_rate"] == 0.003

@@ -4,8 +4,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from sidrec.errors import InputError
-from sidrec.sids import (
+from sidrec.core.errors import InputError
+from sidrec.core.sids import (
     SidTable,
     parse_sid,
     read_index_json,

@@ -15,10 +15,10 @@ import pytest
 from sidrec.analysis import badcase as bc
 from sidrec.analysis.analyze import analyze
 from sidrec.analysis.plots import PLOTS
-from sidrec.cli import main
-from sidrec.errors import InputError, SidrecError
+from sidrec.app.cli import main
+from sidrec.core.errors import InputError, SidrecError
+from sidrec.core.io import read_json
 from sidrec.evaluate.generative import evaluate_model
-from sidrec.io import read_json
 
 
 def test_bins_popularity_history_and_repeats() -> None:

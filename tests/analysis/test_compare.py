@@ -9,11 +9,11 @@ import polars as pl
 import pytest
 
 from sidrec.analysis.compare import compare, format_comparison, rank_ledger
-from sidrec.cli import main
-from sidrec.errors import InputError, SidrecError
-from sidrec.evaluate.ranking import write_ranking
-from sidrec.io import read_json
-from sidrec.ledger import COLUMNS, append_experiment, read_ledger
+from sidrec.app.cli import main
+from sidrec.core.errors import InputError, SidrecError
+from sidrec.core.io import read_json
+from sidrec.core.ledger import COLUMNS, append_experiment, read_ledger
+from sidrec.core.ranking import write_ranking
 
 
 def _evaluation(out: Path, ranks: list[int], users: list[str] | None = None) -> Path:

@@ -13,15 +13,15 @@ import pytest
 import yaml
 
 from sidrec.analysis.suggest import STRATEGIES, suggest
-from sidrec.cli import main
-from sidrec.config import load_config
-from sidrec.data.dataset import read_dataset
-from sidrec.errors import SidrecError
-from sidrec.io import read_json
-from sidrec.pipeline import run_pipeline
+from sidrec.app.cli import main
+from sidrec.app.pipeline import run_pipeline
+from sidrec.core.config import load_config
+from sidrec.core.dataset import read_dataset
+from sidrec.core.errors import SidrecError
+from sidrec.core.io import read_json
+from sidrec.core.sids import read_sid_dir, sid_summary
 from sidrec.rq.stage import build_sids
 from sidrec.sft.convert import build_examples
-from sidrec.sids import read_sid_dir, sid_summary
 
 
 def _row(label: str, share: float, hr: float, rest: float) -> dict:
@@ -305,7 +305,7 @@ def test_the_cold_start_overlay_starts_sid_tokens_at_their_titles(
     import torch
     from conftest import TINY_SFT
 
-    from sidrec.model_dir import load_sid_model
+    from sidrec.core.model_dir import load_sid_model
     from sidrec.sft.convert import convert
     from sidrec.sft.train import train_sft
 

@@ -6,11 +6,11 @@ from pathlib import Path
 import pytest
 from conftest import timestamp, write_amazon18_raw, write_gz
 
+from sidrec.core.dataset import read_dataset
+from sidrec.core.errors import InputError, SidrecError
 from sidrec.data.amazon18 import clean_title
-from sidrec.data.dataset import read_dataset
 from sidrec.data.events import k_core
 from sidrec.data.stage import amazon18
-from sidrec.errors import InputError, SidrecError
 
 NAME = "Tiny_Category"
 

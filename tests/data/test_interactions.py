@@ -8,11 +8,11 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from sidrec.cli import main
-from sidrec.config import load_config
-from sidrec.data.dataset import read_dataset
+from sidrec.app.cli import main
+from sidrec.core.config import load_config
+from sidrec.core.dataset import read_dataset
+from sidrec.core.errors import InputError, SidrecError
 from sidrec.data.stage import build_from_config, import_interactions
-from sidrec.errors import InputError, SidrecError
 
 SHOP = Path(__file__).resolve().parents[2] / "docs" / "examples" / "shop"
 TEXT = {"brand_col": "brand", "category_col": "categories"}

@@ -3,11 +3,11 @@ from pathlib import Path
 
 import pytest
 
-from sidrec.config import load_config
-from sidrec.data.dataset import read_dataset
+from sidrec.core.config import load_config
+from sidrec.core.dataset import read_dataset
+from sidrec.core.errors import InputError, SidrecError
+from sidrec.core.sids import read_sid_dir
 from sidrec.data.stage import build_from_config, import_letter_dir
-from sidrec.errors import InputError, SidrecError
-from sidrec.sids import read_sid_dir
 
 
 @pytest.fixture(scope="module")

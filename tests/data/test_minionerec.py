@@ -6,8 +6,10 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from sidrec.config import load_config
-from sidrec.data.dataset import read_dataset
+from sidrec.core.config import load_config
+from sidrec.core.dataset import read_dataset
+from sidrec.core.errors import InputError, SidrecError
+from sidrec.core.sids import SidTable, read_sid_dir
 from sidrec.data.stage import (
     build_from_config,
     export_minionerec_dir,
@@ -15,8 +17,6 @@ from sidrec.data.stage import (
     synth,
     write_imported_sids,
 )
-from sidrec.errors import InputError, SidrecError
-from sidrec.sids import SidTable, read_sid_dir
 
 NAME = "Industrial_and_Scientific"
 STEM = f"{NAME}_5_2016-10-2018-11"

@@ -1,8 +1,8 @@
 import polars as pl
 import pytest
 
+from sidrec.core.errors import SidrecError
 from sidrec.data.splits import assemble, split_sequences
-from sidrec.errors import SidrecError
 
 
 def _seqs(rows: list[tuple[str, list[int], list[int] | None]]) -> pl.DataFrame:

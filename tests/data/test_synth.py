@@ -5,11 +5,11 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from sidrec.cli import main
-from sidrec.data.dataset import Dataset, read_dataset
+from sidrec.app.cli import main
+from sidrec.core.dataset import Dataset, read_dataset
+from sidrec.core.errors import SidrecError
 from sidrec.data.stage import synth
 from sidrec.data.synth import generate
-from sidrec.errors import SidrecError
 
 
 @pytest.fixture(scope="module")

@@ -12,18 +12,18 @@ import pytest
 import yaml
 from conftest import TINY_SFT, two_process_env
 
-from sidrec.cli import main
-from sidrec.config import load_config
-from sidrec.data.dataset import read_dataset
+from sidrec.app.cli import main
+from sidrec.baselines.sasrec import train_sasrec
+from sidrec.core.config import load_config
+from sidrec.core.dataset import read_dataset
+from sidrec.core.errors import SidrecError
+from sidrec.core.io import read_json
+from sidrec.core.ledger import read_ledger
+from sidrec.core.metrics import hr_ndcg
+from sidrec.core.sasrec_model import Experts, load_sasrec, score_items
+from sidrec.core.sids import SidTable, read_sid_dir
 from sidrec.data.stage import write_imported_sids
-from sidrec.errors import SidrecError
 from sidrec.evaluate.generative import evaluate_model
-from sidrec.evaluate.sasrec import train_sasrec
-from sidrec.io import read_json
-from sidrec.ledger import read_ledger
-from sidrec.metrics import hr_ndcg
-from sidrec.sasrec_model import Experts, load_sasrec, score_items
-from sidrec.sids import SidTable, read_sid_dir
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from sidrec.cli import main
-from sidrec.errors import SidrecError
+from sidrec.app.cli import main
+from sidrec.core.errors import SidrecError
 from sidrec.evaluate.sweep import export_submission, read_predictions, sweep
 
 LOG = math.log

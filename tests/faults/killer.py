@@ -50,6 +50,6 @@ if __name__ == "__main__":
     target, n, when, sep, *argv = sys.argv[1:]
     assert sep == "--" and when in ("before", "after"), sys.argv
     arm(target, int(n), when)
-    from sidrec.cli import main
+    from sidrec.app.cli import main
 
     sys.exit(main(argv))

@@ -20,13 +20,13 @@ import pytest
 import yaml
 from safetensors.torch import load_file
 
-from sidrec.io import is_complete, read_json
-from sidrec.training import work_dir
+from sidrec.core.io import is_complete, read_json
+from sidrec.core.training import work_dir
 
 pytestmark = pytest.mark.faults
 
 KILLER = Path(__file__).with_name("killer.py")
-SIDREC = [sys.executable, "-m", "sidrec.cli"]
+SIDREC = [sys.executable, "-m", "sidrec.app.cli"]
 SETTINGS = {
     "seed": 7,
     "data": {"synth": {"n_items": 240, "n_users": 200}},
@@ -253,23 +253,23 @@ def _complete_checkpoints(out: Path) -> list[int]:
 
 KILL_POINTS = [
     ("data", "polars:DataFrame.write_parquet", 3, "after"),  # half the files written
-    ("data", "sidrec.manifest:Run.finish", 1, "before"),  # every file but the manifest
-    ("data", "sidrec.io:replace_dir", 1, "before"),  # complete, not yet in place
+    ("data", "sidrec.core.manifest:Run.finish", 1, "before"),  # every file but the manifest
+    ("data", "sidrec.core.io:replace_dir", 1, "before"),  # complete, not yet in place
     ("embed", "sentence_transformers:SentenceTransformer.encode", 1, "before"),
     ("embed", "numpy:savez", 1, "after"),  # the cache's new file written, not yet renamed
-    ("embed", "sidrec.io:replace_dir", 1, "before"),
+    ("embed", "sidrec.core.io:replace_dir", 1, "before"),
     ("sid", "sidrec.rq.stage:plot_code_usage", 1, "before"),
-    ("sid", "sidrec.io:replace_dir", 1, "before"),
+    ("sid", "sidrec.core.io:replace_dir", 1, "before"),
     ("convert", "polars:DataFrame.write_parquet", 1, "after"),
-    ("convert", "sidrec.io:replace_dir", 1, "before"),
+    ("convert", "sidrec.core.io:replace_dir", 1, "before"),
     ("sft", "transformers:Trainer._save_checkpoint", 1, "after"),
     ("sft", "transformers:Trainer._save_checkpoint", 3, "after"),
     ("sft", "transformers:Trainer._save_optimizer_and_scheduler", 2, "before"),  # mid-save
-    ("sft", "sidrec.io:replace_dir", 1, "before"),  # publishing the finished model
+    ("sft", "sidrec.core.io:replace_dir", 1, "before"),  # publishing the finished model
     ("evaluate", "sidrec.evaluate.generative:beam_search", 2, "after"),
-    ("evaluate", "sidrec.io:replace_dir", 1, "before"),
+    ("evaluate", "sidrec.core.io:replace_dir", 1, "before"),
     ("rl", "transformers:Trainer._save_checkpoint", 1, "after"),
-    ("rl", "sidrec.io:replace_dir", 1, "before"),
+    ("rl", "sidrec.core.io:replace_dir", 1, "before"),
 ]
 
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from test_one_shot import SCRIPT, one_shot_env, tiny_one_shot
 
-from sidrec.io import read_json
-from sidrec.training import work_dir
+from sidrec.core.io import read_json
+from sidrec.core.training import work_dir
 
 pytestmark = pytest.mark.faults
 

@@ -27,7 +27,7 @@ pytestmark = pytest.mark.faults
 
 def _replica(model: Path, url: str, logs: Path) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    args = [sys.executable, "-m", "sidrec.cli", "serve", "--model", str(model)]
+    args = [sys.executable, "-m", "sidrec.app.cli", "serve", "--model", str(model)]
     with open(logs, "w") as log:
         proc = subprocess.Popen(
             [*args, "--port", str(port), "--redis-url", url], stdout=log, stderr=subprocess.STDOUT

@@ -15,18 +15,18 @@ import torch
 import yaml
 from conftest import two_process_env
 
-from sidrec.config import load_config
-from sidrec.data.dataset import read_dataset
+from sidrec.core.config import load_config
+from sidrec.core.dataset import read_dataset
+from sidrec.core.decoding import PrefixIndex, beam_search
+from sidrec.core.errors import InputError, SidrecError
+from sidrec.core.io import read_json
+from sidrec.core.model_dir import load_sid_model, model_sids
+from sidrec.core.prompts import PromptSpec
+from sidrec.core.sids import sid_tokens
 from sidrec.data.stage import synth
-from sidrec.decoding import PrefixIndex, beam_search
-from sidrec.errors import InputError, SidrecError
 from sidrec.evaluate.generative import evaluate_model
-from sidrec.io import read_json
-from sidrec.model_dir import load_sid_model, model_sids
-from sidrec.prompts import PromptSpec
 from sidrec.rl import train as rl_train
 from sidrec.rl.train import train_rl
-from sidrec.sids import sid_tokens
 
 G = 4
 RL = [

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from sidrec.errors import SidrecError
+from sidrec.core.errors import SidrecError
 from sidrec.rl.rewards import (
     check_rewards,
     combined,
@@ -86,8 +86,8 @@ def test_the_sasrec_reward_scores_each_group_after_its_own_history() -> None:
     and each group's beams are scored by the SASRec model after that row's history."""
     import torch
 
+    from sidrec.core.sasrec_model import SASRec, score_items
     from sidrec.rl.train import reward_functions
-    from sidrec.sasrec_model import SASRec, score_items
 
     torch.manual_seed(0)
     model = SASRec(n_items=6, hidden=8, layers=1, heads=1, dropout=0.0, max_len=5).eval()

@@ -2,16 +2,10 @@ import numpy as np
 import pytest
 import torch
 
-from sidrec.errors import SidrecError
+from sidrec.core.errors import SidrecError
+from sidrec.core.quantizer import Arch, Method, RQModel, encode, sinkhorn_assign
 from sidrec.rq.dedup import append_tokens, reassign_last_level
-from sidrec.rq.neural import Arch, RQModel
-from sidrec.rq.quantize import (
-    Method,
-    encode,
-    fit_residual,
-    reconstruction_error,
-    sinkhorn_assign,
-)
+from sidrec.rq.quantize import fit_residual, reconstruction_error
 
 
 @pytest.fixture(scope="module")

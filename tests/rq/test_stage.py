@@ -5,13 +5,14 @@ import numpy as np
 import polars as pl
 import pytest
 
-from sidrec.cli import main
-from sidrec.config import load_config
+from sidrec.app.cli import main
+from sidrec.core.config import load_config
+from sidrec.core.encoder import encode_texts, item_texts
+from sidrec.core.errors import InputError, SidrecError
+from sidrec.core.sids import read_sid_dir
 from sidrec.data.stage import import_minionerec_dir, synth
-from sidrec.errors import InputError, SidrecError
-from sidrec.rq.embed import embed_dataset, encode_texts, item_texts
+from sidrec.rq.embed import embed_dataset
 from sidrec.rq.stage import assign_sids, build_sids, report_sids
-from sidrec.sids import read_sid_dir
 
 EMBED = load_config(None, ["embed.model=all-minilm-l6-v2", "embed.max_seq_length=64"])["embed"]
 SID = {**load_config()["sid"], "epochs": 5}

@@ -15,12 +15,13 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from sidrec.cli import main
-from sidrec.embeddings import load_embeddings
-from sidrec.errors import SidrecError
-from sidrec.serve.cli import load_service, model_config
+from sidrec.app.cli import main
+from sidrec.core.config import model_config
+from sidrec.core.embeddings import load_embeddings
+from sidrec.core.errors import SidrecError
+from sidrec.core.sids import parse_sid, sid_string
+from sidrec.serve.cli import load_service
 from sidrec.serve.service import Service, create_app
-from sidrec.sids import parse_sid, sid_string
 
 
 def _service(demo_model: dict, *overrides: str) -> Service:

@@ -3,14 +3,14 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from sidrec.config import load_config
-from sidrec.data.dataset import read_dataset
-from sidrec.errors import SidrecError
-from sidrec.io import read_json
-from sidrec.prompts import PromptSpec, fill_template, history_separator
-from sidrec.sequences import sequence_windows, user_sequences
+from sidrec.core.config import load_config
+from sidrec.core.dataset import read_dataset
+from sidrec.core.errors import SidrecError
+from sidrec.core.io import read_json
+from sidrec.core.prompts import PromptSpec, fill_template, history_separator
+from sidrec.core.sequences import sequence_windows, user_sequences
+from sidrec.core.sids import SidTable, parse_sid, read_sid_dir
 from sidrec.sft.convert import build_examples, convert
-from sidrec.sids import SidTable, parse_sid, read_sid_dir
 
 
 def _cfg(*overrides: str) -> dict:

@@ -4,10 +4,10 @@ import pytest
 import torch
 from transformers import GenerationConfig, ViTConfig
 
-from sidrec.config import load_config
-from sidrec.errors import InputError, SidrecError
+from sidrec.core.config import load_config
+from sidrec.core.errors import InputError, SidrecError
+from sidrec.core.sids import SidTable
 from sidrec.sft.models import add_sid_tokens, load_base_model, sid_vocabulary
-from sidrec.sids import SidTable
 
 
 @pytest.fixture(scope="module")

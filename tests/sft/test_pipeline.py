@@ -8,11 +8,11 @@ import pytest
 from conftest import tiny_demo
 from transformers import AutoModelForCausalLM
 
-from sidrec.config import load_config
-from sidrec.io import read_json
-from sidrec.model_dir import load_tokenizer
-from sidrec.pipeline import StageRun, format_summary, run_pipeline
-from sidrec.prompts import PromptSpec
+from sidrec.app.pipeline import StageRun, format_summary, run_pipeline
+from sidrec.core.config import load_config
+from sidrec.core.io import read_json
+from sidrec.core.model_dir import load_tokenizer
+from sidrec.core.prompts import PromptSpec
 
 REPO = Path(__file__).resolve().parents[2]
 TINY_MODEL = [

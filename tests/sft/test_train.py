@@ -12,11 +12,12 @@ import yaml
 from conftest import TINY_QWEN2, two_process_env
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from sidrec.config import load_config
-from sidrec.errors import SidrecError
-from sidrec.io import read_json
-from sidrec.model_dir import sid_hash
-from sidrec.prompts import PromptSpec
+from sidrec.core.config import load_config
+from sidrec.core.errors import SidrecError
+from sidrec.core.io import read_json
+from sidrec.core.model_dir import sid_hash
+from sidrec.core.prompts import PromptSpec
+from sidrec.core.sids import read_sid_dir
 from sidrec.sft.convert import convert
 from sidrec.sft.models import add_sid_tokens, load_base_model, sid_vocabulary
 from sidrec.sft.train import (
@@ -25,7 +26,6 @@ from sidrec.sft.train import (
     tokenize_examples,
     train_sft,
 )
-from sidrec.sids import read_sid_dir
 
 TINY = [
     *TINY_QWEN2,
@@ -293,7 +293,7 @@ def _cli(cfg_file: Path, examples: Path, out: Path, *extra: str) -> list[str]:
     return [
         sys.executable,
         "-m",
-        "sidrec.cli",
+        "sidrec.app.cli",
         "sft",
         "--config",
         str(cfg_file),

@@ -1,0 +1,211 @@
+"""``sidrec baseline sasrec``: SASRec (Kang & McAuley, 2018), the traditional reference.
+
+A causal transformer over item ids, trained with full-softmax cross-entropy on each user's
+training sequence (the loss on every item after the first: the same examples as every prefix
+of the training split), the epoch kept by validation NDCG@10, and evaluated with the same rows,
+metrics and files as ``sidrec evaluate``.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from sidrec.core.dataset import read_dataset
+from sidrec.core.errors import SidrecError
+from sidrec.core.io import atomic_dir, check_output, write_json
+from sidrec.core.manifest import Run
+from sidrec.core.metrics import hr_ndcg, target_ranks
+from sidrec.core.ranking import BestEpoch, baseline_info, record_experiment, write_ranking
+from sidrec.core.sasrec_model import MODEL_FILE, SASRec, pad_left
+from sidrec.core.sequences import query_rows, sequence_windows, user_sequences
+from sidrec.core.training import swanlab_run
+
+VALID_K = 10
+
+
+def _windows(seqs: list[list[int]], max_len: int) -> list[tuple[list[int], list[int]]]:
+    """(inputs, targets) per training window, items as tokens, targets -100 where no loss."""
+    out = []
+    for seq in seqs:
+        for start, first, end in sequence_windows(len(seq), max_len + 1):
+            inputs = [i + 1 for i in seq[start : end - 1]]
+            targets = [seq[j] if j >= first else -100 for j in range(start + 1, end)]
+            out.append((inputs, targets))
+    return out
+
+
+def _length_grouped_batches(
+    windows: list[tuple[list[int], list[int]]], size: int, rng: np.random.Generator
+) -> list[np.ndarray]:
+    """Shuffled batches of windows of similar length (little padding): a random order cut into
+    groups of 50 batches, each sorted by length, and the batches shuffled."""
+    order = rng.permutation(len(windows))
+    lengths = np.array([len(windows[i][0]) for i in order])
+    batches = []
+    for g in range(0, len(order), 50 * size):
+        group = order[g : g + 50 * size][np.argsort(-lengths[g : g + 50 * size], kind="stable")]
+        batches += [group[b : b + size] for b in range(0, len(group), size)]
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def train_epoch(
+    model: SASRec,
+    opt: torch.optim.Optimizer,
+    windows: list[tuple[list[int], list[int]]],
+    batch_size: int,
+    rng: np.random.Generator,
+    aux_weight: float = 0.0,
+) -> float:
+    """One pass over ``windows`` (from ``_windows``), minimising cross-entropy plus
+    ``aux_weight`` x the experts' load-balancing loss; returns the mean cross-entropy per
+    target."""
+    model.train()
+    dev = next(model.parameters()).device
+    total, count = 0.0, 0
+    for batch in _length_grouped_batches(windows, batch_size, rng):
+        part = [windows[i] for i in batch]
+        width = max(len(x) for x, _ in part)
+        seq = pad_left([x for x, _ in part], width).to(dev)
+        target = torch.full((len(part), width), -100, dtype=torch.long)
+        for r, (_, t) in enumerate(part):
+            target[r, width - len(t) :] = torch.as_tensor(t)
+        target = target.to(dev)
+        keep = target >= 0
+        loss = nn.functional.cross_entropy(model.scores(model(seq)[keep]), target[keep])
+        opt.zero_grad()
+        (loss + aux_weight * model.aux_loss).backward()
+        opt.step()
+        total += float(loss.detach()) * int(keep.sum())
+        count += int(keep.sum())
+    return total / max(count, 1)
+
+
+@torch.no_grad()
+def rank_items(
+    model: SASRec,
+    histories: list[list[int]],
+    k: int,
+    max_len: int,
+    batch: int,
+    exclude_history: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``k`` items (N, k) and scores (N, k) after each history, full ranking (without the
+    history's own items when ``exclude_history``)."""
+    model.eval()
+    dev = next(model.parameters()).device
+    items, scores = [], []
+    for b in range(0, len(histories), batch):
+        hists = histories[b : b + batch]
+        part = [[i + 1 for i in h[-max_len:]] for h in hists]
+        hidden = model(pad_left(part, max_len).to(dev))[:, -1]
+        all_scores = model.scores(hidden)
+        if exclude_history:
+            rows = [r for r, h in enumerate(hists) for _ in h]
+            cols = [i for h in hists for i in h]
+            all_scores[rows, cols] = float("-inf")
+        top = all_scores.topk(k, dim=1)
+        items.append(top.indices.cpu().numpy())
+        scores.append(top.values.float().cpu().numpy())
+    return np.concatenate(items), np.concatenate(scores)
+
+
+def train_sasrec(
+    data: str | Path, out: str | Path, cfg: dict[str, Any], overwrite: bool = False
+) -> dict[str, Any]:
+    """Train SASRec on ``data``'s training sequences, keep the epoch with the best validation
+    NDCG@10, evaluate it on ``cfg["evaluate"]["split"]`` and write the model, ``train_log.json``,
+    ``results.json`` and ``predictions.parquet`` into ``out``. Returns the results."""
+    s = cfg["sasrec"]
+    positive = (
+        "hidden",
+        "layers",
+        "heads",
+        "max_len",
+        "epochs",
+        "batch_size",
+        "eval_batch_size",
+        "top_k",
+    )
+    bad = [f"sasrec.{k}={s[k]}" for k in positive if s[k] < 1]
+    if bad:
+        raise SidrecError(f"{', '.join(bad)}: must be >= 1")
+    out = Path(out)
+    check_output(out, overwrite)
+    ds, _ = read_dataset(data)
+    run = Run("baseline.sasrec", cfg, {"data": str(data)}, cfg["seed"])
+    torch.manual_seed(cfg["seed"])
+    rng = np.random.default_rng(cfg["seed"])
+    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    n_items = ds.items.height
+    model = SASRec.from_config(n_items, s).to(dev)
+    opt = torch.optim.AdamW(
+        model.parameters(), lr=s["learning_rate"], weight_decay=s["weight_decay"]
+    )
+    windows = _windows(user_sequences(ds), s["max_len"])
+    valid = query_rows(ds, "valid", s["max_valid_users"], cfg["seed"])
+    valid_hist = valid["history"].to_list()
+    valid_target = valid["target"].to_numpy()
+    exclude = cfg["evaluate"]["exclude_history"]
+    best, log = BestEpoch(s["patience"]), []
+    started = time.perf_counter()
+    bar = tqdm(range(1, s["epochs"] + 1), desc="sasrec")
+    dashboard = swanlab_run(cfg, "sasrec")
+    for epoch in bar:
+        train_loss = train_epoch(model, opt, windows, s["batch_size"], rng, s["moe_aux_weight"])
+        items, _ = rank_items(
+            model, valid_hist, VALID_K, s["max_len"], s["eval_batch_size"], exclude
+        )
+        metrics = hr_ndcg(target_ranks(items, valid_target), [VALID_K])
+        log.append({"epoch": epoch, "train_loss": train_loss, **metrics})
+        if dashboard is not None:
+            valid_metrics = {f"valid/{k.lower()}": v for k, v in metrics.items()}
+            dashboard.log({"train/loss": train_loss, **valid_metrics}, step=epoch)
+        score = metrics[f"NDCG@{VALID_K}"]
+        bar.set_postfix(loss=f"{train_loss:.3f}", valid_ndcg10=f"{score:.4f}")
+        if best.update(model, score):
+            break
+    train_seconds = time.perf_counter() - started
+    if dashboard is not None:
+        dashboard.finish()
+    model.load_state_dict(best.state)
+    e = cfg["evaluate"]
+    rows = query_rows(ds, e["split"], e["max_users"], cfg["seed"])
+    started = time.perf_counter()
+    histories = rows["history"].to_list()
+    items, scores = rank_items(
+        model, histories, s["top_k"], s["max_len"], s["eval_batch_size"], exclude
+    )
+    unfiltered = None
+    if exclude:
+        unfiltered, _ = rank_items(model, histories, s["top_k"], s["max_len"], s["eval_batch_size"])
+    seconds = time.perf_counter() - started
+    info = baseline_info("sasrec", e, s["top_k"], log, model, train_seconds, seconds, ds, rows)
+    with atomic_dir(out, overwrite) as tmp:
+        torch.save(model.state_dict(), tmp / MODEL_FILE)
+        write_json(tmp / "train_log.json", log)
+        results = write_ranking(tmp, rows, items, scores, info, unfiltered=unfiltered)
+        run.finish(tmp, {"users": rows.height, "train_windows": len(windows)}, results=results)
+    record_experiment(cfg, out, results, block_name(s), Path(data), "")
+    return results
+
+
+# the block settings that make a variant, at their plain SASRec values
+PLAIN_BLOCK = {"norm": "layer", "position": "learned", "mlp": "plain", "moe_experts": 0}
+
+
+def block_name(s: dict[str, Any]) -> str:
+    """How the ledger names a SASRec with the ``sasrec`` settings ``s``.
+
+    Example:
+        >>> block_name({"norm": "rms", "position": "learned", "mlp": "plain", "moe_experts": 4})
+        'sasrec:norm=rms,moe_experts=4'
+    """
+    changed = [f"{k}={s[k]}" for k, plain in PLAIN_BLOCK.items() if s[k] != plain]
+    return ":".join(["sasrec", ",".join(changed)]) if changed else "sasrec"

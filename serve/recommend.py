@@ -1,0 +1,193 @@
+"""``sidrec recommend``: top-K items for arbitrary histories, from a model directory alone.
+
+The model is queried exactly as it was trained (its ``prompting.json``: a history longer than
+it was trained on keeps its newest items), decoded with beam search constrained to its bundled
+SIDs, and each SID is shown as its item (id, title, source id) with the SID's log-probability.
+This is the inference path a service wraps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import torch
+
+from sidrec.core.decoding import PrefixIndex, StepHead, beam_search
+from sidrec.core.errors import SidrecError, require_file
+from sidrec.core.model_dir import load_sid_model, model_items, model_sids
+from sidrec.core.prompts import PromptSpec
+from sidrec.core.sids import SidTable
+from sidrec.core.training import use_bf16
+
+
+class Recommender:
+    """A model directory loaded for inference: ``rec.recommend([rec.resolve([12, "SYN000300"])])``
+    gives the top 10 items after item 12 and the item whose source id is SYN000300.
+
+    ``catalog`` (an items table and a SID directory, as ``sidrec update`` keeps them) serves a
+    catalog grown from the model's own: the same SIDs for the model's items, new items after.
+    """
+
+    def __init__(
+        self,
+        model_dir: str | Path,
+        bf16: bool | None = None,
+        dense_depth: int = 2,
+        head: str = "restricted",
+        catalog: tuple[Path, Path] | None = None,
+    ) -> None:
+        self.model_dir = require_file(model_dir, "model directory")
+        self.spec = PromptSpec.load(self.model_dir)
+        if catalog is None:
+            self.table, _ = model_sids(self.model_dir)
+            items = model_items(self.model_dir)
+        else:
+            items_file, sid_dir = catalog
+            self.table, _ = model_sids(self.model_dir, sid_dir)
+            items = pl.read_parquet(require_file(items_file, "the catalog's items table"))
+        if items.height != len(self.table.codes):
+            raise SidrecError(
+                f"{self.model_dir}: its items table has {items.height} rows but its SIDs "
+                f"cover {len(self.table.codes)} items"
+            )
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.dense_depth = dense_depth
+        self.model, self.tok = load_sid_model(self.model_dir, self.device, use_bf16(bf16))
+        self._index()
+        StepHead(self.model, self.index, head)  # a head the model cannot use fails now
+        self.head = head
+        self.titles = items["title"].to_list()
+        self.sources = items["source_id"].to_list()
+        self.by_source = {s: i for i, s in enumerate(self.sources) if s}
+
+    def _index(self) -> None:
+        self.index = PrefixIndex.for_tokenizer(
+            self.table, self.tok, self.model.config.vocab_size, self.device, self.dense_depth
+        )
+        self.sids = self.table.sids
+
+    def add_items(self, items: Sequence[tuple[list[int], str, str]]) -> None:
+        """Make new items recommendable: ``(codes, title, source_id)`` each, in item-id order
+        after the current catalog. Their SIDs must use the model's code tokens."""
+        if not items:
+            return
+        codes = [list(c) for c, _, _ in items]
+        self.table = SidTable([*self.table.codes, *codes], self.table.codebook_sizes)
+        for _, title, source in items:
+            self.by_source[source] = len(self.titles)
+            self.titles.append(title)
+            self.sources.append(source)
+        self._index()
+
+    def resolve(self, history: Sequence[int | str]) -> list[int]:
+        """Item ids of a history given as item ids (ints) or source ids (strings, e.g.
+        ASINs); raises naming every unknown id."""
+        n = len(self.table.codes)
+        ids, unknown = [], []
+        for x in history:
+            if isinstance(x, bool) or not isinstance(x, (int, str)):
+                unknown.append(x)
+            elif isinstance(x, int):
+                (ids if 0 <= x < n else unknown).append(x)
+            elif x in self.by_source:
+                ids.append(self.by_source[x])
+            else:
+                unknown.append(x)
+        if unknown:
+            raise SidrecError(
+                f"unknown item ids {unknown[:10]!r}{' ...' if len(unknown) > 10 else ''}: "
+                f"expected item ids 0..{n - 1} (numbers) or source ids of the model's items "
+                "(strings)"
+            )
+        if not ids:
+            raise SidrecError("the history is empty: give at least one item")
+        return ids
+
+    def recommend(
+        self, histories: Sequence[Sequence[int]], k: int = 10, batch_size: int = 16
+    ) -> list[list[dict[str, Any]]]:
+        """The top ``k`` items for each history of item ids (oldest first), best first."""
+        if k < 1 or batch_size < 1:
+            raise SidrecError(f"--k and --batch-size must be >= 1, got {k} and {batch_size}")
+        sids = self.sids
+        answer = self.index.depth + 1
+        prompts = [self.spec.encode(self.tok, [sids[i] for i in h], answer)[0] for h in histories]
+        rep = self.index.catalog.representative
+        out = []
+        for b in range(0, len(prompts), batch_size):
+            top, scores = beam_search(
+                self.model,
+                self.index,
+                prompts[b : b + batch_size],
+                k,
+                self.tok.pad_token_id,
+                self.head,
+            )
+            for row, score in zip(top.tolist(), scores.tolist(), strict=True):
+                out.append(
+                    [
+                        {
+                            "item_id": int(rep[s]),
+                            "title": self.titles[rep[s]],
+                            "source_id": self.sources[rep[s]],
+                            "sid": sids[rep[s]],
+                            "score": round(float(v), 6),
+                        }
+                        for s, v in zip(row, score, strict=True)
+                    ]
+                )
+        return out
+
+
+def _requests(lines: Iterable[str]) -> Iterator[tuple[int, dict[str, Any]]]:
+    for n, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            req = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise SidrecError(f"stdin, line {n}: invalid JSON ({e.msg})") from None
+        if not isinstance(req, dict) or not isinstance(req.get("history"), list):
+            raise SidrecError(
+                f'stdin, line {n}: expected {{"user_id": ..., "history": [item ids]}}, got {line!r}'
+            )
+        yield n, req
+
+
+def _history_arg(text: str) -> list[int | str]:
+    """``--history 12,7,B000123``: integers are item ids, anything else a source id."""
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    return [int(p) if p.lstrip("-").isdigit() else p for p in parts]
+
+
+def run_command(a: argparse.Namespace) -> None:
+    """``sidrec recommend`` (its options: see :mod:`sidrec.app.cli`)."""
+    rec = Recommender(a.model, head=a.head)
+    if a.history is not None:
+        found = rec.recommend([rec.resolve(_history_arg(a.history))], a.k)[0]
+        print(json.dumps({"user_id": None, "recommendations": found}, ensure_ascii=False))
+        return
+    batch: list[tuple[Any, list[int]]] = []
+
+    def flush() -> None:
+        found = rec.recommend([h for _, h in batch], a.k, a.batch_size)
+        for (user, _), items in zip(batch, found, strict=True):
+            print(json.dumps({"user_id": user, "recommendations": items}, ensure_ascii=False))
+        sys.stdout.flush()
+        batch.clear()
+
+    for n, req in _requests(sys.stdin):
+        try:
+            batch.append((req.get("user_id"), rec.resolve(req["history"])))
+        except SidrecError as e:
+            raise SidrecError(f"stdin, line {n}: {e}") from None
+        if len(batch) == a.batch_size:
+            flush()
+    if batch:
+        flush()

@@ -1,0 +1,5 @@
+"""``python -m sidrec``: the ``sidrec`` command."""
+
+from sidrec.app.cli import main
+
+main()

@@ -1,0 +1,392 @@
+"""``sidrec update``: one day of a living catalog, promoted only when it does not hurt.
+
+A day directory holds the day's new items (``items.parquet``, optional: the canonical items
+columns, ``item_id`` continuing the catalog) and its interactions as examples
+(``train.parquet`` and ``valid.parquet``: ``user_id``, ``history``, ``target``). One update:
+
+1. New items get SIDs from the frozen quantizer; existing SIDs never move.
+2. Validation = the day's valid rows + ``update.replay_valid`` rows sampled from earlier days'
+   (and the base dataset's) validation rows. Training = the day's rows + the backlog of
+   rejected days + ``update.replay_train`` rows sampled from earlier training rows.
+3. The serving model is evaluated on the validation rows (constrained beam search, as
+   ``sidrec evaluate``), fine-tuned briefly at ``update.learning_rate`` (then GRPO with
+   ``update.rl``), and the new model is evaluated on the same rows.
+4. Promoted when ``update.metric`` drops by at most ``update.tolerance``; otherwise the serving
+   model stays and the day's training rows join the backlog, which the next promotion clears.
+
+The state directory holds ``state.json`` (the serving model and catalog, the backlog and the
+replay buffers, every decision), ``updates.csv`` (the ledger) and ``days/<day>/`` (each day's
+catalog, evaluations and, when promoted, model). ``state.json`` is replaced in one step after
+everything it points to is written, so an interrupted update leaves the serving model as it was
+and re-running the day starts it cleanly.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import io
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from sidrec.core.dataset import (
+    EXAMPLES_SCHEMA,
+    ITEMS_SCHEMA,
+    SEQUENCES_SCHEMA,
+    Dataset,
+    write_dataset,
+)
+from sidrec.core.encoder import encode_texts, item_texts
+from sidrec.core.errors import InputError, SidrecError, require_file
+from sidrec.core.examples import EXAMPLE_SCHEMA
+from sidrec.core.io import MANIFEST, output_lock, read_json, write_json
+from sidrec.core.manifest import Run
+from sidrec.core.model_dir import ITEMS_FILE, SIDS_DIR
+from sidrec.core.prompts import PromptSpec
+from sidrec.core.sids import read_sid_dir
+from sidrec.core.state import STATE_FILE, resolve_path
+from sidrec.core.training import swanlab_run
+from sidrec.evaluate.generative import evaluate_model
+from sidrec.rq.stage import extend_sids
+from sidrec.sft.convert import finetune_examples
+from sidrec.sft.train import train_sft
+
+LEDGER_FILE = "updates.csv"
+LEDGER_COLUMNS = (
+    "day",
+    "metric",
+    "old",
+    "new",
+    "decision",
+    "train_rows",
+    "fresh_rows",
+    "backlog_rows",
+    "replay_train_rows",
+    "valid_rows",
+    "replay_valid_rows",
+    "new_items",
+    "items",
+    "backlog_after",
+    "seconds",
+)
+
+
+def _initial_state(model: Path) -> dict[str, Any]:
+    """A new state serving ``model`` and its own catalog; the replay buffers start from its
+    training data's train and valid rows when that dataset is still there."""
+    manifest = read_json(require_file(model / MANIFEST, "model manifest"))
+    data = manifest.get("inputs", {}).get("data")
+    data = str(Path(data).resolve()) if data and (Path(data) / "valid.parquet").exists() else None
+    return {
+        "base_model": str(model),
+        "serving": {
+            "model": str(model),
+            "items": str(model / ITEMS_FILE),
+            "sid": str(model / SIDS_DIR),
+            "data": data,
+        },
+        "backlog": None,
+        "replay": {
+            "valid": str(Path(data) / "valid.parquet") if data else None,
+            "train": str(Path(data) / "train.parquet") if data else None,
+        },
+        "days": [],
+    }
+
+
+def _examples(path: Path | None) -> pl.DataFrame:
+    if path is None:
+        return pl.DataFrame(schema=EXAMPLES_SCHEMA)
+    return pl.read_parquet(path).select(list(EXAMPLES_SCHEMA)).cast(EXAMPLES_SCHEMA)
+
+
+def _check_rows(df: pl.DataFrame, path: Path, n_items: int) -> pl.DataFrame:
+    missing = [c for c in EXAMPLES_SCHEMA if c not in df.columns]
+    if missing:
+        raise InputError(path, f"expected columns {list(EXAMPLES_SCHEMA)}, missing {missing}")
+    try:
+        df = df.select(list(EXAMPLES_SCHEMA)).cast(EXAMPLES_SCHEMA)
+    except pl.exceptions.PolarsError as e:
+        raise InputError(path, f"expected user_id, history (item ids), target: {e}") from None
+    for row, (h, t) in enumerate(zip(df["history"].to_list(), df["target"].to_list(), strict=True)):
+        if not h:
+            raise InputError(path, "expected a non-empty history", row=row)
+        bad = [i for i in [*h, t] if i is None or not 0 <= i < n_items]
+        if bad:
+            raise InputError(
+                path, f"unknown item id {bad[0]} (the catalog has items 0..{n_items - 1})", row=row
+            )
+    return df
+
+
+def read_day(day: Path, n_items: int) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """The new items, train rows and valid rows of a day directory, checked against a catalog
+    of ``n_items`` items; raises naming the file and the row."""
+    day = require_file(day, "day directory")
+    items_file = day / "items.parquet"
+    items = pl.DataFrame(schema=ITEMS_SCHEMA)
+    if items_file.exists():
+        raw = pl.read_parquet(items_file)
+        if "item_id" not in raw.columns or "source_id" not in raw.columns:
+            raise InputError(items_file, f"expected columns {list(ITEMS_SCHEMA)}")
+        for name, dtype in ITEMS_SCHEMA.items():
+            if name not in raw.columns:
+                empty = [] if name == "categories" else ""
+                raw = raw.with_columns(pl.Series(name, [empty] * raw.height, dtype=dtype))
+        items = raw.select(list(ITEMS_SCHEMA)).cast(ITEMS_SCHEMA)
+        want = list(range(n_items, n_items + items.height))
+        for row, (got, expected) in enumerate(zip(items["item_id"].to_list(), want, strict=True)):
+            if got != expected:
+                raise InputError(
+                    items_file,
+                    f"expected item_id {expected}: new items continue the catalog's ids "
+                    f"(0..{n_items - 1}), in order",
+                    row=row,
+                )
+    grown = n_items + items.height
+    train = _check_rows(
+        pl.read_parquet(require_file(day / "train.parquet", "day's train rows")),
+        day / "train.parquet",
+        grown,
+    )
+    valid = _check_rows(
+        pl.read_parquet(require_file(day / "valid.parquet", "day's valid rows")),
+        day / "valid.parquet",
+        grown,
+    )
+    if valid.height == 0:
+        raise InputError(day / "valid.parquet", "expected the day's held-out rows (it is empty)")
+    return items, train, valid
+
+
+def _sample(df: pl.DataFrame, n: int, seed: int) -> pl.DataFrame:
+    return df if df.height <= n else df.sample(n=n, seed=seed)
+
+
+def _sequences(rows: pl.DataFrame) -> pl.DataFrame:
+    """One sequence per user: its longest history and that row's target."""
+    longest = (
+        rows.with_columns(pl.col("history").list.len().alias("n"))
+        .sort("n", descending=True)
+        .unique("user_id", keep="first", maintain_order=True)
+    )
+    seqs = [[*h, t] for h, t in zip(longest["history"], longest["target"], strict=True)]
+    return pl.DataFrame(
+        {"user_id": longest["user_id"], "item_ids": seqs, "timestamps": [None] * longest.height},
+        schema=SEQUENCES_SCHEMA,
+    )
+
+
+def _finetune_config(cfg: dict[str, Any], model: Path) -> dict[str, Any]:
+    """The brief fine-tune: from ``model``, at ``update``'s learning rate and length, without
+    validation inside training (the update validates both models itself)."""
+    u = cfg["update"]
+    ft = copy.deepcopy(cfg)
+    ft["model"]["name_or_path"] = str(model)
+    ft["sft"].update(
+        learning_rate=u["learning_rate"],
+        epochs=u["epochs"],
+        max_steps=u["max_steps"],
+        warmup_ratio=u["warmup_ratio"],
+        select_by="loss",
+        early_stopping_patience=0,
+    )
+    ft["evaluate"].update(split="valid", max_users=0)
+    return ft
+
+
+def _write_examples(
+    out: Path, rows: pl.DataFrame, table_sids: list[str], spec: PromptSpec, data: Path, sid: Path
+) -> None:
+    out.mkdir(parents=True)
+    finetune_examples(rows, table_sids, spec).write_parquet(out / "train.parquet")
+    pl.DataFrame(schema=EXAMPLE_SCHEMA).write_parquet(out / "valid.parquet")
+    spec.save(out)
+    inputs = {"data": str(data), "sid": str(sid)}
+    write_json(out / MANIFEST, {"format": spec.format, "inputs": inputs})
+
+
+def _ledger(state: Path, days: list[dict[str, Any]]) -> None:
+    text = io.StringIO()
+    writer = csv.DictWriter(text, LEDGER_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({k: d[k] for k in LEDGER_COLUMNS} for d in days)
+    tmp = state / f".{LEDGER_FILE}.tmp"
+    tmp.write_text(text.getvalue())
+    tmp.replace(state / LEDGER_FILE)
+
+
+def run_update(
+    model: str | Path, day: str | Path, state: str | Path, cfg: dict[str, Any]
+) -> dict[str, Any]:
+    """Apply one day to the update state ``state`` (created serving ``model`` when new);
+    returns the day's ledger row. A day already applied is not applied again."""
+    u = cfg["update"]
+    if u["tolerance"] < 0 or u["replay_valid"] < 0 or u["replay_train"] < 0:
+        raise SidrecError(
+            "update.tolerance, update.replay_valid and update.replay_train must be >= 0"
+        )
+    if u["fresh_repeats"] < 1:
+        raise SidrecError(f"update.fresh_repeats must be >= 1, got {u['fresh_repeats']}")
+    model, day, state = Path(model).resolve(), Path(day).resolve(), Path(state)
+    name = day.name
+    with output_lock(state):
+        state.mkdir(parents=True, exist_ok=True)
+        file = state / STATE_FILE
+        s = read_json(file) if file.exists() else _initial_state(require_file(model, "model"))
+        if s["base_model"] != str(model):
+            raise SidrecError(
+                f"{state} updates the model {s['base_model']}, not --model {model}; give that "
+                "one, or a new --state"
+            )
+        done = next((d for d in s["days"] if d["day"] == name), None)
+        if done is not None:
+            print(f"sidrec update: day {name} was applied already ({done['decision']})")
+            return done
+        return _apply(cfg, s, state, day, name)
+
+
+def _apply(cfg: dict[str, Any], s: dict[str, Any], state: Path, day: Path, name: str) -> dict:
+    u, seed = cfg["update"], cfg["seed"] + len(s["days"])
+    started = time.time()
+    point = {k: resolve_path(state, v) for k, v in s["serving"].items()}
+    old_items = pl.read_parquet(point["items"]).select(list(ITEMS_SCHEMA)).cast(ITEMS_SCHEMA)
+    new_items, day_train, day_valid = read_day(day, old_items.height)
+    out = state / "days" / name
+    work = state / "work" / name
+    for stale in (out, work):  # what an interrupted run of this day left: start it cleanly
+        shutil.rmtree(stale, ignore_errors=True)
+    work.mkdir(parents=True)
+    run = Run("update", cfg, {"model": str(point["model"]), "day": str(day)}, seed)
+
+    # the catalog: new items coded with the frozen quantizer
+    items = pl.concat([old_items, new_items])
+    if new_items.height:
+        e = cfg["embed"]
+        texts, _ = item_texts(new_items, e["template"], e["max_chars"])
+        x, _ = encode_texts(
+            texts,
+            e["model"],
+            e["batch_size"],
+            e["max_seq_length"],
+            e["normalize"],
+            e["device"],
+            e["cache_dir"],
+        )
+        extend_sids(point["sid"], x, work / "sid", day / "items.parquet")
+    else:
+        shutil.copytree(point["sid"], work / "sid")
+
+    backlog = _examples(resolve_path(state, s["backlog"]))
+    replay_train = _examples(resolve_path(state, s["replay"]["train"]))
+    replay_valid = _examples(resolve_path(state, s["replay"]["valid"]))
+    train_replay = _sample(replay_train, u["replay_train"], seed)
+    valid_replay = _sample(replay_valid, u["replay_valid"], seed)
+    # rows with items the serving model was never trained on count fresh_repeats times
+    known = len(read_sid_dir(Path(point["model"]) / SIDS_DIR).codes)
+    fresh = (pl.col("target") >= known) | (pl.col("history").list.max() >= known)
+    news = pl.concat([day_train, backlog]).filter(fresh)
+    train = pl.concat([day_train, backlog, *[news] * (u["fresh_repeats"] - 1), train_replay])
+    valid = pl.concat([day_valid, valid_replay])
+    spec = PromptSpec.load(point["model"])
+    ds = Dataset(items, _sequences(pl.concat([train, valid])), train, valid, valid)
+    data = work / "data"
+    write_dataset(
+        data,
+        ds,
+        Run("update.data", {}, {"day": str(day)}, seed),
+        source="update",
+        split={"protocol": "update", "max_history": spec.max_history},
+    )
+    sids = read_sid_dir(work / "sid").sids
+    _write_examples(work / "examples", train, sids, spec, data, work / "sid")
+
+    ft = _finetune_config(cfg, point["model"])
+    metric = u["metric"]
+    old = evaluate_model(point["model"], data, work / "sid", work / "eval-serving", ft)
+    if metric not in old["metrics"]:
+        raise SidrecError(f"update.metric={metric!r} is not one of {list(old['metrics'])}")
+    train_sft(work / "examples", work / "model", ft, overwrite=True)
+    candidate = work / "model"
+    if u["rl"]:
+        from sidrec.rl.train import train_rl
+
+        train_rl(work / "model", data, work / "model-rl", ft, overwrite=True)
+        candidate = work / "model-rl"
+    new = evaluate_model(candidate, data, None, work / "eval-candidate", ft)
+    before, after = old["metrics"][metric], new["metrics"][metric]
+    promoted = after >= before - u["tolerance"]
+
+    # everything the new state points to is written before the state itself
+    out.mkdir(parents=True)
+    for part in ("data", "sid", "eval-serving", "eval-candidate"):
+        (work / part).rename(out / part)
+    if promoted:
+        candidate.rename(out / "model")
+    rel = f"days/{name}"
+    serving_now = {
+        "model": f"{rel}/model" if promoted else s["serving"]["model"],
+        "items": f"{rel}/data/{ITEMS_FILE}",
+        "sid": f"{rel}/sid",
+        "data": f"{rel}/data",
+    }
+    buffer = u["replay_buffer"]
+    pl.concat([replay_valid, day_valid]).pipe(_sample, buffer, seed).write_parquet(
+        out / "replay_valid.parquet"
+    )
+    learned = pl.concat([day_train, backlog]) if promoted else pl.DataFrame(schema=EXAMPLES_SCHEMA)
+    pl.concat([replay_train, learned]).pipe(_sample, buffer, seed).write_parquet(
+        out / "replay_train.parquet"
+    )
+    if not promoted:
+        pl.concat([backlog, day_train]).write_parquet(out / "backlog.parquet")
+    row = {
+        "day": name,
+        "metric": metric,
+        "old": round(before, 6),
+        "new": round(after, 6),
+        "decision": "promoted" if promoted else "rejected",
+        "train_rows": day_train.height,
+        "fresh_rows": news.height,
+        "backlog_rows": backlog.height,
+        "replay_train_rows": train_replay.height,
+        "valid_rows": day_valid.height,
+        "replay_valid_rows": valid_replay.height,
+        "new_items": new_items.height,
+        "items": items.height,
+        "backlog_after": 0 if promoted else backlog.height + day_train.height,
+        "seconds": round(time.time() - started, 1),
+    }
+    run.finish(out, {k: row[k] for k in LEDGER_COLUMNS if k not in ("day", "metric")})
+    s = {
+        **s,
+        "serving": serving_now,
+        "backlog": None if promoted else f"{rel}/backlog.parquet",
+        "replay": {"valid": f"{rel}/replay_valid.parquet", "train": f"{rel}/replay_train.parquet"},
+        "days": [*s["days"], row],
+    }
+    write_json(state / STATE_FILE, s)
+    _ledger(state, s["days"])
+    shutil.rmtree(work, ignore_errors=True)
+    dash = swanlab_run(cfg, "update")
+    if dash is not None:
+        dash.log(
+            {
+                f"update/{metric}_old": before,
+                f"update/{metric}_new": after,
+                "update/promoted": int(promoted),
+                "update/backlog_rows": row["backlog_after"],
+                "update/items": items.height,
+            },
+            step=len(s["days"]),
+        )
+        dash.finish()
+    print(
+        f"sidrec update: day {name}: {metric} {before:.4f} -> {after:.4f}, {row['decision']}"
+        f" (backlog {row['backlog_after']} rows, {items.height:,} items)"
+    )
+    return row
