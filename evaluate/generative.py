@@ -19,18 +19,17 @@ from tqdm.auto import tqdm
 
 from sidrec.core.dataset import read_dataset
 from sidrec.core.decoding import (
-    PrefixIndex,
-    StepHead,
     auto_batch_size,
     beam_search,
     check_batch_size,
+    load_decoder,
 )
 from sidrec.core.errors import InputError, SidrecError
 from sidrec.core.io import atomic_dir, check_output
 from sidrec.core.ledger import describe
 from sidrec.core.manifest import Run, peak_memory
 from sidrec.core.metrics import drop_history
-from sidrec.core.model_dir import load_sid_model, model_sids
+from sidrec.core.model_dir import model_sids
 from sidrec.core.prompts import PromptSpec
 from sidrec.core.ranking import device_name, record_experiment, write_ranking
 from sidrec.core.references import reference_metrics
@@ -68,12 +67,10 @@ def evaluate_model(
         )
     spec = PromptSpec.load(model_dir)
     bf16 = use_bf16(e["bf16"])
-    model, tok = load_sid_model(model_dir, state.device, bf16)
-    index = PrefixIndex.for_tokenizer(
-        table, tok, model.config.vocab_size, state.device, e["dense_depth"]
-    )
     head = cfg["decoding"]["head"]
-    StepHead(model, index, head)  # a head the model cannot use fails before decoding
+    model, tok, index, _ = load_decoder(
+        model_dir, table, state.device, head, e["dense_depth"], bf16
+    )
     rows = query_rows(ds, e["split"], e["max_users"], cfg["seed"])
     sids = table.sids
     answer = index.depth + 1  # the longest SID and end-of-sequence

@@ -35,15 +35,15 @@ from trl import GRPOConfig, GRPOTrainer
 from sidrec.core.dataset import Dataset, read_dataset
 from sidrec.core.decoding import (
     PrefixIndex,
-    StepHead,
     beam_search,
     constrained_sample,
+    load_decoder,
     restricted_log_probs,
 )
 from sidrec.core.embeddings import load_embeddings
 from sidrec.core.errors import InputError, SidrecError, require_file
 from sidrec.core.manifest import Run
-from sidrec.core.model_dir import bundle, load_sid_model, model_items, model_sids
+from sidrec.core.model_dir import bundle, model_items, model_sids
 from sidrec.core.prompts import PromptSpec, fit_example_prompt, history_separator, render_prompt
 from sidrec.core.sasrec_model import SASRec, load_sasrec, score_items
 from sidrec.core.sequences import query_rows, weighted_pick
@@ -449,9 +449,7 @@ def train_rl(
         raise InputError(data, f"has {ds.items.height} items, the model's SIDs {len(table.codes)}")
     state = PartialState(cpu=not torch.cuda.is_available())
     bf16 = use_bf16(r["bf16"])
-    model, tok = load_sid_model(model_dir, state.device, False)
-    index = PrefixIndex.for_tokenizer(table, tok, model.config.vocab_size, state.device)
-    StepHead(model, index, cfg["decoding"]["head"])  # a head the model cannot use fails now
+    model, tok, index, _ = load_decoder(model_dir, table, state.device, cfg["decoding"]["head"])
     n_sids = len(index.catalog.codes)
     if g > n_sids:
         what = "rl.num_generations" if grpo else "rl.dpo.rejected + 1"

@@ -18,9 +18,9 @@ from typing import Any
 import polars as pl
 import torch
 
-from sidrec.core.decoding import PrefixIndex, StepHead, beam_search
+from sidrec.core.decoding import beam_search, build_decoder, load_decoder
 from sidrec.core.errors import SidrecError, require_file
-from sidrec.core.model_dir import load_sid_model, model_items, model_sids
+from sidrec.core.model_dir import model_items, model_sids
 from sidrec.core.prompts import PromptSpec
 from sidrec.core.sids import SidTable
 from sidrec.core.training import use_bf16
@@ -58,19 +58,13 @@ class Recommender:
             )
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.dense_depth = dense_depth
-        self.model, self.tok = load_sid_model(self.model_dir, self.device, use_bf16(bf16))
-        self._index()
-        StepHead(self.model, self.index, head)  # a head the model cannot use fails now
-        self.head = head
+        self.model, self.tok, self.index, self.head = load_decoder(
+            self.model_dir, self.table, self.device, head, dense_depth, use_bf16(bf16)
+        )
+        self.sids = self.table.sids
         self.titles = items["title"].to_list()
         self.sources = items["source_id"].to_list()
         self.by_source = {s: i for i, s in enumerate(self.sources) if s}
-
-    def _index(self) -> None:
-        self.index = PrefixIndex.for_tokenizer(
-            self.table, self.tok, self.model.config.vocab_size, self.device, self.dense_depth
-        )
-        self.sids = self.table.sids
 
     def add_items(self, items: Sequence[tuple[list[int], str, str]]) -> None:
         """Make new items recommendable: ``(codes, title, source_id)`` each, in item-id order
@@ -83,7 +77,8 @@ class Recommender:
             self.by_source[source] = len(self.titles)
             self.titles.append(title)
             self.sources.append(source)
-        self._index()
+        decoder = build_decoder(self.model, self.tok, self.table, self.head, self.dense_depth)
+        self.index, self.sids = decoder.index, self.table.sids
 
     def resolve(self, history: Sequence[int | str]) -> list[int]:
         """Item ids of a history given as item ids (ints) or source ids (strings, e.g.

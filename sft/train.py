@@ -23,7 +23,7 @@ from trl import SFTConfig, SFTTrainer
 from trl.trainer.utils import pad
 
 from sidrec.core.dataset import read_dataset
-from sidrec.core.decoding import PrefixIndex, StepHead
+from sidrec.core.decoding import build_decoder
 from sidrec.core.errors import InputError, SidrecError, require_file
 from sidrec.core.examples import EXAMPLE_SCHEMA, SEQUENCE_TASK
 from sidrec.core.io import MANIFEST, read_json
@@ -247,9 +247,7 @@ def _ranking_validation(
     """Validation by NDCG@10: a seeded sample of ``sft.valid_users`` validation users (0 =
     all), prompted as in evaluation, decoded with ``evaluate.num_beams`` beams."""
     rows = query_rows(ds, "valid", cfg["sft"]["valid_users"], cfg["seed"])
-    device = next(model.parameters()).device
-    index = PrefixIndex.for_tokenizer(table, tok, model.config.vocab_size, device)
-    StepHead(model, index, cfg["decoding"]["head"])  # a head the model cannot use fails now
+    index = build_decoder(model, tok, table, cfg["decoding"]["head"]).index
     sids = table.sids
     prompts = [
         spec.encode(tok, [sids[i] for i in h], index.depth + 1)[0]

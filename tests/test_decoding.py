@@ -97,9 +97,9 @@ def test_mask_equals_brute_force(
 ) -> None:
     """Dense tables for the first levels, windows for the rest, and (dense_width 2) dense
     tables for every deeper level with a node of more than 2 children: the same masks."""
-    from sidrec.core import decoding
+    from sidrec.core.decoding import trie
 
-    monkeypatch.setattr(decoding, "DENSE_WIDTH", dense_width)
+    monkeypatch.setattr(trie, "DENSE_WIDTH", dense_width)
     rng = np.random.default_rng(n)
     table = random_table(rng, n, sizes, extra)
     tok = sid_tokenizer(table)
@@ -373,7 +373,7 @@ def test_restricted_head_needs_a_plain_output_head() -> None:
 def test_auto_batch_size_doubles_until_memory_or_time_runs_out(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from sidrec.core import decoding
+    from sidrec.core.decoding import search
 
     table = SidTable([[0, 1], [1, 0], [1, 1]], [2, 2])
     tok = sid_tokenizer(table)
@@ -391,7 +391,7 @@ def test_auto_batch_size_doubles_until_memory_or_time_runs_out(
         if len(batch) > 4:
             raise torch.OutOfMemoryError("CUDA out of memory")
 
-    monkeypatch.setattr(decoding, "beam_search", out_of_memory_above_4)
+    monkeypatch.setattr(search, "beam_search", out_of_memory_above_4)
     assert auto_batch_size(*args, seconds=60.0) == 4 and tried == [1, 2, 4, 8]
     for bad in (0, -3, "big", 2.5, True):
         with pytest.raises(SidrecError, match="must be a number >= 1 or auto"):
