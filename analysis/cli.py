@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sidrec.core.config import command_config
+from sidrec.core.config import add_config_args, command_config
 from sidrec.core.errors import SidrecError
 from sidrec.core.ledger import ledger_path
 
@@ -102,5 +102,5 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--metric", default="NDCG@10", help="what --ledger ranks by")
     p.add_argument("--top", type=int, default=20, help="runs --ledger shows")
-    p.add_argument("--config", type=Path, help="a profile (its output_root, for --ledger)")
+    add_config_args(p, "a profile (its output_root, for --ledger)", overrides=False)
     p.set_defaults(func=_compare)

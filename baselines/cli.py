@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sidrec.core.config import command_config, stage_path
+from sidrec.core.config import OVERWRITE_HELP, add_config_args, command_config, stage_path
 
 
 def _sasrec(a: argparse.Namespace) -> dict:
@@ -50,9 +50,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p = base.add_parser("sasrec", help="SASRec with full-softmax cross-entropy")
     p.add_argument("--data", type=Path, help="dataset directory (default: paths.data)")
     p.add_argument("--out", type=Path, help="default: paths.sasrec")
-    p.add_argument("--overwrite", action="store_true", help="replace a complete output")
-    p.add_argument("--config", type=Path, help="a profile (sasrec.*, evaluate.split, seed)")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    add_config_args(p, "a profile (sasrec.*, evaluate.split, seed)", overwrite=OVERWRITE_HELP)
     p.set_defaults(func=_sasrec)
     p = base.add_parser(
         "two-tower", help="two-tower retrieval (id + text item tower), item vectors in faiss"
@@ -60,9 +58,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", type=Path, help="dataset directory (default: paths.data)")
     p.add_argument("--emb", type=Path, help="item text embeddings (default: paths.embeddings)")
     p.add_argument("--out", type=Path, help="default: paths.two_tower")
-    p.add_argument("--overwrite", action="store_true", help="replace a complete output")
-    p.add_argument("--config", type=Path, help="a profile (two_tower.*, evaluate.split, seed)")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    add_config_args(p, "a profile (two_tower.*, evaluate.split, seed)", overwrite=OVERWRITE_HELP)
     p.set_defaults(func=_two_tower)
 
     p = sub.add_parser(
@@ -84,7 +80,5 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help="item text embeddings (default: paths.embeddings when it exists; else no text)",
     )
     p.add_argument("--out", type=Path, help="default: paths.rank")
-    p.add_argument("--overwrite", action="store_true", help="replace a complete output")
-    p.add_argument("--config", type=Path, help="a profile (rank.*, seed, paths)")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    add_config_args(p, "a profile (rank.*, seed, paths)", overwrite=OVERWRITE_HELP)
     p.set_defaults(func=_rank)

@@ -46,7 +46,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from sidrec.core.dataset import Dataset, read_dataset
-from sidrec.core.embeddings import EMBEDDINGS_FILE, check_embeddings, load_embeddings
+from sidrec.core.embeddings import load_embeddings
 from sidrec.core.errors import InputError, SidrecError, require_file
 from sidrec.core.io import (
     MANIFEST,
@@ -60,15 +60,14 @@ from sidrec.core.io import (
 from sidrec.core.manifest import Run, run_id
 from sidrec.core.metrics import auc, cutoffs, group_auc, hr_ndcg, target_ranks
 from sidrec.core.ranking import (
-    BestEpoch,
     baseline_info,
+    fit_epochs,
     list_shares,
     record_experiment,
     write_ranking,
 )
 from sidrec.core.references import transition_counts
 from sidrec.core.sequences import training_frequency
-from sidrec.core.training import swanlab_run
 
 MODELS = ("deepfm", "wide_deep")
 MODEL_FILE = "ranker.pt"
@@ -198,6 +197,34 @@ def _hash(a: np.ndarray, b: np.ndarray, buckets: int) -> np.ndarray:
     return (a * 1_000_003 + b) % buckets
 
 
+def _history_counts(histories: list[list[int]], lengths: np.ndarray, n: int) -> sparse.csr_matrix:
+    """(N, n) how often each of n items is in each of N histories."""
+    total = int(lengths.sum())
+    flat = np.fromiter((i for h in histories for i in h), np.int64, total)
+    rows = np.repeat(np.arange(len(histories)), lengths)
+    return sparse.csr_matrix((np.ones(total), (rows, flat)), shape=(len(histories), n))
+
+
+def _text_cosines(
+    text: np.ndarray | None,
+    hist: sparse.csr_matrix,
+    lengths: np.ndarray,
+    last: np.ndarray,
+    row: np.ndarray,
+    item: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per pair (``row``, ``item``) [P], the cosine of the item's text (``text`` [n, D],
+    unit rows) to its history's mean and to its history's last item (``last`` [N], -1 for
+    none); zeros without text."""
+    if text is None:
+        return np.zeros(len(item)), np.zeros(len(item))
+    mean = np.asarray(hist @ text) / np.maximum(lengths, 1)[:, None]
+    mean /= np.maximum(np.linalg.norm(mean, axis=1, keepdims=True), 1e-12)
+    cand_text = text[item]
+    cos_last = np.where(last[row] >= 0, (cand_text * text[last[row]]).sum(1), 0.0)
+    return (cand_text * mean[row]).sum(1), cos_last
+
+
 def pair_features(cand: Candidates, ctx: ItemContext, cross_buckets: int) -> Pairs:
     """The features of every (row, listed item) pair of ``cand`` (items -1 left out)."""
     n = len(ctx.frequency)
@@ -208,17 +235,7 @@ def pair_features(cand: Candidates, ctx: ItemContext, cross_buckets: int) -> Pai
     histories = cand.rows["history"].to_list()
     lengths = np.array([len(h) for h in histories])
     last = np.array([h[-1] if h else -1 for h in histories])
-    # (N, n) how often each item is in each history
-    hist = sparse.csr_matrix(
-        (
-            np.ones(int(lengths.sum())),
-            (
-                np.repeat(np.arange(len(histories)), lengths),
-                np.fromiter((i for h in histories for i in h), np.int64, int(lengths.sum())),
-            ),
-        ),
-        shape=(len(histories), n),
-    )
+    hist = _history_counts(histories, lengths, n)
     best = np.where(valid, scores, -np.inf).max(axis=1)
     share = list_shares(items, scores)
     from_last = np.where(
@@ -232,14 +249,7 @@ def pair_features(cand: Candidates, ctx: ItemContext, cross_buckets: int) -> Pai
         counts = np.asarray((hist @ onehot)[row, code[item]]).ravel()
         return np.where(code[item] > 0, counts / denom, 0.0)
 
-    if ctx.text is not None:
-        mean = np.asarray(hist @ ctx.text) / np.maximum(lengths, 1)[:, None]
-        mean /= np.maximum(np.linalg.norm(mean, axis=1, keepdims=True), 1e-12)
-        cand_text = ctx.text[item]
-        cos_history = (cand_text * mean[row]).sum(1)
-        cos_last = np.where(last[row] >= 0, (cand_text * ctx.text[last[row]]).sum(1), 0.0)
-    else:
-        cos_history = cos_last = np.zeros(len(item))
+    cos_history, cos_last = _text_cosines(ctx.text, hist, lengths, last, row, item)
     numbers = np.stack(
         [
             np.maximum(scores[row, pos] - best[row], -50.0),
@@ -409,6 +419,87 @@ def _check_settings(r: dict[str, Any]) -> None:
         raise SidrecError(f"rank.hidden must list layer widths >= 1, got {r['hidden']}")
 
 
+def _train_epoch(
+    model: Ranker, opt: torch.optim.Optimizer, train: Pairs, order: np.ndarray, r: dict[str, Any]
+) -> float:
+    """One pass over the training pairs in ``order`` with binary cross-entropy; returns the
+    mean loss."""
+    loss_fn = nn.BCEWithLogitsLoss()
+    model.train()
+    total = 0.0
+    for b in range(0, len(order), r["batch_size"]):
+        part = order[b : b + r["batch_size"]]
+        loss = loss_fn(model(*_tensors(train, part)), torch.from_numpy(train.label[part]))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        total += float(loss.detach()) * len(part)
+    return total / len(order)
+
+
+def _candidate_pair(
+    train_candidates: str | Path, candidates: str | Path, ds: Dataset, data: Path
+) -> tuple[Candidates, Candidates]:
+    """The two evaluations: of one retriever, with lists of one length, on two splits."""
+    fit, test = read_candidates(train_candidates, ds, data), read_candidates(candidates, ds, data)
+    if fit.results["split"] == test.results["split"]:
+        raise SidrecError(
+            f"{train_candidates} and {candidates} are both the {test.results['split']} split: "
+            "train the ranker on another split's candidates (e.g. sidrec evaluate --split valid)"
+        )
+    width = test.items.shape[1]
+    if fit.results["method"] != test.results["method"] or fit.items.shape[1] != width:
+        raise SidrecError(
+            f"{train_candidates} ranks {fit.items.shape[1]} items with "
+            f"{fit.results['method']}, {candidates} {width} with {test.results['method']}: give "
+            "two evaluations of one retriever with lists of one length"
+        )
+    return fit, test
+
+
+def _new_ranker(r: dict[str, Any], ctx: ItemContext, width: int, train: Pairs) -> Ranker:
+    """An untrained ``rank.model`` whose numbers are standardised by ``train``'s statistics
+    (lists of ``width`` items)."""
+    n = len(ctx.frequency)
+    # table rows per field of FIELDS
+    sizes = [n + 1, ctx.category.max() + 1, ctx.brand.max() + 1, _BUCKETS, width, _BUCKETS, n + 1]
+    std = torch.from_numpy(train.numbers.std(0)).clamp(min=1e-6)
+    return Ranker(
+        r["model"],
+        sizes,
+        torch.from_numpy(train.numbers.mean(0)),
+        std,
+        None if ctx.text is None else torch.from_numpy(ctx.text).float(),
+        r,
+    )
+
+
+def _held_out(
+    pairs: Pairs, n_rows: int, share: float, rng: np.random.Generator, where: str | Path
+) -> tuple[Pairs, Pairs]:
+    """The pairs of a seeded ``share`` of the ``n_rows`` rows held out to choose the epoch,
+    and the rest to train on; both must hold positives and negatives."""
+    held = rng.random(n_rows) < share
+    train, valid = _subset(pairs, ~held[pairs.row]), _subset(pairs, held[pairs.row])
+    if not (0 < train.label.sum() < len(train.label) and 0 < valid.label.sum() < len(valid.label)):
+        raise SidrecError(
+            f"{where}: the ranker needs rows whose target is among the candidates, "
+            f"in training and in the held-out share; found {int(pairs.label.sum())} of "
+            f"{n_rows} rows"
+        )
+    return train, valid
+
+
+def _features(model: str, text: bool) -> dict[str, Any]:
+    """The feature names a ``model`` ranker reads (``results.json``)."""
+    return {
+        "fields": list(FIELDS),
+        "numbers": list(NUMBERS),
+        "crosses": list(CROSSES) if model == "wide_deep" else [],
+        "text": text,
+    }
+
+
 def train_ranker(
     data: str | Path,
     train_candidates: str | Path,
@@ -428,80 +519,31 @@ def train_ranker(
     check_output(out, overwrite)
     data = Path(data)
     ds, _ = read_dataset(data)
-    fit, test = read_candidates(train_candidates, ds, data), read_candidates(candidates, ds, data)
-    if fit.results["split"] == test.results["split"]:
-        raise SidrecError(
-            f"{train_candidates} and {candidates} are both the {test.results['split']} split: "
-            "train the ranker on another split's candidates (e.g. sidrec evaluate --split valid)"
-        )
+    fit, test = _candidate_pair(train_candidates, candidates, ds, data)
     width = test.items.shape[1]
-    if fit.results["method"] != test.results["method"] or fit.items.shape[1] != width:
-        raise SidrecError(
-            f"{train_candidates} ranks {fit.items.shape[1]} items with "
-            f"{fit.results['method']}, {candidates} {width} with {test.results['method']}: give "
-            "two evaluations of one retriever with lists of one length"
-        )
-    text = None
-    if emb is not None:
-        text = load_embeddings(emb)
-        check_embeddings(text, ds.items.height, Path(emb) / EMBEDDINGS_FILE)
+    text = None if emb is None else load_embeddings(emb, ds.items.height)
     inputs = {"data": str(data), "train_candidates": str(train_candidates)}
     inputs |= {"candidates": str(candidates), **({"emb": str(emb)} if emb else {})}
     run = Run("rank", cfg, inputs, cfg["seed"])
     ctx = item_context(ds, text)
     pairs = pair_features(fit, ctx, r["cross_buckets"])
     rng = np.random.default_rng(cfg["seed"])
-    held = rng.random(fit.rows.height) < r["valid_share"]
-    train, valid = _subset(pairs, ~held[pairs.row]), _subset(pairs, held[pairs.row])
-    if not (0 < train.label.sum() < len(train.label) and 0 < valid.label.sum() < len(valid.label)):
-        raise SidrecError(
-            f"{train_candidates}: the ranker needs rows whose target is among the candidates, "
-            f"in training and in the held-out share; found {int(pairs.label.sum())} of "
-            f"{fit.rows.height} rows"
-        )
+    train, valid = _held_out(pairs, fit.rows.height, r["valid_share"], rng, train_candidates)
     torch.manual_seed(cfg["seed"])
-    n = ds.items.height
-    # table rows per field of FIELDS
-    sizes = [n + 1, ctx.category.max() + 1, ctx.brand.max() + 1, _BUCKETS, width, _BUCKETS, n + 1]
-    std = torch.from_numpy(train.numbers.std(0)).clamp(min=1e-6)
-    model = Ranker(
-        r["model"],
-        sizes,
-        torch.from_numpy(train.numbers.mean(0)),
-        std,
-        None if ctx.text is None else torch.from_numpy(ctx.text).float(),
-        r,
-    )
+    model = _new_ranker(r, ctx, width, train)
     opt = torch.optim.Adam(
         model.parameters(), lr=r["learning_rate"], weight_decay=r["weight_decay"]
     )
-    loss_fn = nn.BCEWithLogitsLoss()
-    best, log = BestEpoch(r["patience"]), []
-    dashboard = swanlab_run(cfg, "rank")
-    started = time.perf_counter()
-    for epoch in tqdm(range(1, r["epochs"] + 1), desc=f"rank ({r['model']})"):
-        model.train()
-        total = 0.0
-        order = rng.permutation(len(train.label))
-        for b in range(0, len(order), r["batch_size"]):
-            part = order[b : b + r["batch_size"]]
-            loss = loss_fn(model(*_tensors(train, part)), torch.from_numpy(train.label[part]))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            total += float(loss.detach()) * len(part)
-        found = _aucs(valid, predict(model, valid))
-        log.append({"epoch": epoch, "train_loss": total / len(order), **found})
-        if dashboard is not None:
-            dashboard.log(
-                {"train/loss": log[-1]["train_loss"], "valid/auc": found["auc"]}, step=epoch
-            )
-        if best.update(model, found["auc"]):
-            break
-    train_seconds = time.perf_counter() - started
-    if dashboard is not None:
-        dashboard.finish()
-    model.load_state_dict(best.state)
+    log, train_seconds = fit_epochs(
+        model,
+        cfg,
+        "rank",
+        r["patience"],
+        tqdm(range(1, r["epochs"] + 1), desc=f"rank ({r['model']})"),
+        lambda: _train_epoch(model, opt, train, rng.permutation(len(train.label)), r),
+        lambda: _aucs(valid, predict(model, valid)),
+        "auc",
+    )
     started = time.perf_counter()
     test_pairs = pair_features(test, ctx, r["cross_buckets"])
     probs = predict(model, test_pairs)
@@ -522,12 +564,7 @@ def train_ranker(
         "retriever_metrics": hr_ndcg(target_ranks(test.items, targets), cutoffs(width)),
         "auc": {"valid": chosen["auc"], "test": tested["auc"]},
         "gauc": {"valid": chosen["gauc"], "test": tested["gauc"]},
-        "features": {
-            "fields": list(FIELDS),
-            "numbers": list(NUMBERS),
-            "crosses": list(CROSSES) if r["model"] == "wide_deep" else [],
-            "text": emb is not None,
-        },
+        "features": _features(r["model"], emb is not None),
         "train_pairs": len(train.label),
         "train_positives": int(train.label.sum()),
         "valid_pairs": len(valid.label),

@@ -22,10 +22,9 @@ from sidrec.core.errors import SidrecError
 from sidrec.core.io import atomic_dir, check_output, write_json
 from sidrec.core.manifest import Run
 from sidrec.core.metrics import hr_ndcg, target_ranks
-from sidrec.core.ranking import BestEpoch, baseline_info, record_experiment, write_ranking
+from sidrec.core.ranking import baseline_info, fit_epochs, record_experiment, write_ranking
 from sidrec.core.sasrec_model import MODEL_FILE, SASRec, pad_left
 from sidrec.core.sequences import query_rows, sequence_windows, user_sequences
-from sidrec.core.training import swanlab_run
 
 VALID_K = 10
 
@@ -123,17 +122,8 @@ def train_sasrec(
     NDCG@10, evaluate it on ``cfg["evaluate"]["split"]`` and write the model, ``train_log.json``,
     ``results.json`` and ``predictions.parquet`` into ``out``. Returns the results."""
     s = cfg["sasrec"]
-    positive = (
-        "hidden",
-        "layers",
-        "heads",
-        "max_len",
-        "epochs",
-        "batch_size",
-        "eval_batch_size",
-        "top_k",
-    )
-    bad = [f"sasrec.{k}={s[k]}" for k in positive if s[k] < 1]
+    positive = ("hidden", "layers", "heads", "max_len", "epochs", "batch_size")
+    bad = [f"sasrec.{k}={s[k]}" for k in (*positive, "eval_batch_size", "top_k") if s[k] < 1]
     if bad:
         raise SidrecError(f"{', '.join(bad)}: must be >= 1")
     out = Path(out)
@@ -153,28 +143,23 @@ def train_sasrec(
     valid_hist = valid["history"].to_list()
     valid_target = valid["target"].to_numpy()
     exclude = cfg["evaluate"]["exclude_history"]
-    best, log = BestEpoch(s["patience"]), []
-    started = time.perf_counter()
-    bar = tqdm(range(1, s["epochs"] + 1), desc="sasrec")
-    dashboard = swanlab_run(cfg, "sasrec")
-    for epoch in bar:
-        train_loss = train_epoch(model, opt, windows, s["batch_size"], rng, s["moe_aux_weight"])
+
+    def validate() -> dict[str, float]:
         items, _ = rank_items(
             model, valid_hist, VALID_K, s["max_len"], s["eval_batch_size"], exclude
         )
-        metrics = hr_ndcg(target_ranks(items, valid_target), [VALID_K])
-        log.append({"epoch": epoch, "train_loss": train_loss, **metrics})
-        if dashboard is not None:
-            valid_metrics = {f"valid/{k.lower()}": v for k, v in metrics.items()}
-            dashboard.log({"train/loss": train_loss, **valid_metrics}, step=epoch)
-        score = metrics[f"NDCG@{VALID_K}"]
-        bar.set_postfix(loss=f"{train_loss:.3f}", valid_ndcg10=f"{score:.4f}")
-        if best.update(model, score):
-            break
-    train_seconds = time.perf_counter() - started
-    if dashboard is not None:
-        dashboard.finish()
-    model.load_state_dict(best.state)
+        return hr_ndcg(target_ranks(items, valid_target), [VALID_K])
+
+    log, train_seconds = fit_epochs(
+        model,
+        cfg,
+        "sasrec",
+        s["patience"],
+        tqdm(range(1, s["epochs"] + 1), desc="sasrec"),
+        lambda: train_epoch(model, opt, windows, s["batch_size"], rng, s["moe_aux_weight"]),
+        validate,
+        f"NDCG@{VALID_K}",
+    )
     e = cfg["evaluate"]
     rows = query_rows(ds, e["split"], e["max_users"], cfg["seed"])
     started = time.perf_counter()

@@ -29,16 +29,15 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from sidrec.core.dataset import read_dataset
+from sidrec.core.dataset import Dataset, read_dataset
 from sidrec.core.embeddings import load_embeddings
 from sidrec.core.errors import InputError, SidrecError, require_file
 from sidrec.core.io import atomic_dir, check_output, write_json
 from sidrec.core.manifest import Run
 from sidrec.core.metrics import cutoffs, drop_history, hr_ndcg, target_ranks
-from sidrec.core.ranking import BestEpoch, baseline_info, record_experiment, write_ranking
+from sidrec.core.ranking import baseline_info, fit_epochs, record_experiment, write_ranking
 from sidrec.core.sasrec_model import pad_left
 from sidrec.core.sequences import query_rows, training_frequency
-from sidrec.core.training import swanlab_run
 
 MODEL_FILE = "model.pt"
 VECTORS_FILE = "item_vectors.npy"
@@ -188,13 +187,8 @@ def _rank(
     return items[:, :k], scores[:, :k]
 
 
-def train_two_tower(
-    data: str | Path, emb: str | Path, out: str | Path, cfg: dict[str, Any], overwrite: bool = False
-) -> dict[str, Any]:
-    """Train the two towers on ``data``'s training rows with ``emb``'s text embeddings, index the
-    item vectors, retrieve for ``cfg["evaluate"]["split"]`` and write the model, the vectors,
-    the index, ``train_log.json``, ``results.json`` and ``predictions.parquet`` into ``out``."""
-    t = cfg["two_tower"]
+def _check(t: dict[str, Any]) -> None:
+    """Refuse ``two_tower`` settings that cannot train."""
     positive = ("dim", "hidden", "max_len", "epochs", "batch_size", "top_k")
     bad = [f"two_tower.{k}={t[k]}" for k in positive if t[k] < 1]
     if bad or not 0 < t["temperature"] or t["num_negatives"] < 0 or t["top_k"] > MAX_K:
@@ -207,6 +201,81 @@ def train_two_tower(
         raise SidrecError(
             f"two_tower.negatives must be uniform or popularity, got {t['negatives']!r}"
         )
+
+
+def _train_epoch(
+    model: TwoTower,
+    opt: torch.optim.Optimizer,
+    train: tuple[list[list[int]], np.ndarray],
+    order: np.ndarray,
+    freq: np.ndarray,
+    t: dict[str, Any],
+) -> float:
+    """One pass over the training rows (``train`` = histories and targets) in ``order``;
+    ``freq`` (float64 [n_items]) the smoothed training frequencies. Returns the mean loss."""
+    dev = next(model.parameters()).device
+    n = len(freq)
+    log_freq = torch.from_numpy(np.log(freq / freq.sum())).float().to(dev)
+    sampler = torch.from_numpy(
+        freq / freq.sum() if t["negatives"] == "popularity" else np.full(n, 1 / n)
+    )
+    sampler = sampler.float().to(dev)
+    histories, targets = train
+    model.train()
+    total = 0.0
+    for b in range(0, len(order), t["batch_size"]):
+        rows = order[b : b + t["batch_size"]]
+        seq = pad_left([[i + 1 for i in histories[r][-t["max_len"] :]] for r in rows], t["max_len"])
+        target = torch.from_numpy(targets[rows]).to(dev)
+        loss = _loss(
+            model, seq.to(dev), target, log_freq, sampler, t["num_negatives"], t["temperature"]
+        )
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        total += float(loss.detach()) * len(rows)
+    return total / len(targets)
+
+
+def _fit(model: TwoTower, ds: Dataset, cfg: dict[str, Any]) -> tuple[list[dict[str, Any]], float]:
+    """Train until validation NDCG@10 stops improving (``two_tower.patience``) and keep the
+    best epoch's weights; returns the per-epoch log and the training seconds."""
+    t = cfg["two_tower"]
+    rng = np.random.default_rng(cfg["seed"])
+    opt = torch.optim.AdamW(
+        model.parameters(), lr=t["learning_rate"], weight_decay=t["weight_decay"]
+    )
+    freq = training_frequency(ds).astype(np.float64) + 1.0
+    train = (ds.train["history"].to_list(), ds.train["target"].to_numpy())
+    valid = query_rows(ds, "valid", t["max_valid_users"], cfg["seed"])
+    exclude = cfg["evaluate"]["exclude_history"]
+
+    def validate() -> dict[str, float]:
+        flat = build_index(vectors(model, len(freq)), {**t, "index": "flat"}, cfg["seed"])
+        users = user_vectors(model, valid["history"].to_list(), t["max_len"])
+        items, _ = _rank(flat, users, valid["history"].to_list(), VALID_K, exclude)
+        return hr_ndcg(target_ranks(items, valid["target"].to_numpy()), [VALID_K])
+
+    return fit_epochs(
+        model,
+        cfg,
+        "two_tower",
+        t["patience"],
+        tqdm(range(1, t["epochs"] + 1), desc="two-tower"),
+        lambda: _train_epoch(model, opt, train, rng.permutation(len(train[1])), freq, t),
+        validate,
+        f"NDCG@{VALID_K}",
+    )
+
+
+def train_two_tower(
+    data: str | Path, emb: str | Path, out: str | Path, cfg: dict[str, Any], overwrite: bool = False
+) -> dict[str, Any]:
+    """Train the two towers on ``data``'s training rows with ``emb``'s text embeddings, index the
+    item vectors, retrieve for ``cfg["evaluate"]["split"]`` and write the model, the vectors,
+    the index, ``train_log.json``, ``results.json`` and ``predictions.parquet`` into ``out``."""
+    t = cfg["two_tower"]
+    _check(t)
     out = Path(out)
     check_output(out, overwrite)
     ds, _ = read_dataset(data)
@@ -216,61 +285,13 @@ def train_two_tower(
         raise InputError(Path(emb), f"has {text.shape[0]} rows for the dataset's {n} items")
     run = Run("baseline.two_tower", cfg, {"data": str(data), "emb": str(emb)}, cfg["seed"])
     torch.manual_seed(cfg["seed"])
-    rng = np.random.default_rng(cfg["seed"])
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = TwoTower(torch.from_numpy(text), t["dim"], t["hidden"]).to(dev)
-    opt = torch.optim.AdamW(
-        model.parameters(), lr=t["learning_rate"], weight_decay=t["weight_decay"]
-    )
-    freq = training_frequency(ds).astype(np.float64) + 1.0
-    log_freq = torch.from_numpy(np.log(freq / freq.sum())).float().to(dev)
-    sampler = torch.from_numpy(
-        freq / freq.sum() if t["negatives"] == "popularity" else np.full(n, 1 / n)
-    )
-    sampler = sampler.float().to(dev)
-    train = ds.train
-    histories, targets = train["history"].to_list(), train["target"].to_numpy()
-    valid = query_rows(ds, "valid", t["max_valid_users"], cfg["seed"])
-    exclude = cfg["evaluate"]["exclude_history"]
-    best, log = BestEpoch(t["patience"]), []
-    dashboard = swanlab_run(cfg, "two_tower")
-    started = time.perf_counter()
-    for epoch in tqdm(range(1, t["epochs"] + 1), desc="two-tower"):
-        model.train()
-        total = 0.0
-        order = rng.permutation(len(targets))
-        for b in range(0, len(order), t["batch_size"]):
-            rows = order[b : b + t["batch_size"]]
-            seq = pad_left(
-                [[i + 1 for i in histories[r][-t["max_len"] :]] for r in rows], t["max_len"]
-            )
-            target = torch.from_numpy(targets[rows]).to(dev)
-            loss = _loss(
-                model, seq.to(dev), target, log_freq, sampler, t["num_negatives"], t["temperature"]
-            )
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            total += float(loss.detach()) * len(rows)
-        flat = build_index(vectors(model, n), {**t, "index": "flat"}, cfg["seed"])
-        users = user_vectors(model, valid["history"].to_list(), t["max_len"])
-        items, _ = _rank(flat, users, valid["history"].to_list(), VALID_K, exclude)
-        metrics = hr_ndcg(target_ranks(items, valid["target"].to_numpy()), [VALID_K])
-        log.append({"epoch": epoch, "train_loss": total / len(targets), **metrics})
-        if dashboard is not None:
-            dashboard.log(
-                {"train/loss": log[-1]["train_loss"], "valid/ndcg@10": metrics["NDCG@10"]},
-                step=epoch,
-            )
-        if best.update(model, metrics[f"NDCG@{VALID_K}"]):
-            break
-    train_seconds = time.perf_counter() - started
-    if dashboard is not None:
-        dashboard.finish()
-    model.load_state_dict(best.state)
+    log, train_seconds = _fit(model, ds, cfg)
     item_vecs = vectors(model, n)
     index = build_index(item_vecs, t, cfg["seed"])
     e = cfg["evaluate"]
+    exclude = e["exclude_history"]
     rows = query_rows(ds, e["split"], e["max_users"], cfg["seed"])
     started = time.perf_counter()
     hist = rows["history"].to_list()
@@ -297,6 +318,6 @@ def train_two_tower(
         faiss.write_index(index, str(tmp / INDEX_FILE))
         write_json(tmp / "train_log.json", log)
         results = write_ranking(tmp, rows, items, scores, info, ks=ks)
-        run.finish(tmp, {"users": rows.height, "train_rows": len(targets)}, results=results)
+        run.finish(tmp, {"users": rows.height, "train_rows": ds.train.height}, results=results)
     record_experiment(cfg, out, results, "two_tower", Path(data), "")
     return results

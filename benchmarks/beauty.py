@@ -205,7 +205,7 @@ def _train_classic(
     data = outputs["data"]
     found = {name: stage_path(cfg, name) for name in ("embeddings", "two_tower", "rank")}
     emb, tt, rank = found["embeddings"], found["two_tower"], found["rank"]
-    _made(emb, cfg, ("embed",), partial(embed_dataset, data, emb, cfg["embed"], None, True), fresh)
+    _made(emb, cfg, ("embed",), partial(embed_dataset, data, emb, cfg, None, True), fresh)
     tt_keys = ("seed", "two_tower", "evaluate")
     _made(tt, cfg, tt_keys, partial(train_two_tower, data, emb, tt, cfg, True), fresh)
     vcfg = load_config(config, [*overrides, "evaluate.split=valid"])

@@ -105,7 +105,7 @@ def one(n: int, method: str, tmp: Path) -> dict[str, Any]:
     del x
     cfg = load_config(None, [f"sid.method={method}", "sid.dedup=reassign"])
     sid = tmp / f"sid_{n}_{method}"
-    report, build = measured(lambda: build_sids(emb, sid, cfg["sid"], cfg["seed"]))
+    report, build = measured(lambda: build_sids(emb, sid, cfg))
     table = read_sid_dir(sid)
     offsets = np.cumsum([0, *table.codebook_sizes])
     ids = [

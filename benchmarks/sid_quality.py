@@ -39,11 +39,11 @@ def run(src: Path, overrides: list[str], methods: tuple[str, ...] = METHODS) -> 
         root = Path(tmp)
         import_minionerec_dir(root / "data", src, DATASET)
         start = time.time()
-        embed_dataset(root / "data", root / "emb", cfg["embed"])
+        embed_dataset(root / "data", root / "emb", cfg)
         embed_seconds = round(time.time() - start, 1)
         for method in methods:
             report = build_sids(
-                root / "emb", root / method, {**cfg["sid"], "method": method}, cfg["seed"]
+                root / "emb", root / method, {**cfg, "sid": {**cfg["sid"], "method": method}}
             )
             results[method] = {
                 "collision_rate_before_dedup": report["collision_rate_before_dedup"],

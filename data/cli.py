@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 from sidrec.core.config import defaults
 from sidrec.core.dataset import read_dataset
@@ -17,12 +18,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace a complete output")
 
 
-def add_commands(sub: argparse._SubParsersAction) -> None:
-    """Register ``sidrec data`` and its subcommands."""
-    d = defaults()["data"]
-    data = sub.add_parser("data", help="build, import, export and inspect datasets")
-    cmds = data.add_subparsers(dest="data_command", required=True, metavar="COMMAND")
-
+def _add_synth(cmds: argparse._SubParsersAction, d: dict[str, Any]) -> None:
+    """``data synth``: the demo dataset."""
     p = cmds.add_parser("synth", help="generate the demo dataset (no network)")
     _common(p)
     p.add_argument("--n-items", type=int, default=d["synth"]["n_items"])
@@ -36,6 +33,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         )
     )
 
+
+def _add_amazon18(cmds: argparse._SubParsersAction, d: dict[str, Any]) -> None:
+    """``data amazon18``: Amazon Reviews 2018 raw files."""
     a18 = d["amazon18"]
     p = cmds.add_parser("amazon18", help="build from Amazon Reviews 2018 raw files")
     _common(p)
@@ -73,6 +73,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         )
     )
 
+
+def _add_minionerec(cmds: argparse._SubParsersAction, d: dict[str, Any]) -> None:
+    """``data import-minionerec``: MiniOneRec's processed files."""
     p = cmds.add_parser("import-minionerec", help="import MiniOneRec's processed files")
     _common(p)
     p.add_argument("--src", type=Path, required=True)
@@ -91,6 +94,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         )
     )
 
+
+def _add_letter(cmds: argparse._SubParsersAction, d: dict[str, Any]) -> None:
+    """``data import-letter``: LC-Rec / LETTER files."""
     p = cmds.add_parser("import-letter", help="import LC-Rec/LETTER files (leave-one-out)")
     _common(p)
     p.add_argument("--src", type=Path, required=True)
@@ -105,6 +111,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         )
     )
 
+
+def _add_interactions(cmds: argparse._SubParsersAction, d: dict[str, Any]) -> None:
+    """``data import-interactions``: your own interactions and items files."""
     it = d["interactions"]
     p = cmds.add_parser(
         "import-interactions",
@@ -157,6 +166,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         )
     )
 
+
+def _add_export_and_stats(cmds: argparse._SubParsersAction, d: dict[str, Any]) -> None:
+    """``data export-minionerec`` and ``data stats``."""
     p = cmds.add_parser("export-minionerec", help="write a dataset + SIDs in MiniOneRec's layout")
     _common(p)
     p.add_argument("--data", type=Path, required=True)
@@ -167,6 +179,22 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", type=Path, required=True)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=_stats)
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    """Register ``sidrec data`` and its subcommands (``d``: the ``data`` defaults)."""
+    d = defaults()["data"]
+    data = sub.add_parser("data", help="build, import, export and inspect datasets")
+    cmds = data.add_subparsers(dest="data_command", required=True, metavar="COMMAND")
+    for add in (
+        _add_synth,
+        _add_amazon18,
+        _add_minionerec,
+        _add_letter,
+        _add_interactions,
+        _add_export_and_stats,
+    ):
+        add(cmds, d)
 
 
 def _stats(a: argparse.Namespace) -> None:

@@ -90,6 +90,62 @@ def _categories(value: Any) -> list[str]:
     return [c for c in (_text(p) for p in parts) if c]
 
 
+def _read_events(
+    frame: pl.DataFrame, path: Path, cols: tuple[str, str, str], first: int, label: str
+) -> Iterator[tuple[str, str, int]]:
+    """(user, item, unix time) per row of the interactions ``frame`` read from ``path``;
+    a row without a user, an item or a readable time is an InputError naming it."""
+    user_col, item_col, time_col = cols
+    for r, (user, item, when) in enumerate(frame.select(cols).iter_rows()):
+        try:
+            if user is None or item is None or not str(user).strip() or not str(item).strip():
+                raise ValueError
+            yield (str(user).strip(), str(item).strip(), _time(when))
+        except (TypeError, ValueError):
+            raise InputError(
+                path,
+                f"expected a user ({user_col}), an item ({item_col}) and a time ({time_col}: "
+                f"unix seconds or an ISO-8601 date), got {user!r}, {item!r}, {when!r}",
+                row=r + first,
+                row_label=label,
+            ) from None
+
+
+def _item_meta(
+    table: pl.DataFrame,
+    path: Path,
+    item_col: str,
+    text_cols: dict[str, str | None],
+    first: int,
+    label: str,
+) -> tuple[dict[str, dict[str, Any]], int]:
+    """Item id -> its text fields (empty for an item without a title), and how many items
+    had no title; a missing or repeated id is an InputError naming the row."""
+    title_col, description_col = text_cols["title_col"], text_cols["description_col"]
+    brand_col, category_col = text_cols["brand_col"], text_cols["category_col"]
+    meta: dict[str, dict[str, Any]] = {}
+    no_title = 0
+    for r, row in enumerate(table.iter_rows(named=True)):
+        item = row[item_col]
+        key = "" if item is None else str(item).strip()
+        if not key:
+            raise InputError(path, f"expected an item id ({item_col})", r + first, label)
+        if key in meta:
+            raise InputError(path, f"lists item {key!r} twice", r + first, label)
+        title = _text(row[title_col])
+        if not title:
+            no_title += 1
+            meta[key] = {}
+            continue
+        meta[key] = {
+            "title": title,
+            "description": _text(row[description_col]) if description_col else "",
+            "brand": _text(row[brand_col]) if brand_col else "",
+            "categories": _categories(row[category_col]) if category_col else [],
+        }
+    return meta, no_title
+
+
 def load_interactions(
     interactions: str | Path,
     items: str | Path,
@@ -111,22 +167,8 @@ def load_interactions(
     _require(frame, events_path, {"user_col": user_col, "item_col": item_col, "time_col": time_col})
     cols = (user_col, item_col, time_col)
 
-    def read_events() -> Iterator[tuple[str, str, int]]:
-        for r, (user, item, when) in enumerate(frame.select(cols).iter_rows()):
-            try:
-                if user is None or item is None or not str(user).strip() or not str(item).strip():
-                    raise ValueError
-                yield (str(user).strip(), str(item).strip(), _time(when))
-            except (TypeError, ValueError):
-                raise InputError(
-                    events_path,
-                    f"expected a user ({user_col}), an item ({item_col}) and a time ({time_col}: "
-                    f"unix seconds or an ISO-8601 date), got {user!r}, {item!r}, {when!r}",
-                    row=r + first,
-                    row_label=label,
-                ) from None
-
-    events, skipped = unique_in_window(read_events(), month_bounds(*window) if window else None)
+    rows = _read_events(frame, events_path, cols, first, label)
+    events, skipped = unique_in_window(rows, month_bounds(*window) if window else None)
 
     table, first, label = read_table(items_path)
     text_cols = {
@@ -136,27 +178,8 @@ def load_interactions(
         "category_col": category_col,
     }
     _require(table, items_path, {"item_col": item_col, **text_cols})
-    meta: dict[str, dict[str, Any]] = {}
-    no_title = 0
+    meta, no_title = _item_meta(table, items_path, item_col, text_cols, first, label)
     wanted = {e[1] for e in events}
-    for r, row in enumerate(table.iter_rows(named=True)):
-        item = row[item_col]
-        key = "" if item is None else str(item).strip()
-        if not key:
-            raise InputError(items_path, f"expected an item id ({item_col})", r + first, label)
-        if key in meta:
-            raise InputError(items_path, f"lists item {key!r} twice", r + first, label)
-        title = _text(row[title_col])
-        if not title:
-            no_title += 1
-            meta[key] = {}
-            continue
-        meta[key] = {
-            "title": title,
-            "description": _text(row[description_col]) if description_col else "",
-            "brand": _text(row[brand_col]) if brand_col else "",
-            "categories": _categories(row[category_col]) if category_col else [],
-        }
     items_frame, sequences, removed = core_sequences(
         events, meta, user_k, item_k, events_path, "the metadata join"
     )

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import numpy as np
 import polars as pl
@@ -117,6 +118,100 @@ def _pick(rng: np.random.Generator, pool: np.ndarray, weight: np.ndarray, avoid:
     return int(rng.choice(pool, p=w / w.sum()))
 
 
+class _World(NamedTuple):
+    """The catalog a user's sequence is drawn from."""
+
+    leaves: list[Any]
+    leaf_of: np.ndarray  # int [n_items]: each item's leaf
+    by_leaf: dict[int, np.ndarray]  # leaf -> its items
+    brands: dict[str, list[str]]  # top category -> its 8 brands, most popular first
+    brand_pop: np.ndarray  # float [8]: brand popularity by rank
+    pop: np.ndarray  # float [n_items]: item popularity
+    item_brands: np.ndarray  # str [n_items]
+    complements: list[np.ndarray]  # per item, the items it is bought with
+
+
+def _item_texts(
+    rng: np.random.Generator,
+    leaves: list[Any],
+    leaf_of: np.ndarray,
+    brands: dict[str, list[str]],
+    brand_pop: np.ndarray,
+) -> tuple[list[str], list[str], list[str], list[list[str]]]:
+    """Each item's title, description, brand and category path."""
+    titles, descriptions, item_brands, categories = [], [], [], []
+    for li in leaf_of:
+        leaf = leaves[li]
+        brand = brands[leaf.top][rng.choice(8, p=brand_pop / brand_pop.sum())]
+        noun = leaf.nouns[rng.integers(len(leaf.nouns))]
+        spec = leaf.specs[rng.integers(len(leaf.specs))]
+        adj = _ADJECTIVES[rng.integers(len(_ADJECTIVES))]
+        model = f"{brand[:2].upper()}-{rng.integers(100, 9999)}"
+        styled = f"{adj} {noun}" if rng.random() < 0.5 else noun
+        titles.append(f"{brand} {styled}, {spec} ({model})")
+        descriptions.append(
+            f"The {brand} {noun.lower()} ({spec}) is {'an' if adj[0] in 'AEIOU' else 'a'} "
+            f"{adj.lower()} pick from our "
+            f"{leaf.name.lower()} range. {_PITCHES[rng.integers(len(_PITCHES))]} "
+            f"Pairs well with our {leaf.complements[0].lower()}."
+        )
+        item_brands.append(brand)
+        categories.append([leaf.top, leaf.name])
+    return titles, descriptions, item_brands, categories
+
+
+def _complements(
+    rng: np.random.Generator,
+    leaves: list[Any],
+    leaf_of: np.ndarray,
+    by_leaf: dict[int, np.ndarray],
+    pop: np.ndarray,
+    item_brands: np.ndarray,
+) -> list[np.ndarray]:
+    """Item-level complements: 1-3 popular items of a complementary leaf, same brand
+    preferred."""
+    leaf_index = {leaf.name: li for li, leaf in enumerate(leaves)}
+    complements: list[np.ndarray] = []
+    for i, li in enumerate(leaf_of):
+        pool = np.concatenate([by_leaf[leaf_index[c]] for c in leaves[li].complements])
+        pool = pool[pool != i]
+        w = pop[pool] * np.where(item_brands[pool] == item_brands[i], 4.0, 1.0)
+        k = min(len(pool), int(rng.integers(1, 4)))
+        complements.append(rng.choice(pool, size=k, replace=False, p=w / w.sum()))
+    return complements
+
+
+def _user(rng: np.random.Generator, w: _World, leaf_pop: np.ndarray) -> tuple[list[int], list[int]]:
+    """One user's items and timestamps: favourite leaves, loyal brands, then complements, the
+    same leaf, repeats and other favourites."""
+    favs = rng.choice(
+        len(w.leaves), size=int(rng.integers(1, 4)), replace=False, p=leaf_pop / leaf_pop.sum()
+    )
+    loyal = {
+        w.brands[w.leaves[li].top][rng.choice(8, p=w.brand_pop / w.brand_pop.sum())] for li in favs
+    }
+    weight = w.pop * np.where(np.isin(w.item_brands, list(loyal)), 1 + 8 * rng.beta(2, 2), 1)
+
+    def pick(pool: np.ndarray, avoid: int = -1) -> int:
+        return _pick(rng, pool, weight, avoid)
+
+    length = min(60, 4 + int(rng.geometric(1 / 7)))
+    seq = [pick(w.by_leaf[int(rng.choice(favs))])]
+    while len(seq) < length:
+        cur, r = seq[-1], rng.random()
+        if r < P_COMPLEMENT:
+            seq.append(pick(w.complements[cur], avoid=cur))
+        elif r < P_COMPLEMENT + P_SAME_LEAF:
+            seq.append(pick(w.by_leaf[int(w.leaf_of[cur])], avoid=cur))
+        elif r < P_COMPLEMENT + P_SAME_LEAF + P_REPEAT and len(seq) > 1:
+            seq.append(seq[int(rng.integers(len(seq) - 1))])
+        else:
+            seq.append(pick(w.by_leaf[int(rng.choice(favs))], avoid=cur))
+    start = T0 + int(rng.uniform(0, 0.7) * SPAN)
+    gaps = (rng.exponential(5 * 86_400, size=length) + 3600).astype(np.int64)
+    return seq, (start + np.cumsum(gaps)).tolist()
+
+
 def generate(
     n_items: int = 2000, n_users: int = 3000, seed: int = 42
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -142,69 +237,16 @@ def generate(
     extra = rng.multinomial(n_items - MIN_ITEMS_PER_LEAF * len(leaves), share / share.sum())
     leaf_of = np.repeat(np.arange(len(leaves)), extra + MIN_ITEMS_PER_LEAF)
     pop = 1.0 / rng.permutation(np.arange(1, n_items + 1)) ** 0.6
-
-    titles, descriptions, item_brands, categories = [], [], [], []
-    for li in leaf_of:
-        leaf = leaves[li]
-        brand = brands[leaf.top][rng.choice(8, p=brand_pop / brand_pop.sum())]
-        noun = leaf.nouns[rng.integers(len(leaf.nouns))]
-        spec = leaf.specs[rng.integers(len(leaf.specs))]
-        adj = _ADJECTIVES[rng.integers(len(_ADJECTIVES))]
-        model = f"{brand[:2].upper()}-{rng.integers(100, 9999)}"
-        styled = f"{adj} {noun}" if rng.random() < 0.5 else noun
-        titles.append(f"{brand} {styled}, {spec} ({model})")
-        descriptions.append(
-            f"The {brand} {noun.lower()} ({spec}) is {'an' if adj[0] in 'AEIOU' else 'a'} "
-            f"{adj.lower()} pick from our "
-            f"{leaf.name.lower()} range. {_PITCHES[rng.integers(len(_PITCHES))]} "
-            f"Pairs well with our {leaf.complements[0].lower()}."
-        )
-        item_brands.append(brand)
-        categories.append([leaf.top, leaf.name])
-    item_brands_arr = np.array(item_brands)
+    titles, descriptions, item_brands, categories = _item_texts(
+        rng, leaves, leaf_of, brands, brand_pop
+    )
     by_leaf = {li: np.flatnonzero(leaf_of == li) for li in range(len(leaves))}
-    leaf_index = {leaf.name: li for li, leaf in enumerate(leaves)}
-
-    # Item-level complements: 1-3 popular items of a complementary leaf, same brand preferred.
-    complements: list[np.ndarray] = []
-    for i, li in enumerate(leaf_of):
-        pool = np.concatenate([by_leaf[leaf_index[c]] for c in leaves[li].complements])
-        pool = pool[pool != i]
-        w = pop[pool] * np.where(item_brands_arr[pool] == item_brands[i], 4.0, 1.0)
-        k = min(len(pool), int(rng.integers(1, 4)))
-        complements.append(rng.choice(pool, size=k, replace=False, p=w / w.sum()))
-
+    brand_arr = np.array(item_brands)
+    complements = _complements(rng, leaves, leaf_of, by_leaf, pop, brand_arr)
+    world = _World(leaves, leaf_of, by_leaf, brands, brand_pop, pop, brand_arr, complements)
     leaf_pop = np.array([pop[by_leaf[li]].sum() for li in range(len(leaves))])
-    user_ids, sequences, stamps = [], [], []
-    for u in range(n_users):
-        favs = rng.choice(
-            len(leaves), size=int(rng.integers(1, 4)), replace=False, p=leaf_pop / leaf_pop.sum()
-        )
-        loyal = {
-            brands[leaves[li].top][rng.choice(8, p=brand_pop / brand_pop.sum())] for li in favs
-        }
-        weight = pop * np.where(np.isin(item_brands_arr, list(loyal)), 1 + 8 * rng.beta(2, 2), 1)
-
-        def pick(pool: np.ndarray, avoid: int = -1, w: np.ndarray = weight) -> int:
-            return _pick(rng, pool, w, avoid)
-
-        length = min(60, 4 + int(rng.geometric(1 / 7)))
-        seq = [pick(by_leaf[int(rng.choice(favs))])]
-        while len(seq) < length:
-            cur, r = seq[-1], rng.random()
-            if r < P_COMPLEMENT:
-                seq.append(pick(complements[cur], avoid=cur))
-            elif r < P_COMPLEMENT + P_SAME_LEAF:
-                seq.append(pick(by_leaf[int(leaf_of[cur])], avoid=cur))
-            elif r < P_COMPLEMENT + P_SAME_LEAF + P_REPEAT and len(seq) > 1:
-                seq.append(seq[int(rng.integers(len(seq) - 1))])
-            else:
-                seq.append(pick(by_leaf[int(rng.choice(favs))], avoid=cur))
-        start = T0 + int(rng.uniform(0, 0.7) * SPAN)
-        gaps = (rng.exponential(5 * 86_400, size=length) + 3600).astype(np.int64)
-        user_ids.append(f"U{u:05d}")
-        sequences.append(seq)
-        stamps.append((start + np.cumsum(gaps)).tolist())
+    drawn = [_user(rng, world, leaf_pop) for _ in range(n_users)]
+    user_ids = [f"U{u:05d}" for u in range(n_users)]
 
     # Item ids in random order, so that an id says nothing about its category.
     new_id = rng.permutation(n_items)
@@ -218,5 +260,5 @@ def generate(
             "source_id": [f"SYN{i:06d}" for i in range(n_items)],
         }
     )
-    sequences = [new_id[s].tolist() for s in sequences]
-    return items, sequences_frame(user_ids, sequences, stamps)
+    sequences = [new_id[seq].tolist() for seq, _ in drawn]
+    return items, sequences_frame(user_ids, sequences, [stamps for _, stamps in drawn])

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sidrec.core.config import command_config, stage_path
+from sidrec.core.config import OVERWRITE_HELP, add_config_args, command_config, stage_path
 
 
 def _batch_size(text: str) -> int | str:
@@ -72,9 +72,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help="users per batch, or auto: the largest that fits (default: evaluate.batch_size)",
     )
     p.add_argument("--split", choices=("valid", "test"), help="default: evaluate.split")
-    p.add_argument("--overwrite", action="store_true", help="replace a complete output")
-    p.add_argument("--config", type=Path, help="a profile (evaluate.*, seed, paths)")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    add_config_args(p, "a profile (evaluate.*, seed, paths)", overwrite=OVERWRITE_HELP)
     p.set_defaults(func=_evaluate)
 
     p = sub.add_parser(

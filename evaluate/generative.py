@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from sidrec.core.dataset import read_dataset
 from sidrec.core.decoding import (
+    Decoder,
     auto_batch_size,
     beam_search,
     check_batch_size,
@@ -37,56 +38,23 @@ from sidrec.core.sequences import query_rows
 from sidrec.core.training import on_main, use_bf16
 
 
-def evaluate_model(
-    model_dir: str | Path,
-    data: str | Path,
-    sid: str | Path | None,
-    out: str | Path,
-    cfg: dict[str, Any],
-    overwrite: bool = False,
-) -> dict[str, Any]:
-    """Evaluate the model in ``model_dir`` on ``cfg["evaluate"]["split"]`` of ``data`` with the
-    SIDs it was trained on (``sid``, when given, must hold the same); write ``results.json``,
-    ``predictions.parquet``, the config and a manifest into ``out``. Returns the results (an
-    empty dict on processes other than the main one)."""
-    e = cfg["evaluate"]
+def _check_settings(e: dict[str, Any]) -> None:
+    """Refuse ``evaluate`` settings no search can run with."""
     check_batch_size(e["batch_size"])
     if e["num_beams"] < 1 or e["auto_batch_seconds"] <= 0:
         raise SidrecError(
             f"evaluate.num_beams must be >= 1 and evaluate.auto_batch_seconds > 0, got "
             f"{e['num_beams']} and {e['auto_batch_seconds']}"
         )
-    out = Path(out)
-    state = PartialState(cpu=not torch.cuda.is_available())
-    on_main(state, lambda: check_output(out, overwrite))
-    ds, _ = read_dataset(data)
-    table, sid_dir = model_sids(model_dir, sid)
-    if len(table.codes) != ds.items.height:
-        raise InputError(
-            data, f"has {ds.items.height} items, the model's SIDs ({sid_dir}) {len(table.codes)}"
-        )
-    spec = PromptSpec.load(model_dir)
-    bf16 = use_bf16(e["bf16"])
-    head = cfg["decoding"]["head"]
-    model, tok, index, _ = load_decoder(
-        model_dir, table, state.device, head, e["dense_depth"], bf16
-    )
-    rows = query_rows(ds, e["split"], e["max_users"], cfg["seed"])
-    sids = table.sids
-    answer = index.depth + 1  # the longest SID and end-of-sequence
-    encoded = [spec.encode(tok, [sids[i] for i in h], answer) for h in rows["history"].to_list()]
-    prompts = [ids for ids, _ in encoded]
-    truncated = sum(cut > 0 for _, cut in encoded)
-    inputs = {"model": str(model_dir), "data": str(data), "sid": str(sid_dir)}
-    run = Run("evaluate", cfg, inputs, None)
-    k = e["num_beams"]
-    histories = rows["history"].to_list()
-    exclude = e["exclude_history"]
-    # with the history left out, enough beams that num_beams new items remain
-    beams = k + (max(map(len, histories), default=0) if exclude else 0)
-    if torch.cuda.is_available():
-        torch.cuda.reset_peak_memory_stats()
-    started = time.perf_counter()
+
+
+def _decode(
+    decoder: Decoder, prompts: list[list[int]], beams: int, e: dict[str, Any], state: Any
+) -> tuple[np.ndarray, np.ndarray, int | str]:
+    """The top ``beams`` SIDs (int64 [N, beams]) and their scores (float64 [N, beams]) of
+    every prompt, each process decoding a shard of them sorted by length; also the batch size
+    used. Empty arrays on processes other than the main one."""
+    model, tok, index, head = decoder
     with state.split_between_processes(list(range(len(prompts)))) as shard:
         shard = sorted(shard, key=lambda i: len(prompts[i]))
         size = e["batch_size"]
@@ -104,36 +72,105 @@ def evaluate_model(
             )
             found += zip(part, top.tolist(), scores.tolist(), strict=True)
     found = gather_object(found)
-    seconds = time.perf_counter() - started
     if not state.is_main_process:
-        return {}
+        return np.empty((0, beams), np.int64), np.empty((0, beams)), size
     found.sort(key=lambda r: r[0])
     if [r[0] for r in found] != list(range(len(prompts))):
         raise SidrecError("the processes' shards did not cover every evaluation row once")
     top = np.array([r[1] for r in found], dtype=np.int64)
-    scores = np.array([r[2] for r in found], dtype=np.float64)
-    catalog = index.catalog
-    items = catalog.representative[top]
-    unfiltered = unfiltered_sids = None
-    if exclude:
-        unfiltered = items[:, :k]
-        unfiltered_sids = [[sids[i] for i in row] for row in unfiltered.tolist()]
-        items, scores = drop_history(items, scores, histories, k)
-    ranked_sids = [[sids[i] if i >= 0 else "" for i in row] for row in items.tolist()]
-    target_sids = [sids[t] for t in rows["target"].to_list()]
-    shared = sum(len(its) > 1 for its in catalog.items)
-    info = {
+    return top, np.array([r[2] for r in found], dtype=np.float64), size
+
+
+def _prompts(
+    spec: PromptSpec, decoder: Decoder, sids: list[str], histories: list[list[int]]
+) -> tuple[list[list[int]], int]:
+    """Each history as the model's prompt (token ids), shortened to leave room for the longest
+    SID and end-of-sequence; and how many histories lost items to fit."""
+    answer = decoder.index.depth + 1
+    encoded = [spec.encode(decoder.tok, [sids[i] for i in h], answer) for h in histories]
+    return [ids for ids, _ in encoded], sum(cut > 0 for _, cut in encoded)
+
+
+def _ranked(
+    items: np.ndarray, scores: np.ndarray, histories: list[list[int]], k: int, exclude: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """The top ``k`` items [N, k] and scores of the decoded ``items`` [N, beams]; with
+    ``exclude``, the history's items left out, and the unfiltered top ``k`` returned too."""
+    if not exclude:
+        return items, scores, None
+    unfiltered = items[:, :k]
+    items, scores = drop_history(items, scores, histories, k)
+    return items, scores, unfiltered
+
+
+def _settings(model_dir: str | Path, e: dict[str, Any], head: str) -> dict[str, Any]:
+    """What an evaluation's results record of its settings."""
+    return {
         "method": "sidrec",
         "model": str(model_dir),
         "split": e["split"],
-        "num_beams": k,
-        "beams_decoded": beams,
-        "exclude_history": exclude,
-        "batch_size": size,
+        "num_beams": e["num_beams"],
+        "exclude_history": e["exclude_history"],
         "batch_size_auto": e["batch_size"] == "auto",
         "head": head,
         "max_users": e["max_users"],
-        "shared_sids": shared,
+    }
+
+
+def evaluate_model(
+    model_dir: str | Path,
+    data: str | Path,
+    sid: str | Path | None,
+    out: str | Path,
+    cfg: dict[str, Any],
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Evaluate the model in ``model_dir`` on ``cfg["evaluate"]["split"]`` of ``data`` with the
+    SIDs it was trained on (``sid``, when given, must hold the same); write ``results.json``,
+    ``predictions.parquet``, the config and a manifest into ``out``. Returns the results (an
+    empty dict on processes other than the main one)."""
+    e = cfg["evaluate"]
+    _check_settings(e)
+    out = Path(out)
+    state = PartialState(cpu=not torch.cuda.is_available())
+    on_main(state, lambda: check_output(out, overwrite))
+    ds, _ = read_dataset(data)
+    table, sid_dir = model_sids(model_dir, sid)
+    if len(table.codes) != ds.items.height:
+        raise InputError(
+            data, f"has {ds.items.height} items, the model's SIDs ({sid_dir}) {len(table.codes)}"
+        )
+    bf16 = use_bf16(e["bf16"])
+    head = cfg["decoding"]["head"]
+    decoder = load_decoder(model_dir, table, state.device, head, e["dense_depth"], bf16)
+    rows = query_rows(ds, e["split"], e["max_users"], cfg["seed"])
+    sids = table.sids
+    histories = rows["history"].to_list()
+    prompts, truncated = _prompts(PromptSpec.load(model_dir), decoder, sids, histories)
+    inputs = {"model": str(model_dir), "data": str(data), "sid": str(sid_dir)}
+    run = Run("evaluate", cfg, inputs, None)
+    k, exclude = e["num_beams"], e["exclude_history"]
+    # with the history left out, enough beams that num_beams new items remain
+    beams = k + (max(map(len, histories), default=0) if exclude else 0)
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    started = time.perf_counter()
+    top, scores, size = _decode(decoder, prompts, beams, e, state)
+    seconds = time.perf_counter() - started
+    if not state.is_main_process:
+        return {}
+    catalog = decoder.index.catalog
+    items, scores, unfiltered = _ranked(catalog.representative[top], scores, histories, k, exclude)
+    ranked_sids = [[sids[i] if i >= 0 else "" for i in row] for row in items.tolist()]
+    target_sids = [sids[t] for t in rows["target"].to_list()]
+    unfiltered_sids = None
+    if unfiltered is not None:
+        unfiltered_sids = [[sids[i] for i in row] for row in unfiltered.tolist()]
+    info = {
+        **_settings(model_dir, e, head),
+        "beams_decoded": beams,
+        "batch_size": size,
+        "shared_sids": sum(len(its) > 1 for its in catalog.items),
         "truncated_histories": truncated,
         "items_in_shared_sids": sum(len(its) for its in catalog.items if len(its) > 1),
         "seconds": round(seconds, 3),

@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from sidrec.core.config import command_config, stage_path
+from sidrec.core.config import add_config_args, command_config, stage_path
 
 
 def run_rl(
@@ -57,7 +57,12 @@ def _rl(a: argparse.Namespace) -> dict:
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Register ``sidrec rl``."""
     p = sub.add_parser("rl", help="GRPO (or DPO) with constrained beam-search rollouts")
-    p.add_argument("--config", type=Path, required=True, help="a profile, e.g. configs/demo.yaml")
+    add_config_args(
+        p,
+        "a profile, e.g. configs/demo.yaml",
+        required=True,
+        overwrite="discard an earlier run and restart",
+    )
     p.add_argument("--algo", choices=("grpo", "dpo"), help="overrides rl.algo")
     p.add_argument("--model", type=Path, help="the model to start from (default: paths.sft)")
     p.add_argument("--data", type=Path, help="dataset directory (default: paths.data)")
@@ -78,6 +83,4 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help="a `sidrec baseline sasrec` output for the sasrec reward (default: paths.sasrec)",
     )
     p.add_argument("--resume", action="store_true", help="continue an interrupted run")
-    p.add_argument("--overwrite", action="store_true", help="discard an earlier run and restart")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     p.set_defaults(func=_rl)

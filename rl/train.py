@@ -34,6 +34,8 @@ from trl import GRPOConfig, GRPOTrainer
 
 from sidrec.core.dataset import Dataset, read_dataset
 from sidrec.core.decoding import (
+    Catalog,
+    Decoder,
     PrefixIndex,
     beam_search,
     constrained_sample,
@@ -42,6 +44,7 @@ from sidrec.core.decoding import (
 )
 from sidrec.core.embeddings import load_embeddings
 from sidrec.core.errors import InputError, SidrecError, require_file
+from sidrec.core.examples import MAIN_TASK
 from sidrec.core.manifest import Run
 from sidrec.core.model_dir import bundle, model_items, model_sids
 from sidrec.core.prompts import PromptSpec, fit_example_prompt, history_separator, render_prompt
@@ -62,7 +65,6 @@ from sidrec.core.validation import RankingValidation
 from sidrec.rl.rewards import NEEDS_SASREC, check_rewards, combined
 
 TRAINING_SECTIONS = ("seed", "rl", "decoding")
-MAIN_TASK = "sid_history"
 TITLE_TASKS = ("title_to_sid", "title_history_to_sid")
 ROLLOUTS = ("beam", "sample")
 ALGOS = ("grpo", "dpo")
@@ -420,6 +422,185 @@ def _check(cfg: dict[str, Any], embeddings: Path | None, sasrec: Path | None) ->
         raise SidrecError("rl.sync_ref_model needs a reference model: set rl.beta > 0")
 
 
+def _reward_inputs(
+    r: dict[str, Any],
+    embeddings: Path | None,
+    sasrec: Path | None,
+    n_items: int,
+    catalog: Catalog,
+    inputs: dict[str, str],
+) -> tuple[np.ndarray | None, tuple[SASRec, int, np.ndarray] | None]:
+    """What the semantic and SASRec rewards read: the item vectors of each SID [n_sids, D],
+    and (SASRec, its history length, the item each SID stands for); None where unused. The
+    inputs read are added to ``inputs``."""
+    vectors = scorer = None
+    if r["algo"] == "grpo" and embeddings is not None and r["rewards"]["semantic"]:
+        emb = load_embeddings(embeddings)
+        if emb.shape[0] != n_items:
+            raise InputError(embeddings, f"has {emb.shape[0]} rows for {n_items} items")
+        vectors = emb[catalog.representative]
+        inputs["embeddings"] = str(embeddings)
+    if r["algo"] == "grpo" and sasrec is not None and r["rewards"]["sasrec"]:
+        sas, max_len = load_sasrec(sasrec, n_items)
+        scorer = (sas, max_len, catalog.representative)
+        inputs["sasrec"] = str(sasrec)
+    return vectors, scorer
+
+
+def _validation(
+    ds: Dataset, table: SidTable, decoder: Decoder, spec: PromptSpec, cfg: dict[str, Any]
+) -> tuple[HFDataset | None, RankingValidation | None]:
+    """The validation prompts (``rl.valid_users`` of them) and the NDCG@10 callback that
+    decodes them; (None, None) without evaluations (``rl.eval_steps`` 0)."""
+    if cfg["rl"]["eval_steps"] <= 0:
+        return None, None
+    model, tok, index, head = decoder
+    rows = query_rows(ds, "valid", cfg["rl"]["valid_users"], cfg["seed"])
+    cols, _ = history_examples(
+        rows["history"].to_list(),
+        index.catalog.item_sid[rows["target"].to_numpy()].tolist(),
+        table.sids,
+        spec,
+        tok,
+        index.depth + 1,
+    )
+    valid = HFDataset.from_dict(cols)
+    e = cfg["evaluate"]
+    ranking = RankingValidation(
+        index,
+        [tok(p, add_special_tokens=False)["input_ids"] for p in valid["prompt"]],
+        np.asarray(valid["target"]),
+        e["num_beams"],
+        tok.pad_token_id,
+        e["batch_size"],
+        head,
+        e["auto_batch_seconds"],
+    )
+    return valid, ranking
+
+
+def _training_args(
+    cfg: dict[str, Any], work: Path, device: torch.device, bf16: bool, has_valid: bool
+) -> dict[str, Any]:
+    """The arguments GRPO and DPO share (TRL's configs), from ``rl.*``."""
+    r = cfg["rl"]
+    return {
+        "output_dir": str(work / CHECKPOINTS),
+        "learning_rate": r["learning_rate"],
+        "lr_scheduler_type": r["lr_scheduler"],
+        "warmup_steps": r["warmup_ratio"],  # below 1: a fraction of the steps
+        "max_grad_norm": r["max_grad_norm"],
+        "num_train_epochs": r["epochs"],
+        "max_steps": r["max_steps"],
+        "per_device_train_batch_size": r["per_device_batch_size"],
+        "per_device_eval_batch_size": r["per_device_batch_size"],
+        "eval_strategy": "steps" if has_valid else "no",
+        "eval_steps": r["eval_steps"] if has_valid else None,
+        "load_best_model_at_end": has_valid,
+        "metric_for_best_model": "eval_ndcg@10" if has_valid else None,
+        "greater_is_better": True if has_valid else None,
+        "gradient_accumulation_steps": r["gradient_accumulation_steps"],
+        "logging_steps": r["logging_steps"],
+        "logging_first_step": True,
+        "save_strategy": "steps",
+        "save_steps": r["save_steps"],
+        "save_total_limit": r["save_total_limit"],
+        "bf16": bf16,
+        "use_cpu": device.type == "cpu",
+        "report_to": "none",
+        "seed": cfg["seed"],
+        "data_seed": cfg["seed"],
+        "sync_ref_model": r["sync_ref_model"],
+        "ref_model_sync_steps": r["ref_model_sync_steps"],
+    }
+
+
+def _grpo_trainer(
+    decoder: Decoder,
+    train: HFDataset,
+    valid: HFDataset | None,
+    common: dict[str, Any],
+    callbacks: list[Any],
+    cfg: dict[str, Any],
+    rewards: tuple[np.ndarray | None, tuple[SASRec, int, np.ndarray] | None],
+) -> tuple[SidGRPOTrainer, Rollout]:
+    """TRL's GRPO trainer with constrained rollouts (groups of ``rl.num_generations``) and
+    the weighted rewards; ``rewards`` = what the semantic and SASRec rewards read."""
+    r = cfg["rl"]
+    model, tok, index, head = decoder
+    g = r["num_generations"]
+    rollout = Rollout(index, tok, g, r["rollout"], r["temperature"], cfg["seed"], head)
+    reward_funcs = reward_functions(r["rewards"], g, *rewards)
+    args = GRPOConfig(
+        **common,
+        num_generations=g,
+        max_completion_length=index.depth + 1,
+        temperature=r["temperature"] if r["rollout"] == "sample" else 1.0,
+        beta=r["beta"],
+        loss_type=r["loss_type"],
+        reward_weights=[r["rewards"][f.__name__] for f in reward_funcs],
+    )
+    # the evaluation that triggers RankingValidation (on every valid_users prompt) also
+    # makes TRL roll out and score its eval set: one device batch of prompts is enough
+    trainer = SidGRPOTrainer(
+        model=model,
+        reward_funcs=reward_funcs,
+        args=args,
+        train_dataset=train,
+        eval_dataset=valid.select(range(min(len(valid), r["per_device_batch_size"] // g)))
+        if valid is not None
+        else None,
+        processing_class=tok,
+        callbacks=callbacks,
+        rollout_func=rollout,
+    )
+    trainer.drop_zero_variance = r["drop_zero_variance"]
+    trainer.restricted = index if head == "restricted" else None
+    return trainer, rollout
+
+
+def _outcome(trainer: Any, rollout: Rollout | None) -> dict[str, Any]:
+    """What the manifest records of a finished run's log: rewards, validation NDCG@10, the
+    best checkpoint, rollout time."""
+    history = trainer.state.log_history
+    rewards = [h["reward"] for h in history if "reward" in h]
+    ndcg = [h["eval_ndcg@10"] for h in history if "eval_ndcg@10" in h]
+    best = trainer.state.best_model_checkpoint
+    return {
+        "rollout_seconds": round(rollout.seconds, 3) if rollout else None,
+        "reward_first": rewards[0] if rewards else None,
+        "reward_last": rewards[-1] if rewards else None,
+        "valid_ndcg10_first": ndcg[0] if ndcg else None,
+        "valid_ndcg10_best": trainer.state.best_metric,
+        "best_checkpoint": Path(best).name if best else None,
+    }
+
+
+def _wants_titles(r: dict[str, Any]) -> bool:
+    """Whether ``rl.tasks`` weights a title task (read from the SFT examples)."""
+    return any(r["tasks"].get(t, 0) > 0 for t in TITLE_TASKS)
+
+
+def _load(
+    model_dir: Path, data: str | Path, cfg: dict[str, Any], device: torch.device
+) -> tuple[Dataset, SidTable, Path, Decoder]:
+    """The dataset, the model's SIDs (and their directory) and the model as a decoder; refuses
+    a dataset of another catalog and groups larger than the catalog."""
+    r = cfg["rl"]
+    table, sid_dir = model_sids(model_dir)
+    ds, _ = read_dataset(data)
+    if ds.items.height != len(table.codes):
+        raise InputError(data, f"has {ds.items.height} items, the model's SIDs {len(table.codes)}")
+    decoder = load_decoder(model_dir, table, device, cfg["decoding"]["head"])
+    n_sids = len(decoder.index.catalog.codes)
+    grpo = r["algo"] == "grpo"
+    g = r["num_generations"] if grpo else r["dpo"]["rejected"] + 1
+    if g > n_sids:
+        what = "rl.num_generations" if grpo else "rl.dpo.rejected + 1"
+        raise SidrecError(f"{what}={g} exceeds the catalog's {n_sids} distinct SIDs")
+    return ds, table, sid_dir, decoder
+
+
 def train_rl(
     model_dir: str | Path,
     data: str | Path,
@@ -441,129 +622,30 @@ def train_rl(
     r = cfg["rl"]
     _check(cfg, embeddings, sasrec)
     grpo = r["algo"] == "grpo"
-    g = r["num_generations"] if grpo else r["dpo"]["rejected"] + 1
     spec = PromptSpec.load(model_dir)
-    table, sid_dir = model_sids(model_dir)
-    ds, _ = read_dataset(data)
-    if ds.items.height != len(table.codes):
-        raise InputError(data, f"has {ds.items.height} items, the model's SIDs {len(table.codes)}")
     state = PartialState(cpu=not torch.cuda.is_available())
     bf16 = use_bf16(r["bf16"])
-    model, tok, index, _ = load_decoder(model_dir, table, state.device, cfg["decoding"]["head"])
-    n_sids = len(index.catalog.codes)
-    if g > n_sids:
-        what = "rl.num_generations" if grpo else "rl.dpo.rejected + 1"
-        raise SidrecError(f"{what}={g} exceeds the catalog's {n_sids} distinct SIDs")
+    ds, table, sid_dir, decoder = _load(model_dir, data, cfg, state.device)
+    model, tok, index, _ = decoder
     inputs = {"model": str(model_dir), "data": str(data)}
-    vectors = scorer = None
-    if grpo and embeddings is not None and r["rewards"]["semantic"]:
-        emb = load_embeddings(embeddings)
-        if emb.shape[0] != len(table.codes):
-            raise InputError(embeddings, f"has {emb.shape[0]} rows for {len(table.codes)} items")
-        vectors = emb[index.catalog.representative]
-        inputs["embeddings"] = str(embeddings)
-    if grpo and sasrec is not None and r["rewards"]["sasrec"]:
-        sas, max_len = load_sasrec(sasrec, ds.items.height)
-        scorer = (sas, max_len, index.catalog.representative)
-        inputs["sasrec"] = str(sasrec)
-    answer = index.depth + 1
-    if examples is not None and any(r["tasks"].get(t, 0) > 0 for t in TITLE_TASKS):
-        examples = Path(examples)
-        inputs["examples"] = str(examples)
-    else:
-        examples = None
+    rewards = _reward_inputs(r, embeddings, sasrec, ds.items.height, index.catalog, inputs)
+    titles = Path(examples) if examples is not None and _wants_titles(r) else None
+    if titles is not None:
+        inputs["examples"] = str(titles)
     train, counts = training_rows(
-        ds, examples, table, index.catalog.item_sid, spec, tok, answer, cfg
+        ds, titles, table, index.catalog.item_sid, spec, tok, index.depth + 1, cfg
     )
-    valid = ranking = None
-    if r["eval_steps"] > 0:
-        rows_v = query_rows(ds, "valid", r["valid_users"], cfg["seed"])
-        cols, _ = history_examples(
-            rows_v["history"].to_list(),
-            index.catalog.item_sid[rows_v["target"].to_numpy()].tolist(),
-            table.sids,
-            spec,
-            tok,
-            answer,
-        )
-        valid = HFDataset.from_dict(cols)
-        e = cfg["evaluate"]
-        ranking = RankingValidation(
-            index,
-            [tok(p, add_special_tokens=False)["input_ids"] for p in valid["prompt"]],
-            np.asarray(valid["target"]),
-            e["num_beams"],
-            tok.pad_token_id,
-            e["batch_size"],
-            cfg["decoding"]["head"],
-            e["auto_batch_seconds"],
-        )
+    valid, ranking = _validation(ds, table, decoder, spec, cfg)
     run = Run("rl", cfg, inputs, cfg["seed"])
     with ExitStack() as stack:
         settings = {k: cfg[k] for k in TRAINING_SECTIONS}
         work = claim_output(stack, state, out, run, settings, resume, overwrite)
         last = last_checkpoint(work) if resume else None
-        has_valid = ranking is not None
-        common = {
-            "output_dir": str(work / CHECKPOINTS),
-            "learning_rate": r["learning_rate"],
-            "lr_scheduler_type": r["lr_scheduler"],
-            "warmup_steps": r["warmup_ratio"],  # below 1: a fraction of the steps
-            "max_grad_norm": r["max_grad_norm"],
-            "num_train_epochs": r["epochs"],
-            "max_steps": r["max_steps"],
-            "per_device_train_batch_size": r["per_device_batch_size"],
-            "per_device_eval_batch_size": r["per_device_batch_size"],
-            "eval_strategy": "steps" if has_valid else "no",
-            "eval_steps": r["eval_steps"] if has_valid else None,
-            "load_best_model_at_end": has_valid,
-            "metric_for_best_model": "eval_ndcg@10" if has_valid else None,
-            "greater_is_better": True if has_valid else None,
-            "gradient_accumulation_steps": r["gradient_accumulation_steps"],
-            "logging_steps": r["logging_steps"],
-            "logging_first_step": True,
-            "save_strategy": "steps",
-            "save_steps": r["save_steps"],
-            "save_total_limit": r["save_total_limit"],
-            "bf16": bf16,
-            "use_cpu": state.device.type == "cpu",
-            "report_to": "none",
-            "seed": cfg["seed"],
-            "data_seed": cfg["seed"],
-            "sync_ref_model": r["sync_ref_model"],
-            "ref_model_sync_steps": r["ref_model_sync_steps"],
-        }
+        common = _training_args(cfg, work, state.device, bf16, ranking is not None)
         callbacks = swanlab_callbacks(cfg, "rl") + ([ranking] if ranking else [])
         rollout = None
         if grpo:
-            head = cfg["decoding"]["head"]
-            rollout = Rollout(index, tok, g, r["rollout"], r["temperature"], cfg["seed"], head)
-            reward_funcs = reward_functions(r["rewards"], g, vectors, scorer)
-            args = GRPOConfig(
-                **common,
-                num_generations=g,
-                max_completion_length=answer,
-                temperature=r["temperature"] if r["rollout"] == "sample" else 1.0,
-                beta=r["beta"],
-                loss_type=r["loss_type"],
-                reward_weights=[r["rewards"][f.__name__] for f in reward_funcs],
-            )
-            # the evaluation that triggers RankingValidation (on every valid_users prompt) also
-            # makes TRL roll out and score its eval set: one device batch of prompts is enough
-            trainer = SidGRPOTrainer(
-                model=model,
-                reward_funcs=reward_funcs,
-                args=args,
-                train_dataset=train,
-                eval_dataset=valid.select(range(min(len(valid), r["per_device_batch_size"] // g)))
-                if valid is not None
-                else None,
-                processing_class=tok,
-                callbacks=callbacks,
-                rollout_func=rollout,
-            )
-            trainer.drop_zero_variance = r["drop_zero_variance"]
-            trainer.restricted = index if head == "restricted" else None
+            trainer, rollout = _grpo_trainer(decoder, train, valid, common, callbacks, cfg, rewards)
         else:
             from sidrec.rl.dpo import dpo_trainer
 
@@ -576,14 +658,9 @@ def train_rl(
         train_loss, train_seconds = train_or_finish(trainer, last)
         if not trainer.is_world_process_zero():
             return {}
+        counts |= {"train_examples": len(train), "steps": trainer.state.global_step}
+        counts["epochs"] = trainer.state.epoch
         history = trainer.state.log_history
-        counts.update(
-            train_examples=len(train),
-            steps=trainer.state.global_step,
-            epochs=trainer.state.epoch,
-        )
-        rewards = [h["reward"] for h in history if "reward" in h]
-        ndcg = [h["eval_ndcg@10"] for h in history if "eval_ndcg@10" in h]
         with publish_model(out, work, trainer.model, tok, spec, history, swanlab_on(cfg)) as tmp:
             digest = bundle(tmp, sid_dir, model_items(model_dir))
             if not grpo:
@@ -599,14 +676,7 @@ def train_rl(
                 resumed_from=Path(last).name if last else None,
                 train_loss=train_loss,
                 train_seconds=train_seconds,
-                rollout_seconds=round(rollout.seconds, 3) if rollout else None,
-                reward_first=rewards[0] if rewards else None,
-                reward_last=rewards[-1] if rewards else None,
-                valid_ndcg10_first=ndcg[0] if ndcg else None,
-                valid_ndcg10_best=trainer.state.best_metric,
-                best_checkpoint=Path(trainer.state.best_model_checkpoint).name
-                if trainer.state.best_model_checkpoint
-                else None,
+                **_outcome(trainer, rollout),
                 processes=state.num_processes,
                 bf16=bf16,
             )

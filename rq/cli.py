@@ -7,7 +7,7 @@ import argparse
 import json
 from pathlib import Path
 
-from sidrec.core.config import command_config
+from sidrec.core.config import OVERWRITE_HELP, add_config_args, command_config
 
 
 def _config(a: argparse.Namespace, section: str, flags: dict[str, object]) -> dict:
@@ -17,16 +17,14 @@ def _config(a: argparse.Namespace, section: str, flags: dict[str, object]) -> di
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--overwrite", action="store_true", help="replace a complete output")
-    p.add_argument("--config", type=Path, help="a profile whose section supplies the settings")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    add_config_args(p, "a profile whose section supplies the settings", overwrite=OVERWRITE_HELP)
 
 
 def _embed(a: argparse.Namespace) -> dict:
     from sidrec.rq.embed import embed_dataset
 
     cfg = _config(a, "embed", {"model": a.model})
-    return embed_dataset(a.data, a.out, cfg["embed"], a.from_npy, a.overwrite)
+    return embed_dataset(a.data, a.out, cfg, a.from_npy, a.overwrite)
 
 
 def _build(a: argparse.Namespace) -> dict:
@@ -43,9 +41,9 @@ def _build(a: argparse.Namespace) -> dict:
             "dedup": a.dedup,
         },
     )
-    report = build_sids(
-        a.emb, a.out, cfg["sid"], a.seed if a.seed is not None else cfg["seed"], a.overwrite
-    )
+    if a.seed is not None:
+        cfg["seed"] = a.seed
+    report = build_sids(a.emb, a.out, cfg, a.overwrite)
     print(format_report(report))
     return {"counts": {"items": report["items"], "distinct_sids": report["distinct_sids"]}}
 

@@ -28,15 +28,16 @@ def embed_dataset(
     from_npy: str | Path | None = None,
     overwrite: bool = False,
 ) -> dict[str, Any]:
-    """Embed every item of a dataset directory into ``out`` (``cfg`` = the ``embed`` section).
+    """Embed every item of a dataset directory into ``out`` with ``cfg``'s ``embed`` settings.
 
     With ``from_npy``, a precomputed [N, D] array (e.g. MiniOneRec's Qwen3-Embedding file) is
     checked and used instead of encoding.
     """
     ds, _ = read_dataset(data)
+    e = cfg["embed"]
     run = Run(
         "embed",
-        {**plain(cfg), "from_npy": str(from_npy) if from_npy else None},
+        {**plain(e), "from_npy": str(from_npy) if from_npy else None},
         inputs={"data": str(data), **({"npy": str(from_npy)} if from_npy else {})},
         seed=None,
     )
@@ -45,15 +46,15 @@ def embed_dataset(
         emb = read_npy(from_npy, "precomputed embeddings").astype(np.float32)
         check_embeddings(emb, ds.items.height, from_npy)
     else:
-        texts, fallbacks = item_texts(ds.items, cfg["template"], cfg["max_chars"])
+        texts, fallbacks = item_texts(ds.items, e["template"], e["max_chars"])
         emb, hits = encode_texts(
             texts,
-            cfg["model"],
-            cfg["batch_size"],
-            cfg["max_seq_length"],
-            cfg["normalize"],
-            cfg["device"],
-            cfg["cache_dir"],
+            e["model"],
+            e["batch_size"],
+            e["max_seq_length"],
+            e["normalize"],
+            e["device"],
+            e["cache_dir"],
         )
         check_embeddings(emb, ds.items.height, "the encoder output")
         counts |= {"text_fallbacks": fallbacks, "cache_hits": hits}

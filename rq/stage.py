@@ -66,12 +66,14 @@ def _write(
 
 
 def build_sids(
-    emb_dir: str | Path, out: str | Path, cfg: dict[str, Any], seed: int, overwrite: bool = False
+    emb_dir: str | Path, out: str | Path, cfg: dict[str, Any], overwrite: bool = False
 ) -> dict[str, Any]:
-    """Quantize the embeddings of ``emb_dir`` into unique SIDs in ``out`` (``cfg`` = ``sid``)."""
-    method = _enum(Method, cfg["method"], "sid.method")
-    rule = _enum(DedupRule, cfg["dedup"], "sid.dedup")
-    run = Run("sid.build", {**plain(cfg), "seed": seed}, inputs={"emb": str(emb_dir)}, seed=seed)
+    """Quantize the embeddings of ``emb_dir`` into unique SIDs in ``out`` with ``cfg``'s
+    ``sid`` settings and seed."""
+    s, seed = cfg["sid"], cfg["seed"]
+    method = _enum(Method, s["method"], "sid.method")
+    rule = _enum(DedupRule, s["dedup"], "sid.dedup")
+    run = Run("sid.build", {**plain(s), "seed": seed}, inputs={"emb": str(emb_dir)}, seed=seed)
     x = load_embeddings(emb_dir)
     with atomic_dir(out, overwrite=overwrite) as tmp:
         start = time.time()
@@ -81,34 +83,34 @@ def build_sids(
             base, books = fit_residual(
                 x,
                 method,
-                cfg["levels"],
-                cfg["codebook_size"],
+                s["levels"],
+                s["codebook_size"],
                 seed,
-                cfg["kmeans_iters"],
-                cfg["constrained_slack"],
-                cfg["constrained_max_items"],
+                s["kmeans_iters"],
+                s["constrained_slack"],
+                s["constrained_max_items"],
             )
         else:
-            model, log = train_quantizer(x, cfg, seed, log_path=tmp / TRAIN_LOG)
+            model, log = train_quantizer(x, s, seed, log_path=tmp / TRAIN_LOG)
             save_model(model, tmp / MODEL_FILE)
             z = latents(model, x)
             books = model.codebooks.detach().numpy()
-            balance = method is Method.RQVAE and cfg["sinkhorn_last_level"]
+            balance = method is Method.RQVAE and s["sinkhorn_last_level"]
             base = encode(z, books, balance_last=balance)
             extra = {"final_train_loss": {k: log[-1][k] for k in ("recon", "quant")}}
-        before = sid_summary(base.tolist(), [cfg["codebook_size"]] * cfg["levels"])
+        before = sid_summary(base.tolist(), [s["codebook_size"]] * s["levels"])
         if rule is DedupRule.REASSIGN:
             codes = reassign_last_level(base, residual_before_last(z, base, books), books[-1])
         else:
             codes = append_tokens(base.tolist())
         report = {
             "method": method.value,
-            "levels": cfg["levels"],
-            "codebook_size": cfg["codebook_size"],
+            "levels": s["levels"],
+            "codebook_size": s["codebook_size"],
             "dedup": rule.value,
             "collision_rate_before_dedup": before["collision_rate"],
             "shared_sids_before_dedup": before["shared_sids"],
-            "items_with_extra_token": sum(len(c) > cfg["levels"] for c in codes),
+            "items_with_extra_token": sum(len(c) > s["levels"] for c in codes),
             "reconstruction_error": reconstruction_error(z, base, books),
             **extra,
             "seconds": round(time.time() - start, 3),

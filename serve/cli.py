@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from sidrec.core.config import model_config
+from sidrec.core.config import add_config_args, model_config
 from sidrec.core.errors import SidrecError, require_file
 from sidrec.core.io import MANIFEST, read_json
 
@@ -123,6 +123,5 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-batch", type=int, help="micro-batch size limit (1 = off)")
     p.add_argument("--max-wait-ms", type=float, help="how long a batch waits for requests")
     p.add_argument("--num-beams", type=int, help="beams per request (the largest k)")
-    p.add_argument("--config", type=Path, help="a profile (default: the model's own config)")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    add_config_args(p, "a profile (default: the model's own config)")
     p.set_defaults(func=_serve)

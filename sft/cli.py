@@ -8,7 +8,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from sidrec.core.config import command_config, stage_path
+from sidrec.core.config import OVERWRITE_HELP, add_config_args, command_config, stage_path
 from sidrec.core.io import is_complete
 
 
@@ -43,13 +43,16 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", type=Path, help="dataset directory (default: paths.data)")
     p.add_argument("--sid", type=Path, help="SID directory (default: paths.sid)")
     p.add_argument("--out", dest="examples", type=Path, help="default: paths.examples")
-    p.add_argument("--overwrite", action="store_true", help="replace a complete output")
-    p.add_argument("--config", type=Path, help="a profile (convert.*, sft.format, seed)")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    add_config_args(p, "a profile (convert.*, sft.format, seed)", overwrite=OVERWRITE_HELP)
     p.set_defaults(func=_convert)
 
     p = sub.add_parser("sft", help="fine-tune a causal LM to emit the next item's SID")
-    p.add_argument("--config", type=Path, required=True, help="a profile, e.g. configs/demo.yaml")
+    add_config_args(
+        p,
+        "a profile, e.g. configs/demo.yaml",
+        required=True,
+        overwrite="discard an earlier run and restart",
+    )
     p.add_argument(
         "--examples",
         type=Path,
@@ -58,6 +61,4 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", dest="sft", type=Path, help="default: paths.sft")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run")
-    p.add_argument("--overwrite", action="store_true", help="discard an earlier run and restart")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     p.set_defaults(func=_sft)

@@ -22,7 +22,7 @@ from transformers import EarlyStoppingCallback, PreTrainedModel, Trainer
 from trl import SFTConfig, SFTTrainer
 from trl.trainer.utils import pad
 
-from sidrec.core.dataset import read_dataset
+from sidrec.core.dataset import Dataset, read_dataset
 from sidrec.core.decoding import build_decoder
 from sidrec.core.errors import InputError, SidrecError, require_file
 from sidrec.core.examples import EXAMPLE_SCHEMA, SEQUENCE_TASK
@@ -38,7 +38,7 @@ from sidrec.core.prompts import (
     wants_chat_template,
 )
 from sidrec.core.sequences import query_rows
-from sidrec.core.sids import read_sid_dir
+from sidrec.core.sids import SidTable, read_sid_dir
 from sidrec.core.training import (
     CHECKPOINTS,
     accumulation_steps,
@@ -342,6 +342,130 @@ def train_sft(
         )
 
 
+def _sft_config(
+    cfg: dict[str, Any],
+    work: Path,
+    device: torch.device,
+    accum: int,
+    bf16: bool,
+    has_valid: bool,
+    best: tuple[str, bool],
+) -> SFTConfig:
+    """TRL's SFT arguments from ``sft.*``; ``best`` = the metric that picks the best
+    checkpoint and whether higher is better."""
+    s = cfg["sft"]
+    return SFTConfig(
+        output_dir=str(work / CHECKPOINTS),
+        num_train_epochs=s["epochs"],
+        max_steps=s["max_steps"],
+        learning_rate=s["learning_rate"],
+        lr_scheduler_type=s["lr_scheduler"],
+        # below 1, transformers reads warmup_steps as a fraction of the training steps
+        warmup_steps=s["warmup_ratio"],
+        weight_decay=s["weight_decay"],
+        per_device_train_batch_size=s["per_device_batch_size"],
+        per_device_eval_batch_size=s["per_device_batch_size"],
+        gradient_accumulation_steps=accum,
+        activation_checkpointing=s["gradient_checkpointing"],
+        bf16=bf16,
+        eval_strategy="steps" if has_valid else "no",
+        eval_steps=s["eval_steps"],
+        eval_on_start=has_valid,
+        save_strategy="steps",
+        save_steps=s["eval_steps"],
+        save_total_limit=s["save_total_limit"],
+        load_best_model_at_end=has_valid,
+        metric_for_best_model=best[0],
+        greater_is_better=best[1],
+        logging_steps=s["logging_steps"],
+        logging_first_step=True,
+        include_num_input_tokens_seen="non_padding",
+        completion_only_loss=True,
+        max_length=None,
+        dataloader_num_workers=s["dataloader_workers"],
+        report_to="none",
+        use_cpu=device.type == "cpu",
+        # batches of similar lengths: little padding when lengths vary (whole sequences)
+        train_sampling_strategy="group_by_length" if s["group_by_length"] else "random",
+        prediction_loss_only=True,
+        seed=cfg["seed"],
+        data_seed=cfg["seed"],
+        disable_tqdm=False,
+    )
+
+
+def _outcome(trainer: Any, seconds: float, select_by: str) -> dict[str, Any]:
+    """What the manifest records of a finished run's log: eval losses, how and which best
+    checkpoint was chosen, training time (``seconds``) and throughput (evaluations included)."""
+    st = trainer.state
+    evals = [h["eval_loss"] for h in st.log_history if "eval_loss" in h]
+    best = st.best_model_checkpoint
+    return {
+        "eval_loss_first": evals[0] if evals else None,
+        "eval_loss_best": min(evals) if evals else None,
+        "eval_loss_last": evals[-1] if evals else None,
+        "select_by": select_by,
+        "best_metric": st.best_metric,
+        "best_checkpoint": Path(best).name if best else None,
+        "train_seconds": seconds,
+        "tokens_per_second": st.num_input_tokens_seen / seconds if seconds else None,
+    }
+
+
+def _tokenized(
+    examples: Path, tok: Any, chat: bool, spec: PromptSpec
+) -> tuple[HFDataset, HFDataset, dict[str, dict[str, int]]]:
+    """The train and valid examples tokenized (prompts fitted to ``spec.max_length``), and per
+    split how many were shortened (``truncated``) or dropped (``dropped_too_long``)."""
+    splits, fitted = {}, {}
+    for split in ("train", "valid"):
+        df = _read_examples(examples, split)
+        splits[split], fitted[split] = tokenize_examples(
+            df, tok, chat, spec.max_length, spec.separator
+        )
+        _check_unknown_tokens(splits[split], tok, examples / f"{split}.parquet")
+    counts = {
+        "truncated_history": {k: f["truncated"] for k, f in fitted.items()},
+        "dropped_too_long": {k: f["dropped_too_long"] for k, f in fitted.items()},
+    }
+    return splits["train"], splits["valid"], counts
+
+
+def _trainer(
+    model: Any,
+    tok: Any,
+    args: SFTConfig,
+    train: HFDataset,
+    valid: HFDataset,
+    ds: Dataset,
+    table: SidTable,
+    spec: PromptSpec,
+    cfg: dict[str, Any],
+) -> SidSFTTrainer:
+    """The SFT trainer with its callbacks: SwanLab, ranking validation (``sft.select_by``
+    other than loss) and early stopping, when there are valid examples."""
+    s = cfg["sft"]
+    callbacks = swanlab_callbacks(cfg, "sft")
+    ranking = None
+    if len(valid) and s["select_by"] != "loss":
+        ranking = _ranking_validation(ds, table, spec, tok, model, cfg)
+        callbacks.append(ranking)  # before early stopping, which reads its metric
+    if len(valid) and s["early_stopping_patience"] > 0:
+        callbacks.append(EarlyStoppingCallback(s["early_stopping_patience"]))
+    trainer = SidSFTTrainer(
+        model=model,
+        args=args,
+        data_collator=CompletionWindowCollator(tok.pad_token_id),
+        train_dataset=train,
+        eval_dataset=valid if len(valid) else None,
+        processing_class=tok,
+        callbacks=callbacks,
+    )
+    if ranking is not None:
+        ranking.trainer = trainer
+    return trainer
+
+
 def _train(
     examples: Path,
     out: Path,
@@ -368,77 +492,15 @@ def _train(
     sid_ids = tok.convert_tokens_to_ids(sid_vocabulary(table))
     chat = wants_chat_template(tok, s["chat_template"], s["format"])
     spec = replace(example_spec, chat_template=chat, max_length=s["max_length"])
-    sep = spec.separator
-    train, fitted = tokenize_examples(
-        _read_examples(examples, "train"), tok, chat, spec.max_length, sep
-    )
-    valid, fitted_valid = tokenize_examples(
-        _read_examples(examples, "valid"), tok, chat, spec.max_length, sep
-    )
-    _check_unknown_tokens(train, tok, examples / "train.parquet")
-    _check_unknown_tokens(valid, tok, examples / "valid.parquet")
+    train, valid, fitted = _tokenized(examples, tok, chat, spec)
     if len(train) == 0:
         raise SidrecError(f"every training example is longer than sft.max_length={s['max_length']}")
     add_dropout(model, s["embedding_dropout"], s["residual_dropout"])
     model = _apply_mode(model, cfg, sid_ids)
 
-    has_valid = len(valid) > 0
-    args = SFTConfig(
-        output_dir=str(work / CHECKPOINTS),
-        num_train_epochs=s["epochs"],
-        max_steps=s["max_steps"],
-        learning_rate=s["learning_rate"],
-        lr_scheduler_type=s["lr_scheduler"],
-        # below 1, transformers reads warmup_steps as a fraction of the training steps
-        warmup_steps=s["warmup_ratio"],
-        weight_decay=s["weight_decay"],
-        per_device_train_batch_size=s["per_device_batch_size"],
-        per_device_eval_batch_size=s["per_device_batch_size"],
-        gradient_accumulation_steps=accum,
-        activation_checkpointing=s["gradient_checkpointing"],
-        bf16=bf16,
-        eval_strategy="steps" if has_valid else "no",
-        eval_steps=s["eval_steps"],
-        eval_on_start=has_valid,
-        save_strategy="steps",
-        save_steps=s["eval_steps"],
-        save_total_limit=s["save_total_limit"],
-        load_best_model_at_end=has_valid,
-        metric_for_best_model=best_metric,
-        greater_is_better=higher_is_better,
-        logging_steps=s["logging_steps"],
-        logging_first_step=True,
-        include_num_input_tokens_seen="non_padding",
-        completion_only_loss=True,
-        max_length=None,
-        dataloader_num_workers=s["dataloader_workers"],
-        report_to="none",
-        use_cpu=state.device.type == "cpu",
-        # batches of similar lengths: little padding when lengths vary (whole sequences)
-        train_sampling_strategy="group_by_length" if s["group_by_length"] else "random",
-        prediction_loss_only=True,
-        seed=cfg["seed"],
-        data_seed=cfg["seed"],
-        disable_tqdm=False,
-    )
-    callbacks = swanlab_callbacks(cfg, "sft")
-    ranking = None
-    if has_valid and s["select_by"] != "loss":
-        ranking = _ranking_validation(ds, table, spec, tok, model, cfg)
-        callbacks.append(ranking)  # before early stopping, which reads its metric
-    if has_valid and s["early_stopping_patience"] > 0:
-        callbacks.append(EarlyStoppingCallback(s["early_stopping_patience"]))
-    trainer = SidSFTTrainer(
-        model=model,
-        args=args,
-        data_collator=CompletionWindowCollator(tok.pad_token_id),
-        train_dataset=train,
-        eval_dataset=valid if has_valid else None,
-        processing_class=tok,
-        callbacks=callbacks,
-    )
-    if ranking is not None:
-        ranking.trainer = trainer
+    best = (best_metric, higher_is_better)
+    args = _sft_config(cfg, work, state.device, accum, bf16, len(valid) > 0, best)
+    trainer = _trainer(model, tok, args, train, valid, ds, table, spec, cfg)
     train_loss, train_seconds = train_or_finish(trainer, last)
     if not trainer.is_world_process_zero():
         return {}
@@ -446,21 +508,16 @@ def _train(
     if s["mode"] == "lora":
         final = final.merge_and_unload()
     set_generation_defaults(final, tok, cfg["generation"])
-    history = trainer.state.log_history
-    evals = [h["eval_loss"] for h in history if "eval_loss" in h]
     counts = {
         "train_examples": len(train),
         "valid_examples": len(valid),
-        "truncated_history": {"train": fitted["truncated"], "valid": fitted_valid["truncated"]},
-        "dropped_too_long": {
-            "train": fitted["dropped_too_long"],
-            "valid": fitted_valid["dropped_too_long"],
-        },
+        **fitted,
         "sid_tokens_added": added,
         "steps": trainer.state.global_step,
         "epochs": trainer.state.epoch,
         "tokens_seen": trainer.state.num_input_tokens_seen,
     }
+    history = trainer.state.log_history
     with publish_model(out, work, final, tok, spec, history, swanlab_on(cfg)) as tmp:
         digest = bundle(tmp, sid_dir, ds.items)
         manifest = run.finish(
@@ -472,19 +529,7 @@ def _train(
             sid_hash=digest,
             resumed_from=Path(last).name if last else None,
             train_loss=train_loss,
-            eval_loss_first=evals[0] if evals else None,
-            eval_loss_best=min(evals) if evals else None,
-            eval_loss_last=evals[-1] if evals else None,
-            select_by=s["select_by"],
-            best_metric=trainer.state.best_metric,
-            best_checkpoint=Path(trainer.state.best_model_checkpoint).name
-            if trainer.state.best_model_checkpoint
-            else None,
-            train_seconds=train_seconds,
-            # evaluations included
-            tokens_per_second=(
-                trainer.state.num_input_tokens_seen / train_seconds if train_seconds else None
-            ),
+            **_outcome(trainer, train_seconds, s["select_by"]),
             processes=state.num_processes,
             gradient_accumulation_steps=accum,
             bf16=bf16,

@@ -85,7 +85,7 @@ def test_pipeline_resumes_and_rebuilds_on_change(tmp_path: Path) -> None:
     cfg1 = load_config(None, [f"output_root={tmp_path}", *SMALL, "seed=1"])
     from sidrec.rq.embed import embed_dataset
 
-    embed_dataset(outputs["data"], outputs["embeddings"], cfg1["embed"], overwrite=True)
+    embed_dataset(outputs["data"], outputs["embeddings"], cfg1, overwrite=True)
     run_pipeline(cfg1, log=logs.append, until="sid")
     assert [m.split()[1] for m in logs if m.startswith("[")] == [
         "complete",

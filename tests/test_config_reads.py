@@ -101,7 +101,7 @@ def test_every_default_key_is_read(tmp_path: Path) -> None:
     # the trained quantizers and their own keys
     for method in ("rqvae", "rqkmeans-plus"):
         c = cfg(f"sid.method={method}", "swanlab.mode=disabled")
-        build_sids(stage_path(c, "embeddings"), tmp_path / method, c["sid"], c["seed"])
+        build_sids(stage_path(c, "embeddings"), tmp_path / method, c)
     # every task of the prompt format
     tasks = ("sid_history_to_title", "title_history_to_sid", "title_history_to_title")
     c = cfg(*(f"convert.tasks.{t}=1" for t in tasks))

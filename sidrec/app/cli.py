@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import sidrec
+from sidrec.core.config import add_config_args
 from sidrec.core.errors import SidrecError
 
 
@@ -41,24 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_pipeline(sub)
     _add_preflight(sub)
     _add_recommend(sub)
-    _add_overlays(parser)
     return parser
-
-
-def _add_overlays(parser: argparse.ArgumentParser) -> None:
-    """Give every command that reads ``--config`` a repeatable ``--overlay FILE``."""
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            for sub in action.choices.values():
-                _add_overlays(sub)
-    if any("--config" in a.option_strings for a in parser._actions):
-        parser.add_argument(
-            "--overlay",
-            type=Path,
-            action="append",
-            metavar="FILE",
-            help="config applied over --config, e.g. a `sidrec suggest` output (repeatable)",
-        )
 
 
 def _update(a: argparse.Namespace) -> dict:
@@ -77,8 +61,7 @@ def _add_update(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", type=Path, required=True, help="the model to start from")
     p.add_argument("--day", type=Path, required=True, help="the day's directory")
     p.add_argument("--state", type=Path, required=True, help="the update state directory")
-    p.add_argument("--config", type=Path, help="a profile (default: the model's own config)")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    add_config_args(p, "a profile (default: the model's own config)")
     p.set_defaults(func=_update)
 
 
@@ -121,8 +104,7 @@ def _pipeline(a: argparse.Namespace) -> None:
 
 def _add_pipeline(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("pipeline", help="run every stage from one config (the one-shot run)")
-    p.add_argument("--config", type=Path, required=True, help="a profile, e.g. configs/demo.yaml")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    add_config_args(p, "a profile, e.g. configs/demo.yaml", required=True)
     p.add_argument("--force", action="store_true", help="rebuild every stage")
     p.add_argument(
         "--to", "--until", dest="to", metavar="STAGE", help="stop after this stage (e.g. sid)"
@@ -164,8 +146,7 @@ def _add_preflight(sub: argparse._SubParsersAction) -> None:
         "preflight",
         help="check what a profile needs (Python, disk, GPU, hub, downloads) before running it",
     )
-    p.add_argument("--config", type=Path, required=True, help="a profile, e.g. configs/demo.yaml")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    add_config_args(p, "a profile, e.g. configs/demo.yaml", required=True)
     p.set_defaults(func=_preflight)
 
 

@@ -67,14 +67,14 @@ def _imported(cfg: dict[str, Any]) -> bool:
 
 
 def _embed(cfg: dict[str, Any], out: Path, fresh: bool) -> None:
-    embed_dataset(stage_path(cfg, "data"), out, cfg["embed"], overwrite=True)
+    embed_dataset(stage_path(cfg, "data"), out, cfg, overwrite=True)
 
 
 def _sid(cfg: dict[str, Any], out: Path, fresh: bool) -> None:
     if _imported(cfg):
         import_sids_from_config(cfg, out, overwrite=True)
     else:
-        build_sids(stage_path(cfg, "embeddings"), out, cfg["sid"], cfg["seed"], overwrite=True)
+        build_sids(stage_path(cfg, "embeddings"), out, cfg, overwrite=True)
 
 
 def _examples(cfg: dict[str, Any], out: Path, fresh: bool) -> None:

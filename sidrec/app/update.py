@@ -29,7 +29,7 @@ import io
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import polars as pl
 
@@ -250,6 +250,125 @@ def run_update(
         return _apply(cfg, s, state, day, name)
 
 
+def _catalog(
+    cfg: dict[str, Any],
+    point: dict[str, Path | None],
+    new_items: pl.DataFrame,
+    day: Path,
+    sid: Path,
+) -> None:
+    """Write into ``sid`` the serving SIDs followed by the day's new items', coded by the
+    frozen quantizer from their text (embedded with the model's own ``embed`` settings)."""
+    if not new_items.height:
+        shutil.copytree(point["sid"], sid)
+        return
+    e = cfg["embed"]
+    texts, _ = item_texts(new_items, e["template"], e["max_chars"])
+    x, _ = encode_texts(
+        texts,
+        e["model"],
+        e["batch_size"],
+        e["max_seq_length"],
+        e["normalize"],
+        e["device"],
+        e["cache_dir"],
+    )
+    extend_sids(point["sid"], x, sid, day / "items.parquet")
+
+
+class _Rows(NamedTuple):
+    """The rows a day trains and validates on, and where they came from."""
+
+    train: pl.DataFrame  # the day's, the backlog, fresh rows repeated, replayed
+    valid: pl.DataFrame  # the day's and replayed
+    backlog: pl.DataFrame
+    replay_train: pl.DataFrame  # the whole buffers
+    replay_valid: pl.DataFrame
+    train_replay: pl.DataFrame  # what was sampled from them
+    valid_replay: pl.DataFrame
+    fresh: pl.DataFrame  # rows holding items the serving model never saw
+
+
+def _day_rows(
+    u: dict[str, Any], s: dict[str, Any], state: Path, known: int, day: tuple, seed: int
+) -> _Rows:
+    """Training and validation rows of a day (``day`` = its train and valid rows): rows with
+    items the serving model (which knows ``known`` items) never saw count
+    ``update.fresh_repeats`` times; replay samples come from the state's buffers."""
+    day_train, day_valid = day
+    backlog = _examples(resolve_path(state, s["backlog"]))
+    replay_train = _examples(resolve_path(state, s["replay"]["train"]))
+    replay_valid = _examples(resolve_path(state, s["replay"]["valid"]))
+    train_replay = _sample(replay_train, u["replay_train"], seed)
+    valid_replay = _sample(replay_valid, u["replay_valid"], seed)
+    fresh = (pl.col("target") >= known) | (pl.col("history").list.max() >= known)
+    news = pl.concat([day_train, backlog]).filter(fresh)
+    train = pl.concat([day_train, backlog, *[news] * (u["fresh_repeats"] - 1), train_replay])
+    valid = pl.concat([day_valid, valid_replay])
+    return _Rows(
+        train, valid, backlog, replay_train, replay_valid, train_replay, valid_replay, news
+    )
+
+
+def _compare(cfg: dict[str, Any], serving: Path, work: Path) -> tuple[float, float, Path]:
+    """Evaluate the serving model, fine-tune it (then GRPO with ``update.rl``), evaluate the
+    candidate on the same rows; returns the metric before and after, and the candidate."""
+    ft = _finetune_config(cfg, serving)
+    metric = cfg["update"]["metric"]
+    data = work / "data"
+    old = evaluate_model(serving, data, work / "sid", work / "eval-serving", ft)
+    if metric not in old["metrics"]:
+        raise SidrecError(f"update.metric={metric!r} is not one of {list(old['metrics'])}")
+    train_sft(work / "examples", work / "model", ft, overwrite=True)
+    candidate = work / "model"
+    if cfg["update"]["rl"]:
+        from sidrec.rl.train import train_rl
+
+        train_rl(work / "model", data, work / "model-rl", ft, overwrite=True)
+        candidate = work / "model-rl"
+    new = evaluate_model(candidate, data, None, work / "eval-candidate", ft)
+    return old["metrics"][metric], new["metrics"][metric], candidate
+
+
+def _write_buffers(out: Path, rows: _Rows, day: tuple, promoted: bool, u: dict, seed: int) -> None:
+    """The next day's replay buffers, and the backlog when the day was not learned."""
+    day_train, day_valid = day
+    buffer = u["replay_buffer"]
+    pl.concat([rows.replay_valid, day_valid]).pipe(_sample, buffer, seed).write_parquet(
+        out / "replay_valid.parquet"
+    )
+    learned = (
+        pl.concat([day_train, rows.backlog]) if promoted else pl.DataFrame(schema=EXAMPLES_SCHEMA)
+    )
+    pl.concat([rows.replay_train, learned]).pipe(_sample, buffer, seed).write_parquet(
+        out / "replay_train.parquet"
+    )
+    if not promoted:
+        pl.concat([rows.backlog, day_train]).write_parquet(out / "backlog.parquet")
+
+
+def _report(cfg: dict[str, Any], row: dict[str, Any], step: int) -> None:
+    """The day's decision on SwanLab and in the terminal."""
+    metric = row["metric"]
+    dash = swanlab_run(cfg, "update")
+    if dash is not None:
+        dash.log(
+            {
+                f"update/{metric}_old": row["old"],
+                f"update/{metric}_new": row["new"],
+                "update/promoted": int(row["decision"] == "promoted"),
+                "update/backlog_rows": row["backlog_after"],
+                "update/items": row["items"],
+            },
+            step=step,
+        )
+        dash.finish()
+    print(
+        f"sidrec update: day {row['day']}: {metric} {row['old']:.4f} -> {row['new']:.4f}, "
+        f"{row['decision']} (backlog {row['backlog_after']} rows, {row['items']:,} items)"
+    )
+
+
 def _apply(cfg: dict[str, Any], s: dict[str, Any], state: Path, day: Path, name: str) -> dict:
     u, seed = cfg["update"], cfg["seed"] + len(s["days"])
     started = time.time()
@@ -262,63 +381,20 @@ def _apply(cfg: dict[str, Any], s: dict[str, Any], state: Path, day: Path, name:
         shutil.rmtree(stale, ignore_errors=True)
     work.mkdir(parents=True)
     run = Run("update", cfg, {"model": str(point["model"]), "day": str(day)}, seed)
-
-    # the catalog: new items coded with the frozen quantizer
+    _catalog(cfg, point, new_items, day, work / "sid")
     items = pl.concat([old_items, new_items])
-    if new_items.height:
-        e = cfg["embed"]
-        texts, _ = item_texts(new_items, e["template"], e["max_chars"])
-        x, _ = encode_texts(
-            texts,
-            e["model"],
-            e["batch_size"],
-            e["max_seq_length"],
-            e["normalize"],
-            e["device"],
-            e["cache_dir"],
-        )
-        extend_sids(point["sid"], x, work / "sid", day / "items.parquet")
-    else:
-        shutil.copytree(point["sid"], work / "sid")
-
-    backlog = _examples(resolve_path(state, s["backlog"]))
-    replay_train = _examples(resolve_path(state, s["replay"]["train"]))
-    replay_valid = _examples(resolve_path(state, s["replay"]["valid"]))
-    train_replay = _sample(replay_train, u["replay_train"], seed)
-    valid_replay = _sample(replay_valid, u["replay_valid"], seed)
-    # rows with items the serving model was never trained on count fresh_repeats times
     known = len(read_sid_dir(Path(point["model"]) / SIDS_DIR).codes)
-    fresh = (pl.col("target") >= known) | (pl.col("history").list.max() >= known)
-    news = pl.concat([day_train, backlog]).filter(fresh)
-    train = pl.concat([day_train, backlog, *[news] * (u["fresh_repeats"] - 1), train_replay])
-    valid = pl.concat([day_valid, valid_replay])
+    rows = _day_rows(u, s, state, known, (day_train, day_valid), seed)
     spec = PromptSpec.load(point["model"])
-    ds = Dataset(items, _sequences(pl.concat([train, valid])), train, valid, valid)
+    seqs = _sequences(pl.concat([rows.train, rows.valid]))
+    ds = Dataset(items, seqs, rows.train, rows.valid, rows.valid)
     data = work / "data"
-    write_dataset(
-        data,
-        ds,
-        Run("update.data", {}, {"day": str(day)}, seed),
-        source="update",
-        split={"protocol": "update", "max_history": spec.max_history},
-    )
+    split = {"protocol": "update", "max_history": spec.max_history}
+    data_run = Run("update.data", {}, {"day": str(day)}, seed)
+    write_dataset(data, ds, data_run, source="update", split=split)
     sids = read_sid_dir(work / "sid").sids
-    _write_examples(work / "examples", train, sids, spec, data, work / "sid")
-
-    ft = _finetune_config(cfg, point["model"])
-    metric = u["metric"]
-    old = evaluate_model(point["model"], data, work / "sid", work / "eval-serving", ft)
-    if metric not in old["metrics"]:
-        raise SidrecError(f"update.metric={metric!r} is not one of {list(old['metrics'])}")
-    train_sft(work / "examples", work / "model", ft, overwrite=True)
-    candidate = work / "model"
-    if u["rl"]:
-        from sidrec.rl.train import train_rl
-
-        train_rl(work / "model", data, work / "model-rl", ft, overwrite=True)
-        candidate = work / "model-rl"
-    new = evaluate_model(candidate, data, None, work / "eval-candidate", ft)
-    before, after = old["metrics"][metric], new["metrics"][metric]
+    _write_examples(work / "examples", rows.train, sids, spec, data, work / "sid")
+    before, after, candidate = _compare(cfg, point["model"], work)
     promoted = after >= before - u["tolerance"]
 
     # everything the new state points to is written before the state itself
@@ -328,43 +404,29 @@ def _apply(cfg: dict[str, Any], s: dict[str, Any], state: Path, day: Path, name:
     if promoted:
         candidate.rename(out / "model")
     rel = f"days/{name}"
-    serving_now = {
-        "model": f"{rel}/model" if promoted else s["serving"]["model"],
-        "items": f"{rel}/data/{ITEMS_FILE}",
-        "sid": f"{rel}/sid",
-        "data": f"{rel}/data",
-    }
-    buffer = u["replay_buffer"]
-    pl.concat([replay_valid, day_valid]).pipe(_sample, buffer, seed).write_parquet(
-        out / "replay_valid.parquet"
-    )
-    learned = pl.concat([day_train, backlog]) if promoted else pl.DataFrame(schema=EXAMPLES_SCHEMA)
-    pl.concat([replay_train, learned]).pipe(_sample, buffer, seed).write_parquet(
-        out / "replay_train.parquet"
-    )
-    if not promoted:
-        pl.concat([backlog, day_train]).write_parquet(out / "backlog.parquet")
+    _write_buffers(out, rows, (day_train, day_valid), promoted, u, seed)
     row = {
         "day": name,
-        "metric": metric,
+        "metric": u["metric"],
         "old": round(before, 6),
         "new": round(after, 6),
         "decision": "promoted" if promoted else "rejected",
         "train_rows": day_train.height,
-        "fresh_rows": news.height,
-        "backlog_rows": backlog.height,
-        "replay_train_rows": train_replay.height,
+        "fresh_rows": rows.fresh.height,
+        "backlog_rows": rows.backlog.height,
+        "replay_train_rows": rows.train_replay.height,
         "valid_rows": day_valid.height,
-        "replay_valid_rows": valid_replay.height,
+        "replay_valid_rows": rows.valid_replay.height,
         "new_items": new_items.height,
         "items": items.height,
-        "backlog_after": 0 if promoted else backlog.height + day_train.height,
+        "backlog_after": 0 if promoted else rows.backlog.height + day_train.height,
         "seconds": round(time.time() - started, 1),
     }
     run.finish(out, {k: row[k] for k in LEDGER_COLUMNS if k not in ("day", "metric")})
+    serving = {"items": f"{rel}/data/{ITEMS_FILE}", "sid": f"{rel}/sid", "data": f"{rel}/data"}
     s = {
         **s,
-        "serving": serving_now,
+        "serving": {"model": f"{rel}/model" if promoted else s["serving"]["model"], **serving},
         "backlog": None if promoted else f"{rel}/backlog.parquet",
         "replay": {"valid": f"{rel}/replay_valid.parquet", "train": f"{rel}/replay_train.parquet"},
         "days": [*s["days"], row],
@@ -372,21 +434,5 @@ def _apply(cfg: dict[str, Any], s: dict[str, Any], state: Path, day: Path, name:
     write_json(state / STATE_FILE, s)
     _ledger(state, s["days"])
     shutil.rmtree(work, ignore_errors=True)
-    dash = swanlab_run(cfg, "update")
-    if dash is not None:
-        dash.log(
-            {
-                f"update/{metric}_old": before,
-                f"update/{metric}_new": after,
-                "update/promoted": int(promoted),
-                "update/backlog_rows": row["backlog_after"],
-                "update/items": items.height,
-            },
-            step=len(s["days"]),
-        )
-        dash.finish()
-    print(
-        f"sidrec update: day {name}: {metric} {before:.4f} -> {after:.4f}, {row['decision']}"
-        f" (backlog {row['backlog_after']} rows, {items.height:,} items)"
-    )
+    _report(cfg, row, len(s["days"]))
     return row

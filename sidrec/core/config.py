@@ -6,6 +6,7 @@ and a value must have the type of its default (any type where the default is nul
 
 from __future__ import annotations
 
+import argparse
 import copy
 import difflib
 from collections.abc import Iterable
@@ -122,6 +123,34 @@ def load_config(
             nested = {p: nested}
         _merge(cfg, nested, "", f"override {item!r}")
     return cfg
+
+
+OVERWRITE_HELP = "replace a complete output"
+
+
+def add_config_args(
+    p: argparse.ArgumentParser,
+    profile: str,
+    required: bool = False,
+    overrides: bool = True,
+    overwrite: str | None = None,
+) -> None:
+    """The flags the commands that read config share: ``--config`` (``profile`` says what the
+    profile supplies), repeatable ``--overlay FILE``, ``key=value`` overrides (unless
+    ``overrides`` is False) and, with its help text, ``--overwrite``. :func:`command_config`
+    reads them."""
+    if overwrite is not None:
+        p.add_argument("--overwrite", action="store_true", help=overwrite)
+    p.add_argument("--config", type=Path, required=required, help=profile)
+    p.add_argument(
+        "--overlay",
+        type=Path,
+        action="append",
+        metavar="FILE",
+        help="config applied over --config, e.g. a `sidrec suggest` output (repeatable)",
+    )
+    if overrides:
+        p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
 
 
 def command_config(a: Any, overrides: Iterable[str] | None = None) -> dict[str, Any]:

@@ -37,9 +37,10 @@ def read_npy(path: str | Path, what: str) -> np.ndarray:
     return arr
 
 
-def load_embeddings(emb_dir: str | Path) -> np.ndarray:
-    """``embeddings.npy`` of an embedding directory, checked for shape and finite values."""
+def load_embeddings(emb_dir: str | Path, n_items: int | None = None) -> np.ndarray:
+    """``embeddings.npy`` of an embedding directory [N, D], checked for shape (``n_items``
+    rows, when given) and finite values."""
     path = Path(emb_dir) / EMBEDDINGS_FILE
     emb = read_npy(path, "embedding file")
-    check_embeddings(emb, emb.shape[0], path)
+    check_embeddings(emb, emb.shape[0] if n_items is None else n_items, path)
     return emb.astype(np.float32, copy=False)

@@ -5,6 +5,8 @@ read."""
 from __future__ import annotations
 
 import platform
+import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,7 @@ from sidrec.core.ledger import METRIC_COLUMNS, append_experiment, describe
 from sidrec.core.manifest import git_commit, peak_memory
 from sidrec.core.metrics import cutoffs, hr_ndcg, target_ranks
 from sidrec.core.references import reference_metrics
+from sidrec.core.training import swanlab_run
 
 
 class BestEpoch:
@@ -36,6 +39,42 @@ class BestEpoch:
             return False
         self.waited += 1
         return 0 < self.patience <= self.waited
+
+
+def fit_epochs(
+    model: torch.nn.Module,
+    cfg: dict[str, Any],
+    stage: str,
+    patience: int,
+    epochs: Iterable[int],
+    train_epoch: Callable[[], float],
+    validate: Callable[[], dict[str, float]],
+    select: str,
+) -> tuple[list[dict[str, Any]], float]:
+    """Train a baseline epoch by epoch over ``epochs`` (e.g. a progress bar over 1..E):
+    ``train_epoch`` returns the epoch's mean loss, ``validate`` its validation figures. The
+    weights of the epoch with the best ``select`` figure are loaded back into ``model``;
+    training stops after ``patience`` epochs without a better one (0 = never); SwanLab
+    (``stage``'s run) sees every epoch. Returns the per-epoch log and the training seconds."""
+    best, log = BestEpoch(patience), []
+    dashboard = swanlab_run(cfg, stage)
+    started = time.perf_counter()
+    for epoch in epochs:
+        loss = train_epoch()
+        found = validate()
+        log.append({"epoch": epoch, "train_loss": loss, **found})
+        if dashboard is not None:
+            valid = {f"valid/{k.lower()}": v for k, v in found.items()}
+            dashboard.log({"train/loss": loss, **valid}, step=epoch)
+        if hasattr(epochs, "set_postfix"):
+            epochs.set_postfix(loss=f"{loss:.3f}", **{select.lower(): f"{found[select]:.4f}"})
+        if best.update(model, found[select]):
+            break
+    seconds = time.perf_counter() - started
+    if dashboard is not None:
+        dashboard.finish()
+    model.load_state_dict(best.state)
+    return log, seconds
 
 
 def baseline_info(

@@ -267,7 +267,7 @@ def test_the_sid_keys_change_the_codes(tmp_path: Path) -> None:
     largest = {}
     for method in ("rqkmeans", "rqkmeans-constrained"):
         out = tmp_path / method
-        build_sids(emb_dir, out, {**copy.deepcopy(base), "method": method}, 0)
+        build_sids(emb_dir, out, {"sid": {**copy.deepcopy(base), "method": method}, "seed": 0})
         table = read_sid_dir(out)
         largest[method] = sid_summary(table.codes, table.codebook_sizes)["levels"][0][
             "largest_code_share"

@@ -28,7 +28,7 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def demo_emb(tmp_path_factory: pytest.TempPathFactory, cache: Path) -> Path:
     root = tmp_path_factory.mktemp("demo")
     synth(root / "data", n_items=600, n_users=300, seed=0)
-    embed_dataset(root / "data", root / "emb", {**EMBED, "cache_dir": str(cache)})
+    embed_dataset(root / "data", root / "emb", {"embed": {**EMBED, "cache_dir": str(cache)}})
     return root / "emb"
 
 
@@ -38,7 +38,7 @@ def industrial_emb(
 ) -> Path:
     root = tmp_path_factory.mktemp("industrial")
     import_minionerec_dir(root / "data", minionerec_src, "Industrial_and_Scientific")
-    embed_dataset(root / "data", root / "emb", {**EMBED, "cache_dir": str(cache)})
+    embed_dataset(root / "data", root / "emb", {"embed": {**EMBED, "cache_dir": str(cache)}})
     return root / "emb"
 
 
@@ -52,8 +52,8 @@ def test_demo_sids_are_unique_and_deterministic(
     demo_emb: Path, tmp_path: Path, method: str, dedup: str
 ) -> None:
     cfg = {**SID, "method": method, "dedup": dedup, "codebook_size": 32}
-    report = build_sids(demo_emb, tmp_path / "a", cfg, seed=1)
-    build_sids(demo_emb, tmp_path / "b", cfg, seed=1)
+    report = build_sids(demo_emb, tmp_path / "a", {"sid": cfg, "seed": 1})
+    build_sids(demo_emb, tmp_path / "b", {"sid": cfg, "seed": 1})
     sids = _sids(tmp_path / "a")
     assert len(sids) == 600 and len(set(sids)) == 600
     assert report["collision_rate"] == 0 and report["collision_rate_before_dedup"] > 0
@@ -75,7 +75,9 @@ def test_demo_sids_are_unique_and_deterministic(
 def test_industrial_sids_are_unique_and_balanced(
     industrial_emb: Path, tmp_path: Path, method: str
 ) -> None:
-    report = build_sids(industrial_emb, tmp_path / "s", {**SID, "method": method}, seed=0)
+    report = build_sids(
+        industrial_emb, tmp_path / "s", {"sid": {**SID, "method": method}, "seed": 0}
+    )
     assert report["items"] == 3686 and report["distinct_sids"] == 3686
     assert report["collision_rate"] == 0
     first = report["levels"][0]
@@ -96,7 +98,7 @@ def test_minionerec_index_scores_as_shipped(minionerec_src: Path, tmp_path: Path
 
 def test_embedding_cache_and_text_fallbacks(demo_emb: Path, cache: Path, tmp_path: Path) -> None:
     again = embed_dataset(
-        demo_emb.parent / "data", tmp_path / "e", {**EMBED, "cache_dir": str(cache)}
+        demo_emb.parent / "data", tmp_path / "e", {"embed": {**EMBED, "cache_dir": str(cache)}}
     )
     assert again["counts"]["cache_hits"] == 600
     assert np.array_equal(
@@ -148,16 +150,18 @@ def test_bad_embeddings_are_named(demo_emb: Path, tmp_path: Path) -> None:
     wrong = tmp_path / "wrong.npy"
     np.save(wrong, emb[:10])
     with pytest.raises(InputError, match=r"wrong\.npy: expected shape \[600, D\]"):
-        embed_dataset(demo_emb.parent / "data", tmp_path / "o", EMBED, from_npy=wrong)
+        embed_dataset(demo_emb.parent / "data", tmp_path / "o", {"embed": EMBED}, from_npy=wrong)
     emb = emb.copy()
     emb[7, 3] = np.nan
     np.save(wrong, emb)
     with pytest.raises(InputError, match="1 rows hold NaN or inf \\(first: item 7\\)"):
-        embed_dataset(demo_emb.parent / "data", tmp_path / "o", EMBED, from_npy=wrong)
+        embed_dataset(demo_emb.parent / "data", tmp_path / "o", {"embed": EMBED}, from_npy=wrong)
     with pytest.raises(SidrecError, match="sid.epochs and sid.batch_size must be at least 1"):
-        build_sids(demo_emb, tmp_path / "s", {**SID, "method": "rqvae", "epochs": 0}, seed=0)
+        build_sids(
+            demo_emb, tmp_path / "s", {"sid": {**SID, "method": "rqvae", "epochs": 0}, "seed": 0}
+        )
     with pytest.raises(SidrecError, match="sid.method must be one of"):
-        build_sids(demo_emb, tmp_path / "s", {**SID, "method": "kmeans"}, seed=0)
+        build_sids(demo_emb, tmp_path / "s", {"sid": {**SID, "method": "kmeans"}, "seed": 0})
     assert not (tmp_path / "o").exists() and not (tmp_path / "s").exists()
 
 
@@ -194,7 +198,7 @@ def test_assign_new_items_keeps_existing_sids(demo_emb: Path, tmp_path: Path, me
     old.mkdir()
     np.save(old / "embeddings.npy", emb[:540])  # 10% of the catalog held out
     cfg = {**SID, "method": method, "codebook_size": 16, "levels": 2}
-    build_sids(old, tmp_path / "sid", cfg, seed=0)
+    build_sids(old, tmp_path / "sid", {"sid": cfg, "seed": 0})
     report = assign_sids(tmp_path / "sid", demo_emb, tmp_path / "grown")
     before, after = _sids(tmp_path / "sid"), _sids(tmp_path / "grown")
     assert after[:540] == before
@@ -210,7 +214,7 @@ def test_sid_assign_command(demo_emb: Path, tmp_path: Path) -> None:
     old = tmp_path / "old_emb"
     old.mkdir()
     np.save(old / "embeddings.npy", np.load(demo_emb / "embeddings.npy")[:500])
-    build_sids(old, tmp_path / "sid", {**SID, "codebook_size": 16}, seed=0)
+    build_sids(old, tmp_path / "sid", {"sid": {**SID, "codebook_size": 16}, "seed": 0})
     assert (
         main(
             [
