@@ -140,13 +140,14 @@ def evaluate_model(
         raise InputError(
             data, f"has {ds.items.height} items, the model's SIDs ({sid_dir}) {len(table.codes)}"
         )
+    spec = PromptSpec.load(model_dir)  # a broken prompting.json fails before the model loads
     bf16 = use_bf16(e["bf16"])
     head = cfg["decoding"]["head"]
     decoder = load_decoder(model_dir, table, state.device, head, e["dense_depth"], bf16)
     rows = query_rows(ds, e["split"], e["max_users"], cfg["seed"])
     sids = table.sids
     histories = rows["history"].to_list()
-    prompts, truncated = _prompts(PromptSpec.load(model_dir), decoder, sids, histories)
+    prompts, truncated = _prompts(spec, decoder, sids, histories)
     inputs = {"model": str(model_dir), "data": str(data), "sid": str(sid_dir)}
     run = Run("evaluate", cfg, inputs, None)
     k, exclude = e["num_beams"], e["exclude_history"]
