@@ -144,3 +144,17 @@ def test_readme_is_short_and_every_link_resolves() -> None:
                 if not (doc.parent / path).exists():
                     broken.append(f"{doc.relative_to(REPO)}: {target}")
     assert broken == []
+
+
+def test_every_package_is_in_the_wheel() -> None:
+    """pyproject.toml lists packages one by one: a new subpackage left out would be missing
+    from the wheel (the editable install would not notice)."""
+    tool = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed = set(tool["packages"])
+    found = set()
+    for folder, package in [("sidrec", "sidrec")] + [(d, f"sidrec.{p}") for d, p in STAGES.items()]:
+        assert tool["package-dir"][package] == folder
+        for init in (REPO / folder).rglob("__init__.py"):
+            rel = init.parent.relative_to(REPO / folder).parts
+            found.add(".".join((package, *rel)))
+    assert found == listed
