@@ -111,28 +111,7 @@ class TreeSID(nn.Module):
         enc = self.encoder
         codes = self.item_codes[seq]  # (B, T, L), 0 = padding
         extra = sum(emb(codes[..., lv]) for lv, emb in enumerate(self.code_in))
-        x0 = enc.item(seq) * self.id_scale + extra
-        return self._blocks(x0, seq)
-
-    def _blocks(self, x: torch.Tensor, seq: torch.Tensor) -> torch.Tensor:
-        enc = self.encoder
-        b, length = seq.shape
-        n = enc.max_len
-        at = torch.arange(n - length, n, device=seq.device)
-        angles = None
-        if enc.position is not None:
-            x = x + enc.position(at)
-        else:
-            freqs = at[:, None].float() * enc.inv_freq[None]
-            angles = (freqs.cos().repeat(1, 2), freqs.sin().repeat(1, 2))
-        x = enc.dropout(x)
-        eye = torch.eye(length, dtype=torch.bool, device=seq.device)
-        causal = torch.ones(length, length, dtype=torch.bool, device=seq.device).tril()
-        keep = seq != 0
-        allowed = ((causal & keep[:, None, :]) | eye)[:, None]
-        for block in enc.blocks:
-            x, _ = block(x, allowed, keep, angles)
-        return enc.norm(x)
+        return enc(seq, enc.item(seq) * self.id_scale + extra)
 
     def node_vectors(self, lv: int) -> torch.Tensor:
         """The output vector of every node of level ``lv``: (n_l, H)."""

@@ -16,7 +16,7 @@ import numpy as np
 from sidrec.core.config import plain
 from sidrec.core.dataset import read_dataset
 from sidrec.core.embeddings import EMBEDDINGS_FILE, check_embeddings, read_npy
-from sidrec.core.encoder import encode_texts, item_texts
+from sidrec.core.encoder import embed_items
 from sidrec.core.io import atomic_dir
 from sidrec.core.manifest import Run
 
@@ -46,16 +46,7 @@ def embed_dataset(
         emb = read_npy(from_npy, "precomputed embeddings").astype(np.float32)
         check_embeddings(emb, ds.items.height, from_npy)
     else:
-        texts, fallbacks = item_texts(ds.items, e["template"], e["max_chars"])
-        emb, hits = encode_texts(
-            texts,
-            e["model"],
-            e["batch_size"],
-            e["max_seq_length"],
-            e["normalize"],
-            e["device"],
-            e["cache_dir"],
-        )
+        emb, fallbacks, hits = embed_items(ds.items, e)
         check_embeddings(emb, ds.items.height, "the encoder output")
         counts |= {"text_fallbacks": fallbacks, "cache_hits": hits}
     counts["dim"] = int(emb.shape[1])

@@ -40,7 +40,7 @@ from sidrec.core.dataset import (
     Dataset,
     write_dataset,
 )
-from sidrec.core.encoder import encode_texts, item_texts
+from sidrec.core.encoder import embed_items
 from sidrec.core.errors import InputError, SidrecError, require_file
 from sidrec.core.examples import EXAMPLE_SCHEMA
 from sidrec.core.io import MANIFEST, output_lock, read_json, write_json
@@ -262,17 +262,7 @@ def _catalog(
     if not new_items.height:
         shutil.copytree(point["sid"], sid)
         return
-    e = cfg["embed"]
-    texts, _ = item_texts(new_items, e["template"], e["max_chars"])
-    x, _ = encode_texts(
-        texts,
-        e["model"],
-        e["batch_size"],
-        e["max_seq_length"],
-        e["normalize"],
-        e["device"],
-        e["cache_dir"],
-    )
+    x, _, _ = embed_items(new_items, cfg["embed"])
     extend_sids(point["sid"], x, sid, day / "items.parquet")
 
 

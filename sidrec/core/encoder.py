@@ -143,3 +143,19 @@ def encode_texts(
                 merged.update(new)
                 _write_cache(cache_file, merged)
     return np.stack([cache[h] for h in hashes]).astype(np.float32), hits
+
+
+def embed_items(items: pl.DataFrame, e: dict[str, Any]) -> tuple[np.ndarray, int, int]:
+    """Every item's text embedded with the ``embed`` settings ``e``: float32 [N, D], how many
+    items fell back to brand or categories, and how many texts came from the cache."""
+    texts, fallbacks = item_texts(items, e["template"], e["max_chars"])
+    vectors, hits = encode_texts(
+        texts,
+        e["model"],
+        e["batch_size"],
+        e["max_seq_length"],
+        e["normalize"],
+        e["device"],
+        e["cache_dir"],
+    )
+    return vectors, fallbacks, hits

@@ -210,12 +210,13 @@ class SASRec(nn.Module):
             s["moe_top_k"],
         )
 
-    def forward(self, seq: torch.Tensor) -> torch.Tensor:
-        """Hidden states (B, L, H) of left-padded token sequences ``seq`` (B, L)."""
+    def forward(self, seq: torch.Tensor, inputs: torch.Tensor | None = None) -> torch.Tensor:
+        """Hidden states (B, L, H) of left-padded token sequences ``seq`` (B, L); ``inputs``
+        (B, L, H) replaces the item embeddings of ``seq`` (padding is still read from ``seq``)."""
         b, length = seq.shape
         n = self.max_len
         at = torch.arange(n - length, n, device=seq.device)
-        x = self.item(seq)
+        x = self.item(seq) if inputs is None else inputs
         angles = None
         if self.position is not None:
             x = x + self.position(at)
