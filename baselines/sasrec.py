@@ -23,35 +23,16 @@ from sidrec.core.io import atomic_dir, check_output, write_json
 from sidrec.core.manifest import Run
 from sidrec.core.metrics import hr_ndcg, target_ranks
 from sidrec.core.ranking import baseline_info, fit_epochs, record_experiment, write_ranking
-from sidrec.core.sasrec_model import MODEL_FILE, SASRec, pad_left
-from sidrec.core.sequences import query_rows, sequence_windows, user_sequences
+from sidrec.core.sasrec_model import (
+    MODEL_FILE,
+    SASRec,
+    item_windows,
+    pad_left,
+    window_batches,
+)
+from sidrec.core.sequences import query_rows, user_sequences
 
 VALID_K = 10
-
-
-def _windows(seqs: list[list[int]], max_len: int) -> list[tuple[list[int], list[int]]]:
-    """(inputs, targets) per training window, items as tokens, targets -100 where no loss."""
-    out = []
-    for seq in seqs:
-        for start, first, end in sequence_windows(len(seq), max_len + 1):
-            inputs = [i + 1 for i in seq[start : end - 1]]
-            targets = [seq[j] if j >= first else -100 for j in range(start + 1, end)]
-            out.append((inputs, targets))
-    return out
-
-
-def _length_grouped_batches(
-    windows: list[tuple[list[int], list[int]]], size: int, rng: np.random.Generator
-) -> list[np.ndarray]:
-    """Shuffled batches of windows of similar length (little padding): a random order cut into
-    groups of 50 batches, each sorted by length, and the batches shuffled."""
-    order = rng.permutation(len(windows))
-    lengths = np.array([len(windows[i][0]) for i in order])
-    batches = []
-    for g in range(0, len(order), 50 * size):
-        group = order[g : g + 50 * size][np.argsort(-lengths[g : g + 50 * size], kind="stable")]
-        batches += [group[b : b + size] for b in range(0, len(group), size)]
-    return [batches[i] for i in rng.permutation(len(batches))]
 
 
 def train_epoch(
@@ -62,20 +43,13 @@ def train_epoch(
     rng: np.random.Generator,
     aux_weight: float = 0.0,
 ) -> float:
-    """One pass over ``windows`` (from ``_windows``), minimising cross-entropy plus
+    """One pass over ``windows`` (from :func:`item_windows`), minimising cross-entropy plus
     ``aux_weight`` x the experts' load-balancing loss; returns the mean cross-entropy per
     target."""
     model.train()
     dev = next(model.parameters()).device
     total, count = 0.0, 0
-    for batch in _length_grouped_batches(windows, batch_size, rng):
-        part = [windows[i] for i in batch]
-        width = max(len(x) for x, _ in part)
-        seq = pad_left([x for x, _ in part], width).to(dev)
-        target = torch.full((len(part), width), -100, dtype=torch.long)
-        for r, (_, t) in enumerate(part):
-            target[r, width - len(t) :] = torch.as_tensor(t)
-        target = target.to(dev)
+    for seq, target in window_batches(windows, batch_size, rng, dev):
         keep = target >= 0
         loss = nn.functional.cross_entropy(model.scores(model(seq)[keep]), target[keep])
         opt.zero_grad()
@@ -138,7 +112,7 @@ def train_sasrec(
     opt = torch.optim.AdamW(
         model.parameters(), lr=s["learning_rate"], weight_decay=s["weight_decay"]
     )
-    windows = _windows(user_sequences(ds), s["max_len"])
+    windows = item_windows(user_sequences(ds), s["max_len"])
     valid = query_rows(ds, "valid", s["max_valid_users"], cfg["seed"])
     valid_hist = valid["history"].to_list()
     valid_target = valid["target"].to_numpy()

@@ -1,6 +1,7 @@
-"""``sidrec evaluate``: top-K recommendations of a trained SID model by constrained beam search.
+"""``sidrec evaluate``: top-K recommendations of a trained SID model: by constrained beam
+search for an LM, by exact scores over the catalog for a ``tree`` model.
 
-The model is queried exactly as it was trained (its ``prompting.json``). Rows are sorted by
+An LM is queried exactly as it was trained (its ``prompting.json``). Rows are sorted by
 prompt length and batched; under ``accelerate launch`` or ``torchrun`` each process decodes a
 shard of the rows and the main process merges them and writes the results.
 """
@@ -36,6 +37,10 @@ from sidrec.core.ranking import device_name, record_experiment, write_ranking
 from sidrec.core.references import reference_metrics
 from sidrec.core.sequences import query_rows
 from sidrec.core.training import on_main, use_bf16
+from sidrec.core.tree_model import is_tree_model, load_tree, rank_tree
+
+# users scored at once by a tree model when evaluate.batch_size is auto
+TREE_BATCH = 256
 
 
 def _check_settings(e: dict[str, Any]) -> None:
@@ -117,56 +122,28 @@ def _settings(model_dir: str | Path, e: dict[str, Any], head: str) -> dict[str, 
     }
 
 
-def evaluate_model(
-    model_dir: str | Path,
-    data: str | Path,
-    sid: str | Path | None,
-    out: str | Path,
-    cfg: dict[str, Any],
-    overwrite: bool = False,
-) -> dict[str, Any]:
-    """Evaluate the model in ``model_dir`` on ``cfg["evaluate"]["split"]`` of ``data`` with the
-    SIDs it was trained on (``sid``, when given, must hold the same); write ``results.json``,
-    ``predictions.parquet``, the config and a manifest into ``out``. Returns the results (an
-    empty dict on processes other than the main one)."""
+def _lm_ranking(
+    model_dir: Path, table: Any, rows: Any, cfg: dict[str, Any], state: Any
+) -> tuple[Any, ...] | None:
+    """Rank by constrained beam search: (items, scores, unfiltered items, info), or None on
+    processes other than the main one."""
     e = cfg["evaluate"]
-    _check_settings(e)
-    out = Path(out)
-    state = PartialState(cpu=not torch.cuda.is_available())
-    on_main(state, lambda: check_output(out, overwrite))
-    ds, _ = read_dataset(data)
-    table, sid_dir = model_sids(model_dir, sid)
-    if len(table.codes) != ds.items.height:
-        raise InputError(
-            data, f"has {ds.items.height} items, the model's SIDs ({sid_dir}) {len(table.codes)}"
-        )
     spec = PromptSpec.load(model_dir)  # a broken prompting.json fails before the model loads
     bf16 = use_bf16(e["bf16"])
     head = cfg["decoding"]["head"]
     decoder = load_decoder(model_dir, table, state.device, head, e["dense_depth"], bf16)
-    rows = query_rows(ds, e["split"], e["max_users"], cfg["seed"])
-    sids = table.sids
     histories = rows["history"].to_list()
-    prompts, truncated = _prompts(spec, decoder, sids, histories)
-    inputs = {"model": str(model_dir), "data": str(data), "sid": str(sid_dir)}
-    run = Run("evaluate", cfg, inputs, None)
+    prompts, truncated = _prompts(spec, decoder, table.sids, histories)
     k, exclude = e["num_beams"], e["exclude_history"]
     # with the history left out, enough beams that num_beams new items remain
     beams = k + (max(map(len, histories), default=0) if exclude else 0)
-    if torch.cuda.is_available():
-        torch.cuda.reset_peak_memory_stats()
     started = time.perf_counter()
     top, scores, size = _decode(decoder, prompts, beams, e, state)
     seconds = time.perf_counter() - started
     if not state.is_main_process:
-        return {}
+        return None
     catalog = decoder.index.catalog
     items, scores, unfiltered = _ranked(catalog.representative[top], scores, histories, k, exclude)
-    ranked_sids = [[sids[i] if i >= 0 else "" for i in row] for row in items.tolist()]
-    target_sids = [sids[t] for t in rows["target"].to_list()]
-    unfiltered_sids = None
-    if unfiltered is not None:
-        unfiltered_sids = [[sids[i] for i in row] for row in unfiltered.tolist()]
     info = {
         **_settings(model_dir, e, head),
         "beams_decoded": beams,
@@ -176,11 +153,87 @@ def evaluate_model(
         "items_in_shared_sids": sum(len(its) for its in catalog.items if len(its) > 1),
         "seconds": round(seconds, 3),
         "users_per_second": round(len(prompts) / seconds, 2),
+        "bf16": bf16,
+    }
+    return items, scores, unfiltered, info
+
+
+def _tree_ranking(
+    model_dir: Path, table: Any, rows: Any, cfg: dict[str, Any], state: Any
+) -> tuple[Any, ...] | None:
+    """Rank by exact scores over the catalog (a ``tree`` model): (items, scores, unfiltered
+    items, info), or None on processes other than the main one."""
+    if not state.is_main_process:
+        return None
+    e = cfg["evaluate"]
+    model = load_tree(model_dir, table, state.device)
+    size = e["batch_size"] if isinstance(e["batch_size"], int) else TREE_BATCH
+    histories = rows["history"].to_list()
+    k, exclude = e["num_beams"], e["exclude_history"]
+    started = time.perf_counter()
+    items, scores = rank_tree(model, histories, k, size, exclude)
+    unfiltered = rank_tree(model, histories, k, size)[0] if exclude else None
+    seconds = time.perf_counter() - started
+    shared = np.bincount(model.trie.sid_of_item)
+    info = {
+        **_settings(model_dir, e, "exact"),
+        "family": "tree",
+        "batch_size": size,
+        "shared_sids": int((shared > 1).sum()),
+        "items_in_shared_sids": int(shared[shared > 1].sum()),
+        "truncated_histories": sum(len(h) > model.encoder.max_len for h in histories),
+        "seconds": round(seconds, 3),
+        "users_per_second": round(len(histories) / seconds, 2),
+        "bf16": False,
+    }
+    return items, scores, unfiltered, info
+
+
+def evaluate_model(
+    model_dir: str | Path,
+    data: str | Path,
+    sid: str | Path | None,
+    out: str | Path,
+    cfg: dict[str, Any],
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Evaluate the model in ``model_dir`` (either family) on ``cfg["evaluate"]["split"]`` of
+    ``data`` with the SIDs it was trained on (``sid``, when given, must hold the same); write
+    ``results.json``, ``predictions.parquet``, the config and a manifest into ``out``. Returns
+    the results (an empty dict on processes other than the main one)."""
+    e = cfg["evaluate"]
+    _check_settings(e)
+    out, model_dir = Path(out), Path(model_dir)
+    state = PartialState(cpu=not torch.cuda.is_available())
+    on_main(state, lambda: check_output(out, overwrite))
+    ds, _ = read_dataset(data)
+    table, sid_dir = model_sids(model_dir, sid)
+    if len(table.codes) != ds.items.height:
+        raise InputError(
+            data, f"has {ds.items.height} items, the model's SIDs ({sid_dir}) {len(table.codes)}"
+        )
+    rows = query_rows(ds, e["split"], e["max_users"], cfg["seed"])
+    inputs = {"model": str(model_dir), "data": str(data), "sid": str(sid_dir)}
+    run = Run("evaluate", cfg, inputs, None)
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    rank = _tree_ranking if is_tree_model(model_dir) else _lm_ranking
+    ranked = rank(model_dir, table, rows, cfg, state)
+    if ranked is None:
+        return {}
+    items, scores, unfiltered, info = ranked
+    sids = table.sids
+    ranked_sids = [[sids[i] if i >= 0 else "" for i in row] for row in items.tolist()]
+    target_sids = [sids[t] for t in rows["target"].to_list()]
+    unfiltered_sids = None
+    if unfiltered is not None:
+        unfiltered_sids = [[sids[i] for i in row] for row in unfiltered.tolist()]
+    info = {
+        **info,
         **peak_memory(),
         "device": device_name(),
         "processes": state.num_processes,
-        "bf16": bf16,
-        "baselines": reference_metrics(ds, rows, k, exclude),
+        "baselines": reference_metrics(ds, rows, e["num_beams"], e["exclude_history"]),
     }
     with atomic_dir(out, overwrite) as tmp:
         results = write_ranking(

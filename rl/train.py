@@ -61,6 +61,7 @@ from sidrec.core.training import (
     train_or_finish,
     use_bf16,
 )
+from sidrec.core.tree_model import is_tree_model
 from sidrec.core.validation import RankingValidation
 from sidrec.rl.rewards import NEEDS_SASREC, check_rewards, combined
 
@@ -587,6 +588,10 @@ def _load(
     """The dataset, the model's SIDs (and their directory) and the model as a decoder; refuses
     a dataset of another catalog and groups larger than the catalog."""
     r = cfg["rl"]
+    if is_tree_model(model_dir):
+        raise InputError(
+            model_dir, "is a tree model; GRPO and DPO train LM models (model.family lm)"
+        )
     table, sid_dir = model_sids(model_dir)
     ds, _ = read_dataset(data)
     if ds.items.height != len(table.codes):

@@ -1,8 +1,9 @@
 """``sidrec recommend``: top-K items for arbitrary histories, from a model directory alone.
 
-The model is queried exactly as it was trained (its ``prompting.json``: a history longer than
-it was trained on keeps its newest items), decoded with beam search constrained to its bundled
-SIDs, and each SID is shown as its item (id, title, source id) with the SID's log-probability.
+An LM is queried exactly as it was trained (its ``prompting.json``: a history longer than it
+was trained on keeps its newest items) and decoded with beam search constrained to its bundled
+SIDs; a ``tree`` model scores every SID exactly. Each SID is shown as its item (id, title,
+source id) with the SID's log-probability.
 This is the inference path a service wraps.
 """
 
@@ -15,6 +16,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 import torch
 
@@ -24,11 +26,82 @@ from sidrec.core.model_dir import model_items, model_sids
 from sidrec.core.prompts import PromptSpec
 from sidrec.core.sids import SidTable
 from sidrec.core.training import use_bf16
+from sidrec.core.tree_model import is_tree_model, load_tree, rank_tree
+
+
+class _LMRanker:
+    """Top SIDs of an LM model directory by beam search constrained to the catalog."""
+
+    def __init__(
+        self,
+        model_dir: Path,
+        table: SidTable,
+        device: torch.device,
+        head: str,
+        dense: int,
+        bf16: bool,
+    ) -> None:
+        self.spec = PromptSpec.load(model_dir)
+        self.model, self.tok, self.index, self.head = load_decoder(
+            model_dir, table, device, head, dense, bf16
+        )
+        self.dense_depth = dense
+
+    def grow(self, table: SidTable) -> None:
+        """Serve ``table``, a catalog grown from the current one."""
+        self.index = build_decoder(self.model, self.tok, table, self.head, self.dense_depth).index
+
+    @property
+    def size(self) -> int:
+        return len(self.index.catalog.codes)
+
+    def top(
+        self, histories: Sequence[Sequence[int]], sids: list[str], k: int, batch_size: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The top ``k`` items (N, k) and their SIDs' log-probabilities (N, k)."""
+        answer = self.index.depth + 1
+        prompts = [self.spec.encode(self.tok, [sids[i] for i in h], answer)[0] for h in histories]
+        found, scores = [], []
+        for b in range(0, len(prompts), batch_size):
+            top, score = beam_search(
+                self.model,
+                self.index,
+                prompts[b : b + batch_size],
+                k,
+                self.tok.pad_token_id,
+                self.head,
+            )
+            found.append(top)
+            scores.append(score)
+        return self.index.catalog.representative[np.concatenate(found)], np.concatenate(scores)
+
+
+class _TreeRanker:
+    """Top items of a ``tree`` model directory, every SID scored exactly."""
+
+    def __init__(self, model_dir: Path, table: SidTable, device: torch.device) -> None:
+        self.model_dir, self.device = model_dir, device
+        self.model = load_tree(model_dir, table, device)
+
+    def grow(self, table: SidTable) -> None:
+        """Serve ``table``, a catalog grown from the model's own (new nodes start at zero)."""
+        self.model = load_tree(self.model_dir, table, self.device)
+
+    @property
+    def size(self) -> int:
+        return int(self.model.representative.sum())
+
+    def top(
+        self, histories: Sequence[Sequence[int]], sids: list[str], k: int, batch_size: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The top ``k`` items (N, k) and their SIDs' log-probabilities (N, k)."""
+        return rank_tree(self.model, [list(h) for h in histories], k, batch_size)
 
 
 class Recommender:
-    """A model directory loaded for inference: ``rec.recommend([rec.resolve([12, "SYN000300"])])``
-    gives the top 10 items after item 12 and the item whose source id is SYN000300.
+    """A model directory (either family) loaded for inference:
+    ``rec.recommend([rec.resolve([12, "SYN000300"])])`` gives the top 10 items after item 12
+    and the item whose source id is SYN000300.
 
     ``catalog`` (an items table and a SID directory, as ``sidrec update`` keeps them) serves a
     catalog grown from the model's own: the same SIDs for the model's items, new items after.
@@ -43,7 +116,6 @@ class Recommender:
         catalog: tuple[Path, Path] | None = None,
     ) -> None:
         self.model_dir = require_file(model_dir, "model directory")
-        self.spec = PromptSpec.load(self.model_dir)
         if catalog is None:
             self.table, _ = model_sids(self.model_dir)
             items = model_items(self.model_dir)
@@ -56,15 +128,22 @@ class Recommender:
                 f"{self.model_dir}: its items table has {items.height} rows but its SIDs "
                 f"cover {len(self.table.codes)} items"
             )
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        self.dense_depth = dense_depth
-        self.model, self.tok, self.index, self.head = load_decoder(
-            self.model_dir, self.table, self.device, head, dense_depth, use_bf16(bf16)
-        )
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if is_tree_model(self.model_dir):
+            self.ranker: _LMRanker | _TreeRanker = _TreeRanker(self.model_dir, self.table, device)
+        else:
+            self.ranker = _LMRanker(
+                self.model_dir, self.table, device, head, dense_depth, use_bf16(bf16)
+            )
         self.sids = self.table.sids
         self.titles = items["title"].to_list()
         self.sources = items["source_id"].to_list()
         self.by_source = {s: i for i, s in enumerate(self.sources) if s}
+
+    @property
+    def catalog_size(self) -> int:
+        """How many items can be recommended (one per distinct SID)."""
+        return self.ranker.size
 
     def add_items(self, items: Sequence[tuple[list[int], str, str]]) -> None:
         """Make new items recommendable: ``(codes, title, source_id)`` each, in item-id order
@@ -77,8 +156,8 @@ class Recommender:
             self.by_source[source] = len(self.titles)
             self.titles.append(title)
             self.sources.append(source)
-        decoder = build_decoder(self.model, self.tok, self.table, self.head, self.dense_depth)
-        self.index, self.sids = decoder.index, self.table.sids
+        self.ranker.grow(self.table)
+        self.sids = self.table.sids
 
     def resolve(self, history: Sequence[int | str]) -> list[int]:
         """Item ids of a history given as item ids (ints) or source ids (strings, e.g.
@@ -110,34 +189,22 @@ class Recommender:
         """The top ``k`` items for each history of item ids (oldest first), best first."""
         if k < 1 or batch_size < 1:
             raise SidrecError(f"--k and --batch-size must be >= 1, got {k} and {batch_size}")
-        sids = self.sids
-        answer = self.index.depth + 1
-        prompts = [self.spec.encode(self.tok, [sids[i] for i in h], answer)[0] for h in histories]
-        rep = self.index.catalog.representative
-        out = []
-        for b in range(0, len(prompts), batch_size):
-            top, scores = beam_search(
-                self.model,
-                self.index,
-                prompts[b : b + batch_size],
-                k,
-                self.tok.pad_token_id,
-                self.head,
-            )
-            for row, score in zip(top.tolist(), scores.tolist(), strict=True):
-                out.append(
-                    [
-                        {
-                            "item_id": int(rep[s]),
-                            "title": self.titles[rep[s]],
-                            "source_id": self.sources[rep[s]],
-                            "sid": sids[rep[s]],
-                            "score": round(float(v), 6),
-                        }
-                        for s, v in zip(row, score, strict=True)
-                    ]
-                )
-        return out
+        if not histories:
+            return []
+        items, scores = self.ranker.top(histories, self.sids, k, batch_size)
+        return [
+            [
+                {
+                    "item_id": int(i),
+                    "title": self.titles[i],
+                    "source_id": self.sources[i],
+                    "sid": self.sids[i],
+                    "score": round(float(v), 6),
+                }
+                for i, v in zip(row, score, strict=True)
+            ]
+            for row, score in zip(items.tolist(), scores.tolist(), strict=True)
+        ]
 
 
 def _requests(lines: Iterable[str]) -> Iterator[tuple[int, dict[str, Any]]]:

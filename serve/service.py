@@ -254,7 +254,7 @@ class Service:
         """Top items for ``(history, k)`` pairs, decoded together (on the worker thread)."""
         self.sync()
         # a catalog smaller than serve.num_beams: all of it
-        beams = min(self.cfg["serve"]["num_beams"], len(self.rec.index.catalog.codes))
+        beams = min(self.cfg["serve"]["num_beams"], self.rec.catalog_size)
         found = self.rec.recommend([h for h, _ in batch], beams, len(batch))
         return [items[:k] for items, (_, k) in zip(found, batch, strict=True)]
 

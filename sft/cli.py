@@ -8,7 +8,13 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from sidrec.core.config import OVERWRITE_HELP, add_config_args, command_config, stage_path
+from sidrec.core.config import (
+    OVERWRITE_HELP,
+    add_config_args,
+    command_config,
+    model_family,
+    stage_path,
+)
 from sidrec.core.io import is_complete
 
 
@@ -29,6 +35,11 @@ def _sft(a: argparse.Namespace) -> dict:
     from sidrec.sft.train import train_sft
 
     cfg = command_config(a)
+    if model_family(cfg) == "tree":
+        from sidrec.sft.tree import train_tree
+
+        data, sid, out = _paths(a, cfg, ("data", "sid", "sft"))
+        return train_tree(data, sid, out, cfg, resume=a.resume, overwrite=a.overwrite)
     examples, out = _paths(a, cfg, ("examples", "sft"))
     if not is_complete(examples):
         data, sid = stage_path(cfg, "data"), stage_path(cfg, "sid")
@@ -46,7 +57,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     add_config_args(p, "a profile (convert.*, sft.format, seed)", overwrite=OVERWRITE_HELP)
     p.set_defaults(func=_convert)
 
-    p = sub.add_parser("sft", help="fine-tune a causal LM to emit the next item's SID")
+    p = sub.add_parser(
+        "sft", help="train the model that emits the next item's SID (model.family: lm | tree)"
+    )
     add_config_args(
         p,
         "a profile, e.g. configs/demo.yaml",
@@ -59,6 +72,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help="examples directory (default: paths.examples;"
         " converted from paths.data and paths.sid when missing)",
     )
+    p.add_argument("--data", type=Path, help="model.family tree: default paths.data")
+    p.add_argument("--sid", type=Path, help="model.family tree: default paths.sid")
     p.add_argument("--out", dest="sft", type=Path, help="default: paths.sft")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run")
     p.set_defaults(func=_sft)

@@ -35,7 +35,7 @@ def test_recommend_gives_evaluates_ranking(tiny_model: dict, evaluated: pl.DataF
         assert all(r["source_id"] == items["source_id"][r["item_id"]] for r in got)
     # a history longer than the model was trained on keeps its newest max_history items
     long = [i % 120 for i in range(45)]
-    assert rec.recommend([long], 5) == rec.recommend([long[-rec.spec.max_history :]], 5)
+    assert rec.recommend([long], 5) == rec.recommend([long[-rec.ranker.spec.max_history :]], 5)
 
 
 def test_cli_history_and_json_lines(

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sidrec.core.config import defaults, dotted, stage_path
+from sidrec.core.config import defaults, dotted, model_family, stage_path
 from sidrec.core.dataset import read_dataset
 from sidrec.core.errors import SidrecError
 from sidrec.core.io import MANIFEST, RESULTS_FILE, is_complete, read_json
@@ -41,6 +41,7 @@ from sidrec.rq.embed import embed_dataset
 from sidrec.rq.stage import build_sids, report_sids
 from sidrec.sft.convert import convert
 from sidrec.sft.train import train_sft
+from sidrec.sft.tree import train_tree
 
 IMPORTED = "imported"
 
@@ -81,8 +82,16 @@ def _examples(cfg: dict[str, Any], out: Path, fresh: bool) -> None:
     convert(stage_path(cfg, "data"), stage_path(cfg, "sid"), out, cfg, overwrite=True)
 
 
+def _lm(cfg: dict[str, Any]) -> bool:
+    return model_family(cfg) == "lm"
+
+
 def _sft(cfg: dict[str, Any], out: Path, fresh: bool) -> None:
-    train_sft(stage_path(cfg, "examples"), out, cfg, resume=not fresh, overwrite=fresh)
+    if _lm(cfg):
+        train_sft(stage_path(cfg, "examples"), out, cfg, resume=not fresh, overwrite=fresh)
+    else:
+        data, sid = stage_path(cfg, "data"), stage_path(cfg, "sid")
+        train_tree(data, sid, out, cfg, resume=not fresh, overwrite=fresh)
 
 
 def _evaluator(model_stage: str) -> Callable[[dict[str, Any], Path, bool], None]:
@@ -151,8 +160,8 @@ STAGES = (
     Stage("data", ("seed", "data"), lambda c, o, f: build_from_config(c, o, True), _show_data),
     Stage("embeddings", ("embed",), _embed, needed=lambda c: not _imported(c)),
     Stage("sid", ("seed", "sid"), _sid, lambda p: report_sids(sid=p)[1]),
-    Stage("examples", ("seed", "convert", "sft.format", "sft.max_length"), _examples),
-    Stage("sft", ("seed", "model", "generation", "sft", "decoding"), _sft),
+    Stage("examples", ("seed", "convert", "sft.format", "sft.max_length"), _examples, needed=_lm),
+    Stage("sft", ("seed", "model", "generation", "sft", "tree", "decoding"), _sft),
     Stage("evaluate", ("seed", "evaluate", "decoding"), _evaluator("sft"), _show_results),
     Stage(
         "rl",

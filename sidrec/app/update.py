@@ -26,6 +26,7 @@ from __future__ import annotations
 import copy
 import csv
 import io
+import math
 import shutil
 import time
 from pathlib import Path
@@ -50,10 +51,12 @@ from sidrec.core.prompts import PromptSpec
 from sidrec.core.sids import read_sid_dir
 from sidrec.core.state import STATE_FILE, resolve_path
 from sidrec.core.training import swanlab_run
+from sidrec.core.tree_model import TREE_CONFIG, is_tree_model
 from sidrec.evaluate.generative import evaluate_model
 from sidrec.rq.stage import extend_sids
 from sidrec.sft.convert import finetune_examples
 from sidrec.sft.train import train_sft
+from sidrec.sft.tree import train_tree
 
 LEDGER_FILE = "updates.csv"
 LEDGER_COLUMNS = (
@@ -182,8 +185,8 @@ def _sequences(rows: pl.DataFrame) -> pl.DataFrame:
 
 
 def _finetune_config(cfg: dict[str, Any], model: Path) -> dict[str, Any]:
-    """The brief fine-tune: from ``model``, at ``update``'s learning rate and length, without
-    validation inside training (the update validates both models itself)."""
+    """The brief fine-tune: from ``model``, at ``update``'s learning rate and length (an LM
+    without validation inside training: the update validates both models itself)."""
     u = cfg["update"]
     ft = copy.deepcopy(cfg)
     ft["model"]["name_or_path"] = str(model)
@@ -196,6 +199,15 @@ def _finetune_config(cfg: dict[str, Any], model: Path) -> dict[str, Any]:
         early_stopping_patience=0,
     )
     ft["evaluate"].update(split="valid", max_users=0)
+    # a tree model: from the serving one (its catalog grown), whole epochs, the best one kept
+    ft["tree"].update(
+        init=str(model),
+        learning_rate=u["learning_rate"],
+        epochs=max(1, math.ceil(u["epochs"])),
+        patience=0,
+        max_minutes=0,
+        teacher=None,
+    )
     return ft
 
 
@@ -309,7 +321,10 @@ def _compare(cfg: dict[str, Any], serving: Path, work: Path) -> tuple[float, flo
     old = evaluate_model(serving, data, work / "sid", work / "eval-serving", ft)
     if metric not in old["metrics"]:
         raise SidrecError(f"update.metric={metric!r} is not one of {list(old['metrics'])}")
-    train_sft(work / "examples", work / "model", ft, overwrite=True)
+    if is_tree_model(serving):
+        train_tree(data, work / "sid", work / "model", ft, overwrite=True)
+    else:
+        train_sft(work / "examples", work / "model", ft, overwrite=True)
     candidate = work / "model"
     if cfg["update"]["rl"]:
         from sidrec.rl.train import train_rl
@@ -363,6 +378,9 @@ def _apply(cfg: dict[str, Any], s: dict[str, Any], state: Path, day: Path, name:
     u, seed = cfg["update"], cfg["seed"] + len(s["days"])
     started = time.time()
     point = {k: resolve_path(state, v) for k, v in s["serving"].items()}
+    tree = is_tree_model(point["model"])
+    if tree and u["rl"]:
+        raise SidrecError("update.rl: GRPO trains LM models; a tree model updates with rl false")
     old_items = pl.read_parquet(point["items"]).select(list(ITEMS_SCHEMA)).cast(ITEMS_SCHEMA)
     new_items, day_train, day_valid = read_day(day, old_items.height)
     out = state / "days" / name
@@ -375,15 +393,17 @@ def _apply(cfg: dict[str, Any], s: dict[str, Any], state: Path, day: Path, name:
     items = pl.concat([old_items, new_items])
     known = len(read_sid_dir(Path(point["model"]) / SIDS_DIR).codes)
     rows = _day_rows(u, s, state, known, (day_train, day_valid), seed)
-    spec = PromptSpec.load(point["model"])
+    spec = None if tree else PromptSpec.load(point["model"])
+    max_history = read_json(point["model"] / TREE_CONFIG)["max_len"] if tree else spec.max_history
     seqs = _sequences(pl.concat([rows.train, rows.valid]))
     ds = Dataset(items, seqs, rows.train, rows.valid, rows.valid)
     data = work / "data"
-    split = {"protocol": "update", "max_history": spec.max_history}
+    split = {"protocol": "update", "max_history": max_history}
     data_run = Run("update.data", {}, {"day": str(day)}, seed)
     write_dataset(data, ds, data_run, source="update", split=split)
     sids = read_sid_dir(work / "sid").sids
-    _write_examples(work / "examples", rows.train, sids, spec, data, work / "sid")
+    if spec is not None:
+        _write_examples(work / "examples", rows.train, sids, spec, data, work / "sid")
     before, after, candidate = _compare(cfg, point["model"], work)
     promoted = after >= before - u["tolerance"]
 

@@ -176,6 +176,18 @@ def dotted(cfg: dict[str, Any], key: str) -> Any:
     return cfg
 
 
+FAMILIES = ("lm", "tree")
+
+
+def model_family(cfg: dict[str, Any]) -> str:
+    """``model.family``: ``lm`` (a causal LM decoded by constrained beam search) or ``tree``
+    (:mod:`sidrec.core.tree_model`); anything else is refused."""
+    family = cfg["model"]["family"]
+    if family not in FAMILIES:
+        raise SidrecError(f"model.family must be one of {FAMILIES}, got {family!r}")
+    return family
+
+
 def model_reads_text(cfg: dict[str, Any]) -> bool:
     """Whether the configured model's vocabulary holds words, so title tasks can train (not
     ``tiny-qwen2`` with ``model.tiny_qwen2.vocab=sid``: SID tokens only)."""

@@ -4,6 +4,7 @@ scores beams with it from the baseline's output directory (``model.pt`` + ``conf
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from sidrec.core.config import defaults
 from sidrec.core.errors import InputError, SidrecError
 from sidrec.core.io import is_complete
 from sidrec.core.manifest import CONFIG_FILE
+from sidrec.core.sequences import sequence_windows
 
 MODEL_FILE = "model.pt"
 
@@ -247,6 +249,50 @@ def pad_left(rows: list[list[int]], width: int) -> torch.Tensor:
         if row:
             out[r, width - len(row) :] = torch.as_tensor(row[-width:])
     return out
+
+
+def item_windows(seqs: list[list[int]], max_len: int) -> list[tuple[list[int], list[int]]]:
+    """(inputs, targets) per training window of every sequence: items as tokens (item + 1),
+    targets as item ids, -100 where a target has no loss (covered by an earlier window)."""
+    out = []
+    for seq in seqs:
+        for start, first, end in sequence_windows(len(seq), max_len + 1):
+            inputs = [i + 1 for i in seq[start : end - 1]]
+            targets = [seq[j] if j >= first else -100 for j in range(start + 1, end)]
+            out.append((inputs, targets))
+    return out
+
+
+def length_grouped_batches(
+    windows: list[tuple[list[int], list[int]]], size: int, rng: np.random.Generator
+) -> list[np.ndarray]:
+    """Shuffled batches of windows of similar length (little padding): a random order cut into
+    groups of 50 batches, each sorted by length, and the batches shuffled."""
+    order = rng.permutation(len(windows))
+    lengths = np.array([len(windows[i][0]) for i in order])
+    batches = []
+    for g in range(0, len(order), 50 * size):
+        group = order[g : g + 50 * size][np.argsort(-lengths[g : g + 50 * size], kind="stable")]
+        batches += [group[b : b + size] for b in range(0, len(group), size)]
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def window_batches(
+    windows: list[tuple[list[int], list[int]]],
+    size: int,
+    rng: np.random.Generator,
+    device: torch.device | str = "cpu",
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """One epoch of :func:`item_windows` as left-padded batches: token rows (B, T) and targets
+    (B, T) (-100 = no loss), on ``device``."""
+    for batch in length_grouped_batches(windows, size, rng):
+        part = [windows[i] for i in batch]
+        width = max(len(x) for x, _ in part)
+        seq = pad_left([x for x, _ in part], width)
+        target = torch.full((len(part), width), -100, dtype=torch.long)
+        for r, (_, t) in enumerate(part):
+            target[r, width - len(t) :] = torch.as_tensor(t)
+        yield seq.to(device), target.to(device)
 
 
 def load_sasrec(path: str | Path, n_items: int) -> tuple[SASRec, int]:

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from sidrec.baselines.sasrec import _windows, rank_items, train_epoch
+from sidrec.baselines.sasrec import rank_items, train_epoch
 from sidrec.core.errors import SidrecError
-from sidrec.core.sasrec_model import MLP, Experts, SASRec, pad_left
+from sidrec.core.sasrec_model import MLP, Experts, SASRec, item_windows, pad_left
 
 VARIANTS = {
     "base": {},
@@ -52,7 +52,7 @@ def test_learns_a_rule_that_needs_positions(position: str) -> None:
     torch.manual_seed(0)
     model = SASRec(n, hidden=32, layers=2, heads=2, dropout=0.0, max_len=10, position=position)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    windows = _windows(seqs, 10)
+    windows = item_windows(seqs, 10)
     losses = [train_epoch(model, opt, windows, 64, rng) for _ in range(60)]
     assert losses[-1] < losses[0]
     histories = [s[:-1] for s in seqs[:200]]

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+import torch
 import yaml
 from safetensors.torch import load_file
 
@@ -195,6 +196,19 @@ def _rl(p: dict, out: Path) -> list[str]:
     ]
 
 
+# the tree family: a few epochs of a tiny model, every epoch checkpointed
+TREE = ["model.family=tree", "tree.epochs=4", "tree.hidden=16", "tree.heads=1", "tree.patience=0"]
+
+
+def _sft_tree(p: dict, out: Path) -> list[str]:
+    data, sid = ["--data", str(p["data"])], ["--sid", str(p["sid"])]
+    return ["sft", "--config", str(p["cfg"]), *data, *sid, "--out", str(out), "--resume", *TREE]
+
+
+def _evaluate_tree(p: dict, out: Path) -> list[str]:
+    return [*_evaluate(p, out)[:4], str(p["sft_tree"]), *_evaluate(p, out)[5:]]
+
+
 COMMANDS = {
     "data": _data,
     "embed": _embed,
@@ -203,6 +217,8 @@ COMMANDS = {
     "sft": _sft,
     "evaluate": _evaluate,
     "rl": _rl,
+    "sft_tree": _sft_tree,
+    "evaluate_tree": _evaluate_tree,
 }
 STAGES = list(COMMANDS)
 
@@ -232,7 +248,14 @@ def _same_output(stage: str, got: Path, want: Path) -> None:
     elif stage in ("sft", "rl"):
         _same_weights(got, want)
         assert read_json(got / "prompting.json") == read_json(want / "prompting.json")
-    elif stage == "evaluate":
+    elif stage == "sft_tree":
+        # the same epochs; weights up to float rounding (reloaded optimizer moments: ~1e-9)
+        assert read_json(got / "train_log.json") == read_json(want / "train_log.json")
+        x, y = (torch.load(d / "tree.pt", weights_only=True) for d in (got, want))
+        assert x.keys() == y.keys()
+        for k in x:
+            torch.testing.assert_close(x[k], y[k], rtol=0, atol=1e-6)
+    elif stage in ("evaluate", "evaluate_tree"):
         assert (
             read_json(got / "results.json")["metrics"]
             == read_json(want / "results.json")["metrics"]
@@ -270,6 +293,11 @@ KILL_POINTS = [
     ("evaluate", "sidrec.core.io:replace_dir", 1, "before"),
     ("rl", "transformers:Trainer._save_checkpoint", 1, "after"),
     ("rl", "sidrec.core.io:replace_dir", 1, "before"),
+    ("sft_tree", "sidrec.sft.tree:_save_checkpoint", 2, "after"),
+    ("sft_tree", "torch:save", 5, "after"),  # checkpoint 3's weights written, not its state
+    ("sft_tree", "sidrec.core.io:replace_dir", 1, "before"),
+    ("evaluate_tree", "sidrec.evaluate.generative:rank_tree", 1, "after"),
+    ("evaluate_tree", "sidrec.core.io:replace_dir", 1, "before"),
 ]
 
 
@@ -293,6 +321,8 @@ def test_a_killed_stage_reruns_to_the_same_result(
     _same_output(stage, out, ref[stage])
     leftovers = [p.name for p in tmp_path.iterdir() if ".tmp-" in p.name]
     assert leftovers == [] and not work_dir(out).exists()
+    if stage == "sft_tree" and target.endswith("save"):
+        assert read_json(out / "manifest.json")["resumed_from"] == f"checkpoint-{checkpoints[-1]}"
     if stage in ("sft", "rl"):
         manifest = read_json(out / "manifest.json")
         assert checkpoints, "the kill came before any checkpoint"
