@@ -146,6 +146,39 @@ def _rl_report(outputs: dict[str, Path], sft_metrics: dict[str, float]) -> dict[
     }
 
 
+def _model_settings(cfg: dict[str, Any], sft: dict[str, Any]) -> dict[str, Any]:
+    """What the results record of the generative model's settings and training run."""
+    if sft.get("family") == "tree":
+        return {
+            "family": "tree",
+            "tree": cfg["tree"],
+            "epochs_run": sft["counts"]["epochs"],
+            "best_epoch": sft["best_epoch"],
+            "parameters": sft["parameters"],
+            "teacher": sft["teacher"],
+        }
+    return {
+        "family": "lm",
+        "model": cfg["model"]["name_or_path"],
+        "model_shape": cfg["model"]["tiny_qwen2"],
+        "sft_format": cfg["sft"]["format"],
+        "epochs_configured": cfg["sft"]["epochs"],
+        "epochs_run": round(sft["counts"]["epochs"], 2),
+        "best_checkpoint": sft["best_checkpoint"],
+        "learning_rate": cfg["sft"]["learning_rate"],
+        "global_batch_size": cfg["sft"]["global_batch_size"],
+    }
+
+
+def _training_minutes(sft: dict[str, Any]) -> float:
+    """Minutes of training the generative model took: its own run, and the SASRec it distils
+    when it distils one (trained for it)."""
+    seconds = sft["seconds"]
+    if sft.get("teacher"):
+        seconds += read_json(Path(sft["teacher"]) / RESULTS_FILE)["train_seconds"]
+    return seconds / 60
+
+
 def _made(
     out: Path, cfg: dict[str, Any], keys: tuple[str, ...], build: Callable[[], Any], fresh: bool
 ) -> None:
@@ -336,6 +369,7 @@ def run(
         table = _classic(trained, outputs, baseline, variants)
     mine = _short(ours["metrics"])
     papers = _papers_protocol(ours)  # what the published generative rows report
+    minutes = _training_minutes(sft)
     goal = PUBLISHED[GOAL]
     return {
         "benchmark": "beauty",
@@ -354,14 +388,7 @@ def run(
         "settings": {
             "config": str(config),
             "overrides": overrides,
-            "model": cfg["model"]["name_or_path"],
-            "model_shape": cfg["model"]["tiny_qwen2"],
-            "sft_format": cfg["sft"]["format"],
-            "epochs_configured": cfg["sft"]["epochs"],
-            "epochs_run": round(sft["counts"]["epochs"], 2),
-            "best_checkpoint": sft["best_checkpoint"],
-            "learning_rate": cfg["sft"]["learning_rate"],
-            "global_batch_size": cfg["sft"]["global_batch_size"],
+            **_model_settings(cfg, sft),
             "num_beams": ours["num_beams"],
             "seed": cfg["seed"],
         },
@@ -371,7 +398,7 @@ def run(
                 "history_kept": papers,
                 "strict": _short(ours["metrics_strict"]),
                 "ci95": _intervals(outputs["evaluate"]),
-                "train_minutes": round(sft["seconds"] / 60, 1),
+                "train_minutes": round(minutes, 1),
                 "eval_seconds": ours["seconds"],
             },
             "sasrec": baseline,
@@ -388,8 +415,9 @@ def run(
             "met": papers["R@10"] > goal["R@10"] and papers["N@10"] > goal["N@10"],
             "beats_sasrec": None
             if baseline is None
-            else all(mine[k] > baseline[k] for k in ("R@10", "N@10")),
-            f"under_{MINUTES}_minutes": sft["seconds"] < MINUTES * 60,
+            else all(mine[k] > baseline[k] for k in ("R@10", "N@10"))
+            and versus["N@10"]["ci95_low"] > 0,
+            f"under_{MINUTES}_minutes": minutes < MINUTES,
         },
         "sasrec_goal": sasrec_goal,
         "wall_seconds": round(time.perf_counter() - started, 1),

@@ -588,10 +588,6 @@ def _load(
     """The dataset, the model's SIDs (and their directory) and the model as a decoder; refuses
     a dataset of another catalog and groups larger than the catalog."""
     r = cfg["rl"]
-    if is_tree_model(model_dir):
-        raise InputError(
-            model_dir, "is a tree model; GRPO and DPO train LM models (model.family lm)"
-        )
     table, sid_dir = model_sids(model_dir)
     ds, _ = read_dataset(data)
     if ds.items.height != len(table.codes):
@@ -626,6 +622,10 @@ def train_rl(
     sasrec = Path(sasrec) if sasrec is not None else None
     r = cfg["rl"]
     _check(cfg, embeddings, sasrec)
+    if is_tree_model(model_dir):
+        raise InputError(
+            model_dir, "is a tree model; GRPO and DPO train LM models (model.family lm)"
+        )
     grpo = r["algo"] == "grpo"
     spec = PromptSpec.load(model_dir)
     state = PartialState(cpu=not torch.cuda.is_available())

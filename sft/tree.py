@@ -23,6 +23,7 @@ import torch
 from accelerate import PartialState
 from transformers.trainer import TRAINER_STATE_NAME
 
+from sidrec.core.config import stage_path
 from sidrec.core.dataset import Dataset, read_dataset
 from sidrec.core.errors import InputError, SidrecError
 from sidrec.core.io import atomic_dir, read_json, write_json
@@ -50,6 +51,8 @@ from sidrec.core.tree_model import (
 )
 
 VALID_K = 10
+# tree.teacher's name for the SASRec at paths.sasrec
+TEACHER_STAGE = "sasrec"
 SELECT = f"NDCG@{VALID_K}"
 TRAINING_FILE = "training.pt"
 
@@ -69,14 +72,24 @@ def _check(t: dict[str, Any]) -> None:
         raise SidrecError(f"bad tree settings: {'; '.join(bad)}")
 
 
-def _teacher(t: dict[str, Any], n_items: int) -> SASRec | None:
-    """The SASRec to distil (``tree.teacher``), checked against the dataset and ``max_len``."""
-    if t["teacher"] is None or t["distill_weight"] == 0:
+def teacher_path(cfg: dict[str, Any]) -> Path | None:
+    """Where the SASRec to distil is: ``tree.teacher`` (``sasrec`` = ``paths.sasrec``, what
+    ``sidrec pipeline`` trains first), or None."""
+    given = cfg["tree"]["teacher"]
+    if given is None or cfg["tree"]["distill_weight"] == 0:
         return None
-    model, max_len = load_sasrec(t["teacher"], n_items)
-    if max_len < t["max_len"]:
+    return stage_path(cfg, "sasrec") if given == TEACHER_STAGE else Path(given)
+
+
+def _teacher(cfg: dict[str, Any], n_items: int) -> SASRec | None:
+    """The SASRec to distil, checked against the dataset and ``tree.max_len``."""
+    path = teacher_path(cfg)
+    if path is None:
+        return None
+    model, max_len = load_sasrec(path, n_items)
+    if max_len < cfg["tree"]["max_len"]:
         raise InputError(
-            t["teacher"], f"reads {max_len} items of history, tree.max_len is {t['max_len']}"
+            path, f"reads {max_len} items of history, tree.max_len is {cfg['tree']['max_len']}"
         )
     return model
 
@@ -243,7 +256,7 @@ def train_tree(
         raise InputError(
             sid, f"holds SIDs of {len(table.codes)} items, {data} has {ds.items.height}"
         )
-    teacher = _teacher(t, ds.items.height)
+    teacher = _teacher(cfg, ds.items.height)
     run = Run("sft", cfg, {"data": str(data), "sid": str(sid)}, cfg["seed"])
     state = PartialState(cpu=not torch.cuda.is_available())
     with ExitStack() as stack:
@@ -275,7 +288,7 @@ def train_tree(
                 best_valid_ndcg10=top[SELECT],
                 train_seconds=round(progress["seconds"], 1),
                 parameters=sum(p.numel() for p in model.parameters()),
-                teacher=str(t["teacher"]) if teacher is not None else None,
+                teacher=str(teacher_path(cfg)) if teacher is not None else None,
             )
         shutil.rmtree(work, ignore_errors=True)
     return manifest

@@ -41,7 +41,7 @@ from sidrec.rq.embed import embed_dataset
 from sidrec.rq.stage import build_sids, report_sids
 from sidrec.sft.convert import convert
 from sidrec.sft.train import train_sft
-from sidrec.sft.tree import train_tree
+from sidrec.sft.tree import TEACHER_STAGE, train_tree
 
 IMPORTED = "imported"
 
@@ -84,6 +84,18 @@ def _examples(cfg: dict[str, Any], out: Path, fresh: bool) -> None:
 
 def _lm(cfg: dict[str, Any]) -> bool:
     return model_family(cfg) == "lm"
+
+
+def _distils_sasrec(cfg: dict[str, Any]) -> bool:
+    """Whether the tree model distils the SASRec this pipeline trains (``tree.teacher:
+    sasrec``)."""
+    return not _lm(cfg) and cfg["tree"]["teacher"] == TEACHER_STAGE
+
+
+def _sasrec(cfg: dict[str, Any], out: Path, fresh: bool) -> None:
+    from sidrec.baselines.sasrec import train_sasrec
+
+    train_sasrec(stage_path(cfg, "data"), out, cfg, overwrite=True)
 
 
 def _sft(cfg: dict[str, Any], out: Path, fresh: bool) -> None:
@@ -161,6 +173,7 @@ STAGES = (
     Stage("embeddings", ("embed",), _embed, needed=lambda c: not _imported(c)),
     Stage("sid", ("seed", "sid"), _sid, lambda p: report_sids(sid=p)[1]),
     Stage("examples", ("seed", "convert", "sft.format", "sft.max_length"), _examples, needed=_lm),
+    Stage("sasrec", ("seed", "data", "sasrec", "evaluate"), _sasrec, needed=_distils_sasrec),
     Stage("sft", ("seed", "model", "generation", "sft", "tree", "decoding"), _sft),
     Stage("evaluate", ("seed", "evaluate", "decoding"), _evaluator("sft"), _show_results),
     Stage(
@@ -269,6 +282,8 @@ def run_pipeline(
     :data:`ACTIONS` decides each stage in range (default: reuse a current output, build or
     resume the rest); ``runs`` collects a :class:`StageRun` per stage."""
     _check_bounds(start, until)
+    if _rl_enabled(cfg) and not _lm(cfg):
+        raise SidrecError("rl.enabled: GRPO and DPO train LM models; model.family tree needs false")
     runs = [] if runs is None else runs
     outputs: dict[str, Path] = {}
     begun = start is None

@@ -152,3 +152,31 @@ def test_bad_days_are_refused_naming_the_file_and_row(demo_model: dict, tmp_path
     with pytest.raises(SidrecError, match="update.tolerance"):
         run_update(model, day, state, _cfg(demo_model, "update.tolerance=-1"))
     assert not (state / STATE_FILE).exists()  # nothing was applied
+
+
+def test_a_tree_model_updates_on_its_grown_catalog(demo_model: dict, tmp_path: Path) -> None:
+    from sidrec.core.tree_model import load_tree
+    from sidrec.sft.tree import train_tree
+
+    out, state = demo_model["outputs"], tmp_path / "state"
+    tree = ["model.family=tree", "tree.epochs=2", "tree.hidden=16", "swanlab.mode=disabled"]
+    cfg = model_config(demo_model["model"], None, tree)
+    train_tree(out["data"], out["sid"], tmp_path / "tree", cfg)
+    day_cfg = model_config(
+        tmp_path / "tree", None, ["update.tolerance=1", "update.replay_valid=20"]
+    )
+    row = run_update(tmp_path / "tree", _day(tmp_path, "d1", demo_model, 3), state, day_cfg)
+    assert row["decision"] == "promoted" and row["items"] == 153
+    model = serving(state)["model"]
+    assert read_json(model / "manifest.json")["family"] == "tree"
+    assert load_tree(model).representative.sum() == 153  # every new item is a SID of its own
+    svc = load_service(model_config(model, None, ["serve.registry=memory"]), None, state, None)
+    found = svc.rec.recommend([svc.rec.resolve(["NEW-150", 3])], k=153)[0]
+    assert len(found) == 153 and {f["item_id"] for f in found} == set(range(153))
+    with pytest.raises(SidrecError, match="GRPO trains LM models"):
+        run_update(
+            tmp_path / "tree",
+            tmp_path / "d1",
+            tmp_path / "s2",
+            {**day_cfg, "update": {**day_cfg["update"], "rl": True}},
+        )

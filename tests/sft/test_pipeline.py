@@ -10,6 +10,7 @@ from transformers import AutoModelForCausalLM
 
 from sidrec.app.pipeline import StageRun, format_summary, run_pipeline
 from sidrec.core.config import load_config
+from sidrec.core.errors import SidrecError
 from sidrec.core.io import read_json
 from sidrec.core.model_dir import load_tokenizer
 from sidrec.core.prompts import PromptSpec
@@ -88,6 +89,39 @@ def test_demo_pipeline_runs_through_sft_and_rl(tmp_path: Path) -> None:
     assert report["evaluation"] == str(outputs["evaluate"])
 
 
+def test_a_tree_pipeline_distils_the_sasrec_it_trains_first(tmp_path: Path) -> None:
+    tree = ["model.family=tree", "tree.teacher=sasrec", "tree.epochs=2", "tree.hidden=16"]
+    fast = ["sasrec.epochs=2", "sasrec.hidden=16", "rl.enabled=false"]
+    cfg = load_config(
+        REPO / "configs" / "demo.yaml", [*tiny_demo(tmp_path), *TINY_MODEL, *tree, *fast]
+    )
+    logs: list[str] = []
+    outputs = run_pipeline(cfg, log=logs.append)
+    assert list(outputs) == [
+        "data",
+        "embeddings",
+        "sid",
+        "sasrec",
+        "sft",
+        "evaluate",
+        "analyze",
+        "suggest",
+    ]
+    assert "[examples] not needed for this config" in logs
+    manifest = read_json(outputs["sft"] / "manifest.json")
+    assert manifest["family"] == "tree" and manifest["teacher"] == str(outputs["sasrec"])
+    results = read_json(outputs["evaluate"] / "results.json")
+    assert results["family"] == "tree" and results["users"] == 64
+    with pytest.raises(SidrecError, match="GRPO and DPO train LM models"):
+        run_pipeline(
+            load_config(
+                REPO / "configs" / "demo.yaml",
+                [*tiny_demo(tmp_path), *TINY_MODEL, *tree, *fast[:2], "rl.enabled=true"],
+            ),
+            log=logs.append,
+        )
+
+
 def test_beauty_config_trains_on_whole_sequences(
     tmp_path: Path, letter_src: Path, beauty_titles: Path
 ) -> None:
@@ -99,6 +133,7 @@ def test_beauty_config_trains_on_whole_sequences(
             f"data.letter.titles={beauty_titles / 'Beauty.titles.json'}",
             f"data.letter.asins={beauty_titles / 'Beauty.item2asin.tsv'}",
             *TINY_MODEL,
+            "model.family=lm",  # the profile's LM recipe (it ships the tree family)
         ],
     )
     outputs = run_pipeline(cfg, log=lambda _: None)
