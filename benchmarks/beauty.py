@@ -1,9 +1,12 @@
 """The Beauty benchmark (docs/benchmarks.md): LETTER's SIDs, leave-one-out, 20 beams, full ranking.
 
-Runs ``sidrec pipeline`` with ``configs/beauty.yaml`` (data -> LETTER's SIDs -> whole-sequence
-SFT of a from-scratch Qwen2-architecture model -> constrained beam search over every test
-user), trains and evaluates SASRec on the same split and test rows, and prints one JSON object
-with both beside the published rows. ``--rl`` adds GRPO from the SFT model (the config's
+Runs ``sidrec pipeline`` with ``configs/beauty.yaml`` (data -> LETTER's SIDs -> the SASRec
+teacher -> the tree family distilled from it, every SID scored exactly for every test user;
+with ``model.family=lm``: whole-sequence SFT of a from-scratch Qwen2-architecture model and
+constrained beam search), trains and evaluates SASRec on the same split and test rows (the
+teacher itself, reused), and prints one JSON object with both beside the published rows and
+the paired interval of their difference. The generative model's training minutes include its
+teacher's. ``--rl`` adds GRPO from the SFT model (the config's
 ``rl`` section) and reports HR@1/5/10/20 and NDCG@5/10 of SFT and SFT+RL on all test users.
 Stages already complete with the same config are reused (``--fresh`` rebuilds them);
 ``--no-sasrec`` leaves the baseline out; ``--sasrec-variants`` also trains SASRec with

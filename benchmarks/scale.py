@@ -14,7 +14,8 @@ Per size and method it reports the build's seconds and peak memory, the prefix i
 seconds and peak memory (Qwen2.5's vocabulary plus the SID tokens), the constraint's
 milliseconds per decoding step at 50 beams x 32 users (every beam at a real SID prefix: the
 mask of the step's columns and the trie walk, as :func:`sidrec.core.decoding.beam_search` does
-them), and ``sid assign`` for 1,000 new items. Memory is the process's resident set sampled
+them), ``sid assign`` for 1,000 new items, and the tree family's exact scoring of every SID
+for 32 users (:func:`exact_scoring`). Memory is the process's resident set sampled
 every millisecond. Prints one JSON object, with the constraint step at the largest size over
 its cost at the smallest.
 
@@ -37,7 +38,8 @@ from sidrec.core.config import load_config
 from sidrec.core.decoding import Catalog, PrefixIndex
 from sidrec.core.embeddings import EMBEDDINGS_FILE
 from sidrec.core.manifest import git_commit, machine, measured, print_report
-from sidrec.core.sids import read_sid_dir
+from sidrec.core.sids import SidTable, read_sid_dir
+from sidrec.core.tree_model import TreeSID, Trie
 from sidrec.rq.stage import assign_sids, build_sids
 
 SIZES = (10_000, 100_000, 1_000_000)
@@ -45,6 +47,16 @@ METHODS = ("rqkmeans", "rqkmeans-constrained")
 DIM, TOPICS, SUBTOPICS, ITEM_DIRECTIONS = 384, 64, 32, 48
 BEAMS, USERS, NEW_ITEMS = 50, 32, 1000
 QWEN_VOCAB, QWEN_EOS = 151_665, 151_645
+# the tree family's network as configs/beauty.yaml trains it
+TREE_SHAPE = {
+    "hidden": 64,
+    "layers": 2,
+    "heads": 2,
+    "dropout": 0.5,
+    "position": "rope",
+    "max_len": 50,
+    "node_embeddings": True,
+}
 
 
 def embeddings(n: int, seed: int = 0) -> np.ndarray:
@@ -93,6 +105,31 @@ def constraint_ms_per_step(index: PrefixIndex, repeats: int = 5) -> float:
     return total / (index.depth + 1) * 1e3
 
 
+def exact_scoring(table: SidTable, repeats: int = 3) -> dict[str, Any]:
+    """The tree family's cost over ``table``'s catalog: the trie's build, the model's
+    parameters, and scoring every SID for a batch of users (best of ``repeats``)."""
+    trie, build = measured(lambda: Trie(table))
+    n = len(table.codes)
+    model = TreeSID(n, trie, TREE_SHAPE).eval()
+    seq = torch.randint(1, n + 1, (USERS, TREE_SHAPE["max_len"]))
+
+    def score() -> torch.Tensor:
+        with torch.no_grad():
+            return model.item_scores(model.encode(seq)[:, -1])
+
+    scores, cost = measured(score)
+    best = cost["seconds"]
+    for _ in range(repeats - 1):
+        best = min(best, measured(score)[1]["seconds"])
+    return {
+        "trie_build": build,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "ms_per_batch": round(best * 1000, 2),
+        "peak_mb": cost["peak_mb"],
+        "sums_to_one": bool(torch.allclose(scores.exp().sum(1), torch.ones(USERS), atol=1e-3)),
+    }
+
+
 def one(n: int, method: str, tmp: Path) -> dict[str, Any]:
     """Build, index, time and grow a catalog of ``n`` items with ``method``."""
     emb = tmp / f"emb_{n}"
@@ -133,6 +170,7 @@ def one(n: int, method: str, tmp: Path) -> dict[str, Any]:
         "constraint_ms_per_step": round(step_ms, 3),
         "sid_assign_1000_new": assign,
         "assigned_distinct": assigned["distinct_sids"] == n + NEW_ITEMS,
+        "tree_exact_scoring": exact_scoring(table),
     }
 
 
@@ -156,6 +194,11 @@ def run(sizes: tuple[int, ...] = SIZES, methods: tuple[str, ...] = METHODS) -> d
                     rows[-1]["sid_build"]["seconds"] / rows[0]["sid_build"]["seconds"], 1
                 ),
                 "items_largest_over_smallest": rows[-1]["items"] // rows[0]["items"],
+                "exact_scoring_largest_over_smallest": round(
+                    rows[-1]["tree_exact_scoring"]["ms_per_batch"]
+                    / rows[0]["tree_exact_scoring"]["ms_per_batch"],
+                    1,
+                ),
             }
     return {
         "benchmark": "scale",
@@ -164,6 +207,9 @@ def run(sizes: tuple[int, ...] = SIZES, methods: tuple[str, ...] = METHODS) -> d
         f"index over Qwen2.5's {QWEN_VOCAB} tokens plus the SID tokens; constraint: mask of a "
         f"step's columns and trie walk for {BEAMS} beams x {USERS} users at real prefixes, "
         f"best of 5, mean over steps; sid assign: {NEW_ITEMS} new items with frozen codebooks; "
+        f"tree exact scoring: every SID's log-probability for {USERS} users of "
+        f"{TREE_SHAPE['max_len']} items (the Beauty recipe's {TREE_SHAPE['hidden']}-d model, "
+        "random weights), best of 3; "
         "peak_mb: the process's resident set (sampled every ms), added_mb: above where it was",
         "results": results,
         "ratios": ratios,

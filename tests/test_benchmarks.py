@@ -71,6 +71,8 @@ def test_scale_benchmark() -> None:
         assert row["sid_build"]["seconds"] > 0 and row["prefix_index"]["peak_mb"] > 0
         assert row["constraint_ms_per_step"] > 0
         assert row["sid_assign_1000_new"]["seconds"] > 0
+        exact = row["tree_exact_scoring"]
+        assert exact["sums_to_one"] and exact["ms_per_batch"] > 0 and exact["parameters"] > 0
     assert set(result["ratios"]) == {"rqkmeans", "rqkmeans-constrained"}
 
 
@@ -195,37 +197,3 @@ def test_beauty_classic_table(tmp_path: Path, capsys: pytest.CaptureFixture) -> 
     models += ["sasrec:moe_experts=4"]
     assert all(m in shown for m in models), shown
     assert len(read_ledger(tmp_path / "experiments.csv")) == 9  # with the valid-split beams
-
-
-def test_tree_probe_scores_a_distribution_over_the_catalog() -> None:
-    """The probe's SID-trie head: every history gets probabilities over the distinct SIDs that
-    sum to one, and the training loss (softmax over the target's siblings only) is exactly
-    -log p(target SID)."""
-    import argparse
-
-    import numpy as np
-    import torch
-
-    probe = _load("tree_probe")
-    rng = np.random.default_rng(0)
-    codes = sorted({tuple(int(c) for c in row) for row in rng.integers(0, 4, (40, 3))})
-    trie = probe.Trie([list(c) for c in codes])
-    assert trie.node.shape == (len(codes), 3) and len(trie.parent[0]) == len({c[0] for c in codes})
-    a = argparse.Namespace(
-        hidden=16, layers=1, heads=2, dropout=0.0, max_len=10, position="learned",
-        id_scale=1.0, node_emb=True, head_dropout=0.0,
-    )  # fmt: skip
-    item_codes = np.zeros((len(codes) + 1, 3), np.int64)
-    item_codes[1:] = np.array(codes) + 1
-    model = probe.TreeSID(len(codes), item_codes, trie, a)
-    torch.manual_seed(0)
-    for p in model.parameters():
-        torch.nn.init.normal_(p, std=0.5)
-    h = torch.randn(7, 16)
-    logp = model.sid_logp(h)
-    assert torch.allclose(logp.exp().sum(1), torch.ones(7), atol=1e-5)
-    target = torch.as_tensor(rng.integers(0, len(codes), 7))
-    exact = -logp.gather(1, target[:, None]).mean()
-    assert torch.allclose(probe._tree_loss(model, h, target), exact, atol=1e-5)
-    seq = torch.tensor([[0, 3, 5], [1, 2, 4]])
-    assert model.encode(seq).shape == (2, 3, 16)

@@ -18,7 +18,7 @@ from sidrec.core.errors import SidrecError
 from sidrec.core.io import read_json
 from sidrec.core.sids import SidTable
 from sidrec.core.training import work_dir
-from sidrec.core.tree_model import Trie, TreeSID, grown_state, load_tree, rank_tree
+from sidrec.core.tree_model import TreeSID, Trie, grown_state, rank_tree
 from sidrec.serve.recommend import Recommender
 from sidrec.sft import tree as tree_stage
 
