@@ -15,8 +15,9 @@ Profiles:
   qwen2.5-0.5b  Amazon-2018 Industrial_and_Scientific (downloaded), BAAI/bge-small-en-v1.5,
                 constrained RQ-Kmeans SIDs, Qwen2.5-0.5B-Instruct, MiniOneRec's SFT and RL
                 recipe; needs a GPU (the default when nvidia-smi finds one)
-  demo          the embedded synthetic dataset, the offline MiniLM embedder and a small model
-                trained from scratch, on CPU in minutes (the default without a GPU)
+  demo          the embedded synthetic dataset, the offline MiniLM embedder and the tree
+                model (SID-trie head, exact scoring), on CPU in minutes (the default without a
+                GPU); model.family=lm rl.enabled=true trains a small LM and GRPO instead
   custom        your own catalog: --interactions FILE --items FILE (CSV, TSV, JSON lines or
                 parquet; columns data.interactions.*_col, default user_id, item_id,
                 timestamp / item_id, title), with the demo's CPU-sized model
@@ -26,12 +27,13 @@ Options:
   --interactions F   the custom profile's interactions file (data.interactions.interactions)
   --items F          the custom profile's items file (data.interactions.items)
   --sid-method M     rqkmeans | rqkmeans-constrained | rqkmeans-plus | rqvae (sid.method)
-  --model NAME       a hub name, a local path, tiny-qwen2 or smollm2-135m (model.name_or_path)
+  --model NAME       a hub name, a local path, tiny-qwen2 or smollm2-135m (model.name_or_path;
+                     the LM family)
   --overlay FILE     a `sidrec suggest` overlay (suggested.yaml), applied over the profile
   --from STAGE       start here; earlier stages must be complete and are used as they are
   --to STAGE         stop after this stage
-                     stages: data embeddings sid examples sft evaluate rl evaluate_rl
-                             analyze suggest
+                     stages: data embeddings sid examples sasrec sft evaluate rl
+                             evaluate_rl analyze suggest
   --yes              take every default without asking (also when stdin is not a terminal)
   --force            rebuild every stage
   -h, --help         this help

@@ -37,7 +37,7 @@ from typing import Any
 import yaml
 
 from sidrec.analysis.analyze import REPORT_FILE
-from sidrec.core.config import dotted, load_config, model_reads_text
+from sidrec.core.config import dotted, load_config, model_family, model_reads_text
 from sidrec.core.errors import InputError, SidrecError
 from sidrec.core.io import atomic_dir, read_json, write_json
 from sidrec.core.manifest import Run
@@ -87,7 +87,10 @@ def _base_config(report: dict[str, Any]) -> dict[str, Any]:
 def _prompt_examples(cfg: dict[str, Any], s: Strategy) -> bool:
     """Whether SFT trains on prompt-format examples, which ``convert.popularity_balance`` and
     ``convert.recent_items`` shape (``sft.format=sequence`` trains whole sequences); noted in
-    ``s``'s evidence when not."""
+    ``s``'s evidence when not (nor does the tree family, which trains on sequences)."""
+    if model_family(cfg) == "tree":
+        s.evidence["not_applicable"] = "model.family=tree: no examples"
+        return False
     if cfg["sft"]["format"] == "prompt":
         return True
     s.evidence["not_applicable"] = f"sft.format={cfg['sft']['format']}: no per-target examples"

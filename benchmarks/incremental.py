@@ -128,6 +128,7 @@ def run(
             "run_name=incremental",
             f"sft.epochs={base_epochs}",
             "swanlab.mode=disabled",
+            "model.family=lm",  # the LM recipe's daily updates (the demo ships the tree family)
             *overrides,
         ],
     )

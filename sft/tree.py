@@ -132,7 +132,8 @@ def _epoch(
     model.train()
     total, count = 0.0, 0
     w = t["distill_weight"] if teacher is not None else 0.0
-    for seq, target in window_batches(windows, t["batch_size"], rng):
+    device = model.item_codes.device
+    for seq, target in window_batches(windows, t["batch_size"], rng, device):
         keep = target >= 0
         h, items = model.encode(seq)[keep], target[keep]
         loss = model.loss(h, items)
@@ -163,6 +164,8 @@ def _save_checkpoint(
     ckpt.mkdir(parents=True)
     torch.save(model.state_dict(), ckpt / TREE_FILE)
     saved = {"optimizer": opt.state_dict(), "torch_rng": torch.get_rng_state(), "best": best}
+    if torch.cuda.is_available():
+        saved["cuda_rng"] = torch.cuda.get_rng_state_all()
     torch.save(saved, ckpt / TRAINING_FILE)
     write_json(ckpt / TRAINER_STATE_NAME, progress)
     for old in (work / CHECKPOINTS).iterdir():
@@ -179,6 +182,8 @@ def _restore(
     saved = torch.load(ckpt / TRAINING_FILE, weights_only=True)
     opt.load_state_dict(saved["optimizer"])
     torch.set_rng_state(saved["torch_rng"])
+    if "cuda_rng" in saved and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(saved["cuda_rng"])
     progress = read_json(ckpt / TRAINER_STATE_NAME)
     rng.bit_generator.state = progress["numpy_rng"]
     return progress, saved["best"]
@@ -256,15 +261,17 @@ def train_tree(
         raise InputError(
             sid, f"holds SIDs of {len(table.codes)} items, {data} has {ds.items.height}"
         )
-    teacher = _teacher(cfg, ds.items.height)
     run = Run("sft", cfg, {"data": str(data), "sid": str(sid)}, cfg["seed"])
     state = PartialState(cpu=not torch.cuda.is_available())
+    teacher = _teacher(cfg, ds.items.height)
+    if teacher is not None:
+        teacher.to(state.device)
     with ExitStack() as stack:
         settings = {"seed": cfg["seed"], "family": cfg["model"]["family"], "tree": t}
         work = claim_output(stack, state, out, run, settings, resume, overwrite)
         last = last_checkpoint(work) if resume else None
         torch.manual_seed(cfg["seed"])
-        model = _initial_model(t, table)
+        model = _initial_model(t, table).to(state.device)
         opt = torch.optim.AdamW(
             model.parameters(), lr=t["learning_rate"], weight_decay=t["weight_decay"]
         )

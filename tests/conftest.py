@@ -66,8 +66,11 @@ def small_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"data": root / "data", "sid": root / "sid", "root": root}
 
 
-# a 1-layer Qwen2 with Qwen2's tokenizer, no dashboard
+# a 1-layer Qwen2 with Qwen2's tokenizer, no dashboard; the LM family with GRPO after SFT
+# (configs/demo.yaml ships the tree family)
 TINY_QWEN2 = [
+    "model.family=lm",
+    "rl.enabled=true",
     "model.name_or_path=tiny-qwen2",
     "model.tiny_qwen2.hidden_size=32",
     "model.tiny_qwen2.intermediate_size=64",

@@ -190,9 +190,10 @@ def model_family(cfg: dict[str, Any]) -> str:
 
 def model_reads_text(cfg: dict[str, Any]) -> bool:
     """Whether the configured model's vocabulary holds words, so title tasks can train (not
-    ``tiny-qwen2`` with ``model.tiny_qwen2.vocab=sid``: SID tokens only)."""
+    the tree family, nor ``tiny-qwen2`` with ``model.tiny_qwen2.vocab=sid``: SID tokens only)."""
     m = cfg["model"]
-    return not (m["name_or_path"] == "tiny-qwen2" and m["tiny_qwen2"]["vocab"] == "sid")
+    sid_only = m["name_or_path"] == "tiny-qwen2" and m["tiny_qwen2"]["vocab"] == "sid"
+    return model_family(cfg) == "lm" and not sid_only
 
 
 def leaf_keys(tree: dict[str, Any], prefix: str = "") -> list[str]:

@@ -17,6 +17,8 @@ from sidrec.core.prompts import PromptSpec
 
 REPO = Path(__file__).resolve().parents[2]
 TINY_MODEL = [
+    "model.family=lm",
+    "rl.enabled=true",
     "model.tiny_qwen2.hidden_size=32",
     "model.tiny_qwen2.intermediate_size=64",
     "model.tiny_qwen2.num_hidden_layers=1",
