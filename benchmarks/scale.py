@@ -56,6 +56,7 @@ TREE_SHAPE = {
     "position": "rope",
     "max_len": 50,
     "node_embeddings": True,
+    "tie_leaves": False,
 }
 
 
