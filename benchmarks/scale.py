@@ -56,7 +56,6 @@ TREE_SHAPE = {
     "position": "rope",
     "max_len": 50,
     "node_embeddings": True,
-    "tie_leaves": False,
 }
 
 

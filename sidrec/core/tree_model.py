@@ -30,16 +30,7 @@ from sidrec.core.sids import SidTable
 TREE_FILE = "tree.pt"
 TREE_CONFIG = "tree.json"
 # the ``tree`` settings that shape the network (recorded in tree.json)
-SHAPE_KEYS = (
-    "hidden",
-    "layers",
-    "heads",
-    "dropout",
-    "position",
-    "max_len",
-    "node_embeddings",
-    "tie_leaves",
-)
+SHAPE_KEYS = ("hidden", "layers", "heads", "dropout", "position", "max_len", "node_embeddings")
 
 
 class Trie:
@@ -111,10 +102,7 @@ class TreeSID(nn.Module):
         sizes = trie.codebook_sizes
         self.code_in = nn.ModuleList(nn.Embedding(k + 1, h, padding_idx=0) for k in sizes)
         self.code_out = nn.ModuleList(nn.Embedding(k, h) for k in sizes)
-        # with tie_leaves a leaf's own vector is its item's input embedding (as SASRec ties
-        # them), so only the levels above the leaves have free node vectors
-        free = trie.parent[:-1] if s["tie_leaves"] else trie.parent
-        self.node_out = nn.ModuleList(nn.Embedding(len(p), h) for p in free)
+        self.node_out = nn.ModuleList(nn.Embedding(len(p), h) for p in trie.parent)
         self.node_bias = nn.ParameterList(nn.Parameter(torch.zeros(len(p))) for p in trie.parent)
         for m in (*self.code_in, *self.code_out, *self.node_out):
             _init(m)
@@ -124,11 +112,6 @@ class TreeSID(nn.Module):
         self._buffer("sid_node", trie.node)
         self._buffer("sid_of_item", trie.sid_of_item)
         self._buffer("representative", trie.representative)
-        leaf_item = np.zeros(len(trie.parent[-1]), np.int64)  # each leaf's first item
-        leaf_item[trie.node[trie.sid_of_item[trie.representative], -1]] = np.flatnonzero(
-            trie.representative
-        )
-        self._buffer("leaf_token", leaf_item + 1)
         for lv in range(self.levels):
             self._buffer(f"parent{lv}", trie.parent[lv])
             self._buffer(f"code{lv}", trie.code[lv])
@@ -147,11 +130,7 @@ class TreeSID(nn.Module):
     def node_vectors(self, lv: int) -> torch.Tensor:
         """The output vector of every node of level ``lv``: (n_l, H)."""
         w = self.code_out[lv].weight[getattr(self, f"code{lv}")]
-        if not self.node_emb:
-            return w
-        if lv < len(self.node_out):
-            return w + self.node_out[lv].weight
-        return w + self.encoder.item.weight[self.leaf_token]  # tied leaves
+        return w + self.node_out[lv].weight if self.node_emb else w
 
     def sibling_logits(self, h: torch.Tensor, lv: int, parents: torch.Tensor) -> torch.Tensor:
         """Logits (N, widest) of the children of ``parents`` (N,) at level ``lv`` >= 1 for
@@ -265,13 +244,11 @@ def grown_state(
         old_keys = old.node_keys(lv)
         pairs = [(n, old_keys[p]) for p, n in new.trie.node_keys(lv).items() if p in old_keys]
         to, src = (torch.as_tensor(x) for x in zip(*pairs, strict=True))
-        bias = out[f"node_bias.{lv}"]
+        weight, bias = out[f"node_out.{lv}.weight"], out[f"node_bias.{lv}"]
+        weight.zero_()
         bias.zero_()
+        weight[to] = state[f"node_out.{lv}.weight"][src]
         bias[to] = state[f"node_bias.{lv}"][src]
-        if lv < len(new.node_out):
-            weight = out[f"node_out.{lv}.weight"]
-            weight.zero_()
-            weight[to] = state[f"node_out.{lv}.weight"][src]
     return out
 
 

@@ -30,7 +30,6 @@ SHAPE = {
     "position": "learned",
     "max_len": 8,
     "node_embeddings": True,
-    "tie_leaves": False,
 }
 TINY = [
     "model.family=tree",
@@ -62,13 +61,11 @@ def test_the_trie_holds_every_sid_once_with_its_path() -> None:
     assert trie.sids[trie.sid_of_item[0]].tolist() == [0, 1, 1]
 
 
-@pytest.mark.parametrize("tied", [False, True])
-def test_exact_scores_are_a_distribution_over_the_catalog(tied: bool) -> None:
+def test_exact_scores_are_a_distribution_over_the_catalog() -> None:
     table = random_sids(60, levels=3, k=4)
     table.codes[5] = list(table.codes[4])  # a shared SID counts once
     torch.manual_seed(0)
-    model = TreeSID(60, Trie(table), {**SHAPE, "tie_leaves": tied}).eval()
-    assert len(model.node_out) == (2 if tied else 3)
+    model = TreeSID(60, Trie(table), SHAPE).eval()
     seq = torch.tensor([[0, 0, 3, 9], [5, 6, 7, 8]])
     scores = model.item_scores(model.encode(seq)[:, -1])
     assert scores.shape == (2, 60) and torch.isinf(scores[:, 5]).all()
@@ -82,18 +79,16 @@ def test_exact_scores_are_a_distribution_over_the_catalog(tied: bool) -> None:
     assert (np.diff(top, axis=1) <= 0).all()
 
 
-@pytest.mark.parametrize("tied", [False, True])
-def test_a_grown_catalog_keeps_every_trained_node(tied: bool) -> None:
+def test_a_grown_catalog_keeps_every_trained_node() -> None:
     table = random_sids(40, levels=3, k=4)
     old = Trie(table)
     torch.manual_seed(0)
-    shape = {**SHAPE, "tie_leaves": tied}
-    model = TreeSID(40, old, shape)
+    model = TreeSID(40, old, SHAPE)
     used = {tuple(c) for c in table.codes}
     new_codes = [c for c in ([a, b, d] for a in range(4) for b in range(4) for d in range(4))]
     new_codes = [c for c in new_codes if tuple(c) not in used][:5]
     grown = SidTable([*table.codes, *new_codes], table.codebook_sizes)
-    bigger = TreeSID(45, Trie(grown), shape)
+    bigger = TreeSID(45, Trie(grown), SHAPE)
     bigger.load_state_dict(grown_state(model.state_dict(), old, bigger, 40))
     seq = torch.tensor([[0, 1, 2, 3]])
     with torch.no_grad():
