@@ -1,7 +1,8 @@
 """Where a GRPO step's time goes: rollout, reward and update, with our beam-search rollout and
 with ``generate`` + :class:`sidrec.core.decoding.SidConstraint` as the rollout, in the same run.
 
-Runs ``sidrec rl`` for a few steps from the demo SFT model (``configs/demo.yaml``; built with
+Runs ``sidrec rl`` for a few steps from the demo's LM SFT model (``configs/demo.yaml`` with
+``model.family=lm``, run ``demo-lm``; built with
 ``sidrec pipeline --until sft`` when missing) with G = 16 beams per prompt, once per rollout,
 and splits each step: rollout (the ``rollout_func``), reward (the reward functions) and update
 (everything else: log-probabilities of policy and reference model, loss, backward, optimizer
@@ -98,8 +99,13 @@ def one_run(cfg: dict[str, Any], model: Path, data: Path, rollout: str) -> dict[
     }
 
 
+# GRPO trains the demo's LM recipe (the profile ships the tree family), in its own run
+LM = ["model.family=lm", "rl.enabled=true", "run_name=demo-lm"]
+
+
 def run(steps: int, prompts: int, overrides: list[str]) -> dict[str, Any]:
     """Both rollouts on the same model, data and settings; the JSON-ready result."""
+    overrides = [*LM, *overrides]
     cfg = load_config(REPO / "configs" / "demo.yaml", overrides)
     model, data = stage_path(cfg, "sft"), stage_path(cfg, "data")
     if not is_complete(model):
