@@ -78,7 +78,8 @@ def test_demo_pipeline_runs_through_sft_and_rl(tmp_path: Path) -> None:
     logs.clear()
     runs.clear()
     run_pipeline(cfg, log=logs.append, runs=runs)
-    assert [m.split()[1] for m in logs if m.startswith("[")] == ["complete"] * 10
+    states = [m.split()[1] for m in logs if m.startswith("[") and "not needed" not in m]
+    assert states == ["complete"] * 10 and "[sasrec] not needed for this config" in logs
     assert {r.action for r in runs} == {"reused"}
     # RL off: the SFT model's evaluation is the one analysed
     logs.clear()
