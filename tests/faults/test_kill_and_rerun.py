@@ -249,8 +249,12 @@ def _same_output(stage: str, got: Path, want: Path) -> None:
         _same_weights(got, want)
         assert read_json(got / "prompting.json") == read_json(want / "prompting.json")
     elif stage == "sft_tree":
-        # the same epochs; weights up to float rounding (reloaded optimizer moments: ~1e-9)
-        assert read_json(got / "train_log.json") == read_json(want / "train_log.json")
+        # the same epochs; losses and weights up to float rounding (two processes' CPU
+        # scatter-adds and reloaded optimizer moments differ in the last bits: ~1e-7)
+        got_log, want_log = (read_json(d / "train_log.json") for d in (got, want))
+        assert [r["epoch"] for r in got_log] == [r["epoch"] for r in want_log]
+        for a, b in zip(got_log, want_log, strict=True):
+            assert a == pytest.approx(b, rel=1e-5, abs=1e-6)
         x, y = (torch.load(d / "tree.pt", weights_only=True) for d in (got, want))
         assert x.keys() == y.keys()
         for k in x:
