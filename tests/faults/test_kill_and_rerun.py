@@ -250,7 +250,8 @@ def _same_output(stage: str, got: Path, want: Path) -> None:
         assert read_json(got / "prompting.json") == read_json(want / "prompting.json")
     elif stage == "sft_tree":
         # the same epochs; losses and weights up to float rounding (two processes' CPU
-        # scatter-adds and reloaded optimizer moments differ in the last bits: ~1e-7)
+        # scatter-adds and reloaded optimizer moments differ in the last bits: losses ~1e-7,
+        # weights ~1e-6)
         got_log, want_log = (read_json(d / "train_log.json") for d in (got, want))
         assert [r["epoch"] for r in got_log] == [r["epoch"] for r in want_log]
         for a, b in zip(got_log, want_log, strict=True):
@@ -258,7 +259,7 @@ def _same_output(stage: str, got: Path, want: Path) -> None:
         x, y = (torch.load(d / "tree.pt", weights_only=True) for d in (got, want))
         assert x.keys() == y.keys()
         for k in x:
-            torch.testing.assert_close(x[k], y[k], rtol=0, atol=1e-6)
+            torch.testing.assert_close(x[k], y[k], rtol=0, atol=1e-5)
     elif stage in ("evaluate", "evaluate_tree"):
         assert (
             read_json(got / "results.json")["metrics"]
