@@ -602,6 +602,15 @@ def _load(
     return ds, table, sid_dir, decoder
 
 
+def _lm_model(model_dir: str | Path) -> Path:
+    """``model_dir``, refused when it holds a tree model (RL trains LMs)."""
+    if is_tree_model(model_dir):
+        raise InputError(
+            model_dir, "is a tree model; GRPO and DPO train LM models (model.family lm)"
+        )
+    return Path(model_dir)
+
+
 def train_rl(
     model_dir: str | Path,
     data: str | Path,
@@ -617,15 +626,11 @@ def train_rl(
     (and ``examples``' title tasks); write a model directory into ``out`` (checkpoints in
     ``<out>.partial/`` until done). Returns the manifest (an empty dict on processes other than
     the main one)."""
-    model_dir, out = Path(model_dir), Path(out)
+    model_dir, out = _lm_model(model_dir), Path(out)
     embeddings = Path(embeddings) if embeddings is not None else None
     sasrec = Path(sasrec) if sasrec is not None else None
     r = cfg["rl"]
     _check(cfg, embeddings, sasrec)
-    if is_tree_model(model_dir):
-        raise InputError(
-            model_dir, "is a tree model; GRPO and DPO train LM models (model.family lm)"
-        )
     grpo = r["algo"] == "grpo"
     spec = PromptSpec.load(model_dir)
     state = PartialState(cpu=not torch.cuda.is_available())

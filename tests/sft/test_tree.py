@@ -157,6 +157,16 @@ def test_evaluate_and_recommend_take_a_tree_model(
     assert len(rec.recommend([[120]], k=121)[0]) == 121
 
 
+def test_rl_refuses_a_tree_model(tree_model: Path, small_run: dict, tmp_path: Path) -> None:
+    from sidrec.core.errors import InputError
+    from sidrec.rl.train import train_rl
+
+    cfg = load_config(None, ["swanlab.mode=disabled"])
+    with pytest.raises(InputError, match="GRPO and DPO train LM models"):
+        train_rl(tree_model, small_run["data"], tmp_path / "rl", cfg)
+    assert not (tmp_path / "rl").exists()
+
+
 def test_an_interrupted_tree_run_resumes_to_the_same_weights(
     small_run: dict, tree_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
