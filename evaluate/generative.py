@@ -171,8 +171,7 @@ def _tree_ranking(
     histories = rows["history"].to_list()
     k, exclude = e["num_beams"], e["exclude_history"]
     started = time.perf_counter()
-    items, scores = rank_tree(model, histories, k, size, exclude)
-    unfiltered = rank_tree(model, histories, k, size)[0] if exclude else None
+    items, scores, unfiltered = rank_tree(model, histories, k, size, exclude)
     seconds = time.perf_counter() - started
     shared = np.bincount(model.trie.sid_of_item)
     info = {
@@ -186,7 +185,7 @@ def _tree_ranking(
         "users_per_second": round(len(histories) / seconds, 2),
         "bf16": False,
     }
-    return items, scores, unfiltered, info
+    return items, scores, unfiltered if exclude else None, info
 
 
 def evaluate_model(

@@ -95,7 +95,7 @@ class _TreeRanker:
         self, histories: Sequence[Sequence[int]], sids: list[str], k: int, batch_size: int
     ) -> tuple[np.ndarray, np.ndarray]:
         """The top ``k`` items (N, k) and their SIDs' log-probabilities (N, k)."""
-        return rank_tree(self.model, [list(h) for h in histories], k, batch_size)
+        return rank_tree(self.model, [list(h) for h in histories], k, batch_size)[:2]
 
 
 class Recommender:

@@ -212,7 +212,7 @@ def _fit(
     while progress["epoch"] < t["epochs"] and not _done(t, progress):
         started = time.perf_counter()
         loss = _epoch(model, opt, windows, t, rng, teacher)
-        top, _ = rank_tree(
+        top, _, _ = rank_tree(
             model, hist, VALID_K, t["eval_batch_size"], cfg["evaluate"]["exclude_history"]
         )
         found = hr_ndcg(target_ranks(top, target), [VALID_K])

@@ -200,25 +200,27 @@ def rank_tree(
     k: int,
     batch: int,
     exclude_history: bool = False,
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Top-``k`` items (N, k) and their SID log-probabilities (N, k) after each history, the
-    whole catalog scored exactly (without the history's own items when ``exclude_history``)."""
+    whole catalog scored exactly (without the history's own items when ``exclude_history``),
+    and the top-``k`` items of the same scores before the history was left out (N, k)."""
     model.eval()
     dev = model.item_codes.device
     max_len = model.encoder.max_len
     k = min(k, int(model.representative.sum()))
-    items, scores = [], []
+    items, scores, unfiltered = [], [], []
     for b in range(0, len(histories), batch):
         hists = histories[b : b + batch]
         seq = pad_left([[i + 1 for i in h[-max_len:]] for h in hists], max_len).to(dev)
         s = model.item_scores(model.encode(seq)[:, -1])
+        unfiltered.append(s.topk(k, dim=1).indices.cpu().numpy())
         if exclude_history:
             rows = [r for r, h in enumerate(hists) for _ in h]
             s[rows, [i for h in hists for i in h]] = float("-inf")
         top = s.topk(k, dim=1)
         items.append(top.indices.cpu().numpy())
         scores.append(top.values.float().cpu().numpy())
-    return np.concatenate(items), np.concatenate(scores)
+    return np.concatenate(items), np.concatenate(scores), np.concatenate(unfiltered)
 
 
 def is_tree_model(model_dir: str | Path) -> bool:

@@ -74,8 +74,10 @@ def test_exact_scores_are_a_distribution_over_the_catalog() -> None:
     h = model.encode(seq)[:, -1]
     loss = model.loss(h, torch.tensor([10, 20]))
     torch.testing.assert_close(loss, -(scores[0, 10] + scores[1, 20]) / 2)
-    items, top = rank_tree(model, [[2, 8], [4, 5, 6, 7]], 5, 1, exclude_history=True)
+    items, top, unfiltered = rank_tree(model, [[2, 8], [4, 5, 6, 7]], 5, 1, exclude_history=True)
     assert 8 not in items[0] and not set(items[1]) & {4, 5, 6, 7}
+    full = scores[1].topk(5).indices.numpy()  # the same history, nothing left out
+    assert unfiltered[1].tolist() == full.tolist()
     assert (np.diff(top, axis=1) <= 0).all()
 
 
