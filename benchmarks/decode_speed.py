@@ -151,14 +151,29 @@ def constraint_steps(
 
 
 MODELS = ("tiny", "smollm2-135m")
+# Qwen2.5-0.5B's shape (its config.json), for the GPU check (benchmarks/gpu_check.py)
+QWEN25_05B = {
+    "hidden_size": 896,
+    "intermediate_size": 4864,
+    "num_hidden_layers": 24,
+    "num_attention_heads": 14,
+    "num_key_value_heads": 2,
+    "rope_theta": 1000000.0,
+    "tie_word_embeddings": True,
+}
 
 
-def random_model(name: str, vocab_size: int, eos: int) -> PreTrainedModel:
-    """Random weights on a real architecture: ``tiny`` (Qwen2, hidden 128, 4 layers) or
-    ``smollm2-135m`` (SmolLM2-135M's Llama shape: hidden 576, 30 layers, 9 heads, 3 key-value
-    heads, tied embeddings), with ``vocab_size`` tokens."""
+def random_model(
+    name: str, vocab_size: int, eos: int, device: str | torch.device = "cpu"
+) -> PreTrainedModel:
+    """Random weights on a real architecture, on ``device``: ``tiny`` (Qwen2, hidden 128, 4
+    layers), ``smollm2-135m`` (SmolLM2-135M's Llama shape: hidden 576, 30 layers, 9 heads, 3
+    key-value heads, tied embeddings) or ``qwen2.5-0.5b`` (:data:`QWEN25_05B`), with
+    ``vocab_size`` tokens."""
     torch.manual_seed(0)
     common = {"vocab_size": vocab_size, "eos_token_id": eos, "pad_token_id": 0}
+    if name == "qwen2.5-0.5b":
+        return Qwen2ForCausalLM(Qwen2Config(**QWEN25_05B, **common)).to(device).eval()
     if name == "tiny":
         cfg = Qwen2Config(
             hidden_size=128,
@@ -169,7 +184,7 @@ def random_model(name: str, vocab_size: int, eos: int) -> PreTrainedModel:
             tie_word_embeddings=True,
             **common,
         )
-        return Qwen2ForCausalLM(cfg).eval()
+        return Qwen2ForCausalLM(cfg).to(device).eval()
     cfg = LlamaConfig(
         hidden_size=576,
         intermediate_size=1536,
@@ -181,19 +196,25 @@ def random_model(name: str, vocab_size: int, eos: int) -> PreTrainedModel:
         tie_word_embeddings=True,
         **common,
     )
-    return LlamaForCausalLM(cfg).eval()
+    return LlamaForCausalLM(cfg).to(device).eval()
 
 
 def whole_search(
-    table: SidTable, beams: int, batch: int, vocab: str, model_name: str, methods: list[str]
+    table: SidTable,
+    beams: int,
+    batch: int,
+    vocab: str,
+    model_name: str,
+    methods: list[str],
+    device: str | torch.device = "cpu",
 ) -> dict[str, Any]:
     """Seconds (one timed run after a warm-up) and peak memory of the whole constrained
-    search per method, the share of our search spent in the constraint, and whether every
-    method returned catalog SIDs only."""
+    search per method on ``device``, the share of our search spent in the constraint, and
+    whether every method returned catalog SIDs only."""
     catalog = Catalog.from_table(table)
     ids, size, eos, base = token_layout(table, vocab)
-    model = random_model(model_name, size, eos)
-    index = PrefixIndex(catalog, ids, eos, size)
+    model = random_model(model_name, size, eos, device)
+    index = PrefixIndex(catalog, ids, eos, size, device=model.device)
     allowed = prefix_dict(catalog.codes, ids, eos)
     rng = np.random.default_rng(1)
     prompts = [rng.integers(base, size, PROMPT).tolist() for _ in range(batch)]

@@ -41,6 +41,7 @@ from sidrec.core.sequences import query_rows
 from sidrec.core.sids import SidTable, read_sid_dir
 from sidrec.core.training import (
     CHECKPOINTS,
+    TimeBudget,
     accumulation_steps,
     claim_output,
     last_checkpoint,
@@ -452,6 +453,7 @@ def _trainer(
         callbacks.append(ranking)  # before early stopping, which reads its metric
     if len(valid) and s["early_stopping_patience"] > 0:
         callbacks.append(EarlyStoppingCallback(s["early_stopping_patience"]))
+    callbacks.append(TimeBudget(s["max_minutes"]))
     trainer = SidSFTTrainer(
         model=model,
         args=args,

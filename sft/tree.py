@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 from accelerate import PartialState
+from torch.optim.lr_scheduler import ReduceLROnPlateau
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from transformers.trainer import TRAINER_STATE_NAME
 
 from sidrec.core.config import stage_path
@@ -64,6 +66,8 @@ def _check(t: dict[str, Any]) -> None:
     bad += [f"tree.{k}={t[k]}" for k in ("patience", "max_valid_users", "max_minutes") if t[k] < 0]
     if not 0 <= t["dropout"] < 1 or not 0 <= t["distill_weight"] <= 1 or t["temperature"] <= 0:
         bad.append("tree.dropout in [0, 1), tree.distill_weight in [0, 1], tree.temperature > 0")
+    if not 0 < t["lr_factor"] <= 1 or not 0 <= t["ema"] < 1:
+        bad.append("tree.lr_factor in (0, 1], tree.ema in [0, 1)")
     if t["position"] not in POSITIONS:
         bad.append(f"tree.position one of {POSITIONS}")
     if t["hidden"] % t["heads"] or (t["position"] == "rope" and (t["hidden"] // t["heads"]) % 2):
@@ -127,8 +131,10 @@ def _epoch(
     t: dict[str, Any],
     rng: np.random.Generator,
     teacher: SASRec | None,
+    ema: AveragedModel | None,
 ) -> float:
-    """One pass over the training windows; the mean loss per target."""
+    """One pass over the training windows, ``ema`` (if any) updated after every step; the mean
+    loss per target."""
     model.train()
     total, count = 0.0, 0
     w = t["distill_weight"] if teacher is not None else 0.0
@@ -144,6 +150,8 @@ def _epoch(
         opt.zero_grad()
         loss.backward()
         opt.step()
+        if ema is not None:
+            ema.update_parameters(model)
         total += float(loss.detach()) * len(items)
         count += len(items)
     return total / max(count, 1)
@@ -154,16 +162,18 @@ Weights = dict[str, torch.Tensor]
 
 
 def _save_checkpoint(
-    work: Path, model: TreeSID, opt: Any, progress: Progress, best: Weights
+    work: Path, model: TreeSID, stateful: dict[str, Any], progress: Progress, best: Weights
 ) -> None:
-    """Checkpoint the epoch ``progress`` has reached into ``work``: weights, optimizer, the best
-    weights and torch's random state, and ``progress`` last (what makes it complete); older
-    checkpoints are removed."""
+    """Checkpoint the epoch ``progress`` has reached into ``work``: weights, the state of each
+    of ``stateful`` (optimizer, learning-rate schedule, weight average), the best weights and
+    torch's random state, and ``progress`` last (what makes it complete); older checkpoints are
+    removed."""
     ckpt = work / CHECKPOINTS / f"checkpoint-{progress['epoch']}"
     shutil.rmtree(ckpt, ignore_errors=True)
     ckpt.mkdir(parents=True)
     torch.save(model.state_dict(), ckpt / TREE_FILE)
-    saved = {"optimizer": opt.state_dict(), "torch_rng": torch.get_rng_state(), "best": best}
+    saved = {k: v.state_dict() for k, v in stateful.items()}
+    saved.update(torch_rng=torch.get_rng_state(), best=best)
     if torch.cuda.is_available():
         saved["cuda_rng"] = torch.cuda.get_rng_state_all()
     torch.save(saved, ckpt / TRAINING_FILE)
@@ -174,19 +184,31 @@ def _save_checkpoint(
 
 
 def _restore(
-    last: str, model: TreeSID, opt: Any, rng: np.random.Generator
+    last: str, model: TreeSID, stateful: dict[str, Any], rng: np.random.Generator
 ) -> tuple[Progress, Weights]:
     """Load a checkpoint written by :func:`_save_checkpoint`: its progress and best weights."""
     ckpt = Path(last)
     model.load_state_dict(torch.load(ckpt / TREE_FILE, weights_only=True))
     saved = torch.load(ckpt / TRAINING_FILE, weights_only=True)
-    opt.load_state_dict(saved["optimizer"])
+    for key, obj in stateful.items():
+        obj.load_state_dict(saved[key])
     torch.set_rng_state(saved["torch_rng"])
     if "cuda_rng" in saved and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(saved["cuda_rng"])
     progress = read_json(ckpt / TRAINER_STATE_NAME)
     rng.bit_generator.state = progress["numpy_rng"]
     return progress, saved["best"]
+
+
+def _stateful(model: TreeSID, opt: Any, t: dict[str, Any]) -> dict[str, Any]:
+    """The optimizer, and where the ``tree`` settings ask for them the learning-rate decay on a
+    validation plateau (``lr_factor``) and the averaged weights (``ema``)."""
+    stateful: dict[str, Any] = {"optimizer": opt}
+    if t["lr_factor"] < 1:
+        stateful["scheduler"] = ReduceLROnPlateau(opt, "max", factor=t["lr_factor"], patience=0)
+    if t["ema"] > 0:
+        stateful["ema"] = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(t["ema"]))
+    return stateful
 
 
 def _fit(
@@ -200,35 +222,41 @@ def _fit(
     last: str | None,
 ) -> tuple[Progress, Weights]:
     """Train epoch by epoch, from ``last`` when resuming, with a checkpoint after each; returns
-    the progress and the best epoch's weights."""
+    the progress and the best epoch's weights (of the averaged model with ``tree.ema``)."""
     t = cfg["tree"]
     rng = np.random.default_rng(cfg["seed"])
+    stateful = _stateful(model, opt, t)
+    ema, scheduler = stateful.get("ema"), stateful.get("scheduler")
+    scored = model if ema is None else ema.module
     progress: Progress = {"epoch": 0, "log": [], "best": -1.0, "waited": 0, "seconds": 0.0}
     best: Weights = {}
     if last is not None:
-        progress, best = _restore(last, model, opt, rng)
+        progress, best = _restore(last, model, stateful, rng)
     hist, target = valid["history"].to_list(), valid["target"].to_numpy()
     dashboard = swanlab_run(cfg, "sft")
     while progress["epoch"] < t["epochs"] and not _done(t, progress):
         started = time.perf_counter()
-        loss = _epoch(model, opt, windows, t, rng, teacher)
+        loss = _epoch(model, opt, windows, t, rng, teacher, ema)
         top, _, _ = rank_tree(
-            model, hist, VALID_K, t["eval_batch_size"], cfg["evaluate"]["exclude_history"]
+            scored, hist, VALID_K, t["eval_batch_size"], cfg["evaluate"]["exclude_history"]
         )
         found = hr_ndcg(target_ranks(top, target), [VALID_K])
         progress["epoch"] += 1
         progress["seconds"] += time.perf_counter() - started
-        progress["log"].append({"epoch": progress["epoch"], "train_loss": loss, **found})
+        lr = opt.param_groups[0]["lr"]
+        progress["log"].append({"epoch": progress["epoch"], "train_loss": loss, "lr": lr, **found})
         if dashboard is not None:
             shown = {f"valid/{k.lower()}": v for k, v in found.items()}
-            dashboard.log({"train/loss": loss, **shown}, step=progress["epoch"])
+            dashboard.log({"train/loss": loss, "train/lr": lr, **shown}, step=progress["epoch"])
         if found[SELECT] > progress["best"]:
             progress["best"], progress["waited"] = found[SELECT], 0
-            best = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            best = {k: v.detach().clone() for k, v in scored.state_dict().items()}
         else:
             progress["waited"] += 1
+        if scheduler is not None:
+            scheduler.step(found[SELECT])
         progress["numpy_rng"] = rng.bit_generator.state
-        _save_checkpoint(work, model, opt, progress, best)
+        _save_checkpoint(work, model, stateful, progress, best)
     if dashboard is not None:
         dashboard.finish()
     return progress, best

@@ -197,3 +197,25 @@ def test_beauty_classic_table(tmp_path: Path, capsys: pytest.CaptureFixture) -> 
     models += ["sasrec:moe_experts=4"]
     assert all(m in shown for m in models), shown
     assert len(read_ledger(tmp_path / "experiments.csv")) == 9  # with the valid-split beams
+
+
+def test_gpu_check_runs_its_parts_on_cpu(
+    minionerec_src: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.syspath_prepend(str(BENCHMARKS))  # it imports decode_speed beside it
+    bench = _load("gpu_check")
+    valid = minionerec_src / "valid" / bench.INDUSTRIAL_VALID.name
+    lengths = bench.industrial_lengths(valid)
+    assert len(lengths) == 4532  # one example per Industrial valid row
+    assert lengths.min() >= bench.INSTRUCTION + 3 + 3 + 1  # at least one history item
+    assert lengths.max() <= bench.INSTRUCTION + 3 * 10 + 3 + 1  # at most 10
+    monkeypatch.setattr(bench, "INDUSTRIAL_VALID", valid)
+    out = tmp_path / "gpu.json"
+    args = ["--parts", "sft", "decode", "--model", "tiny", "--batch", "2", "--steps", "1"]
+    bench.main([*args, "--beams", "5", "--users", "2", "--out", str(out)])
+    report = read_json(out)
+    assert report["device"] == "cpu" and report["sft"]["tokens_per_second"] > 0
+    assert report["sft"]["peak_gpu_mb"] is None and not report["sft"]["bf16"]
+    for head in ("full", "restricted"):  # whole_search checked every SID is in the catalog
+        assert report["decode"][f"ours_{head}_ms_per_step"] > 0
+    assert "smollm2" not in report

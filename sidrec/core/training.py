@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -175,6 +176,24 @@ def accumulation_steps(global_batch: int, per_device: int, processes: int) -> in
             f"per_device_batch_size={per_device} x {processes} process(es) = {step}"
         )
     return global_batch // step
+
+
+class TimeBudget(TrainerCallback):
+    """Ends training at the first step after ``minutes`` of this run (0 = never), saving and
+    evaluating that step so the kept checkpoint is chosen among everything trained."""
+
+    def __init__(self, minutes: float) -> None:
+        self.seconds = minutes * 60
+        self.started = time.perf_counter()
+
+    def on_train_begin(self, args: Any, state: TrainerState, control: Any, **kw: Any) -> None:
+        self.started = time.perf_counter()
+
+    def on_step_end(self, args: Any, state: TrainerState, control: Any, **kw: Any) -> Any:
+        if 0 < self.seconds <= time.perf_counter() - self.started:
+            control.should_training_stop = True
+            control.should_evaluate = control.should_save = True
+        return control
 
 
 def swanlab_callbacks(cfg: dict[str, Any], stage: str) -> list[TrainerCallback]:

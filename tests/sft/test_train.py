@@ -386,3 +386,16 @@ def test_dropout_acts_only_in_training(cache: Path) -> None:
 def test_residual_dropout_needs_llama_style_sublayers() -> None:
     with pytest.raises(SidrecError, match="residual_dropout.*Sequential"):
         add_dropout(torch.nn.Sequential(torch.nn.Embedding(4, 2)), 0.0, 0.1)
+
+
+def test_time_budget_ends_training_at_a_saved_and_evaluated_step(
+    examples: Path, cache: Path, tmp_path: Path
+) -> None:
+    # 1,000 steps asked for, 0.06 s of budget: training ends after its first step, which is
+    # evaluated and saved, so the published model is that step's
+    cfg = _cfg(cache, "sft.max_steps=1000", "sft.eval_steps=500", "sft.max_minutes=0.001")
+    manifest = train_sft(examples, tmp_path / "sft", cfg)
+    assert manifest["best_checkpoint"] == "checkpoint-1"
+    assert manifest["eval_loss_first"] is not None
+    log = read_json(tmp_path / "sft" / "train_log.json")
+    assert max(r.get("step", 0) for r in log) == 1
