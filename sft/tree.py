@@ -23,12 +23,11 @@ import torch
 from accelerate import PartialState
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-from transformers.trainer import TRAINER_STATE_NAME
 
 from sidrec.core.config import stage_path
 from sidrec.core.dataset import Dataset, read_dataset
 from sidrec.core.errors import InputError, SidrecError
-from sidrec.core.io import atomic_dir, read_json, write_json
+from sidrec.core.io import atomic_dir, write_json
 from sidrec.core.manifest import Run
 from sidrec.core.metrics import hr_ndcg, target_ranks
 from sidrec.core.model_dir import bundle
@@ -36,10 +35,12 @@ from sidrec.core.sasrec_model import POSITIONS, SASRec, item_windows, load_sasre
 from sidrec.core.sequences import query_rows, user_sequences
 from sidrec.core.sids import SidTable, read_sid_dir
 from sidrec.core.training import (
-    CHECKPOINTS,
     TRAIN_LOG,
+    Weights,
     claim_output,
     last_checkpoint,
+    restore_loop_checkpoint,
+    save_loop_checkpoint,
     swanlab_run,
 )
 from sidrec.core.tree_model import (
@@ -56,7 +57,6 @@ VALID_K = 10
 # tree.teacher's name for the SASRec at paths.sasrec
 TEACHER_STAGE = "sasrec"
 SELECT = f"NDCG@{VALID_K}"
-TRAINING_FILE = "training.pt"
 
 
 def _check(t: dict[str, Any]) -> None:
@@ -158,46 +158,6 @@ def _epoch(
 
 
 Progress = dict[str, Any]  # JSON: epoch, log, best, waited, seconds, numpy_rng
-Weights = dict[str, torch.Tensor]
-
-
-def _save_checkpoint(
-    work: Path, model: TreeSID, stateful: dict[str, Any], progress: Progress, best: Weights
-) -> None:
-    """Checkpoint the epoch ``progress`` has reached into ``work``: weights, the state of each
-    of ``stateful`` (optimizer, learning-rate schedule, weight average), the best weights and
-    torch's random state, and ``progress`` last (what makes it complete); older checkpoints are
-    removed."""
-    ckpt = work / CHECKPOINTS / f"checkpoint-{progress['epoch']}"
-    shutil.rmtree(ckpt, ignore_errors=True)
-    ckpt.mkdir(parents=True)
-    torch.save(model.state_dict(), ckpt / TREE_FILE)
-    saved = {k: v.state_dict() for k, v in stateful.items()}
-    saved.update(torch_rng=torch.get_rng_state(), best=best)
-    if torch.cuda.is_available():
-        saved["cuda_rng"] = torch.cuda.get_rng_state_all()
-    torch.save(saved, ckpt / TRAINING_FILE)
-    write_json(ckpt / TRAINER_STATE_NAME, progress)
-    for old in (work / CHECKPOINTS).iterdir():
-        if old != ckpt:
-            shutil.rmtree(old, ignore_errors=True)
-
-
-def _restore(
-    last: str, model: TreeSID, stateful: dict[str, Any], rng: np.random.Generator
-) -> tuple[Progress, Weights]:
-    """Load a checkpoint written by :func:`_save_checkpoint`: its progress and best weights."""
-    ckpt = Path(last)
-    model.load_state_dict(torch.load(ckpt / TREE_FILE, weights_only=True))
-    saved = torch.load(ckpt / TRAINING_FILE, weights_only=True)
-    for key, obj in stateful.items():
-        obj.load_state_dict(saved[key])
-    torch.set_rng_state(saved["torch_rng"])
-    if "cuda_rng" in saved and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(saved["cuda_rng"])
-    progress = read_json(ckpt / TRAINER_STATE_NAME)
-    rng.bit_generator.state = progress["numpy_rng"]
-    return progress, saved["best"]
 
 
 def _stateful(model: TreeSID, opt: Any, t: dict[str, Any]) -> dict[str, Any]:
@@ -231,7 +191,7 @@ def _fit(
     progress: Progress = {"epoch": 0, "log": [], "best": -1.0, "waited": 0, "seconds": 0.0}
     best: Weights = {}
     if last is not None:
-        progress, best = _restore(last, model, stateful, rng)
+        progress, best = restore_loop_checkpoint(last, TREE_FILE, model, stateful, rng)
     hist, target = valid["history"].to_list(), valid["target"].to_numpy()
     dashboard = swanlab_run(cfg, "sft")
     while progress["epoch"] < t["epochs"] and not _done(t, progress):
@@ -256,7 +216,7 @@ def _fit(
         if scheduler is not None:
             scheduler.step(found[SELECT])
         progress["numpy_rng"] = rng.bit_generator.state
-        _save_checkpoint(work, model, stateful, progress, best)
+        save_loop_checkpoint(work, progress["epoch"], TREE_FILE, model, stateful, progress, best)
     if dashboard is not None:
         dashboard.finish()
     return progress, best

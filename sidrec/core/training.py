@@ -11,6 +11,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from accelerate import PartialState
 from accelerate.utils import broadcast_object_list
@@ -30,6 +31,9 @@ _CHECKPOINT = re.compile(r"checkpoint-(\d+)")
 SWANLAB_MODES = ("local", "cloud", "offline", "disabled")
 SWANLOG = "swanlog"
 TRAIN_LOG = "train_log.json"
+# a hand-written loop's checkpoint: optimizer and other states, random state, best weights
+LOOP_STATE = "training.pt"
+Weights = dict[str, torch.Tensor]
 
 
 def on_main(state: PartialState, fn: Callable[[], Any]) -> None:
@@ -301,3 +305,54 @@ def publish_model(
         write_json(tmp / TRAIN_LOG, log_history)
         yield tmp
     shutil.rmtree(work, ignore_errors=True)
+
+
+def save_loop_checkpoint(
+    work: Path,
+    step: int,
+    weights_file: str,
+    model: torch.nn.Module,
+    stateful: dict[str, Any],
+    progress: dict[str, Any],
+    best: Weights,
+) -> None:
+    """Checkpoint a hand-written training loop at ``step`` into ``work``: the weights (as
+    ``weights_file``), the state of each of ``stateful`` (optimizer, schedule, weight average),
+    the best weights and torch's random state, and ``progress`` (JSON) last, which makes it
+    complete; older checkpoints are removed."""
+    ckpt = work / CHECKPOINTS / f"checkpoint-{step}"
+    shutil.rmtree(ckpt, ignore_errors=True)
+    ckpt.mkdir(parents=True)
+    torch.save(model.state_dict(), ckpt / weights_file)
+    saved = {k: v.state_dict() for k, v in stateful.items()}
+    saved.update(torch_rng=torch.get_rng_state(), best=best)
+    if torch.cuda.is_available():
+        saved["cuda_rng"] = torch.cuda.get_rng_state_all()
+    torch.save(saved, ckpt / LOOP_STATE)
+    write_json(ckpt / TRAINER_STATE_NAME, progress)
+    for old in (work / CHECKPOINTS).iterdir():
+        if old != ckpt:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def restore_loop_checkpoint(
+    last: str,
+    weights_file: str,
+    model: torch.nn.Module,
+    stateful: dict[str, Any],
+    rng: np.random.Generator,
+) -> tuple[dict[str, Any], Weights]:
+    """Load a checkpoint of :func:`save_loop_checkpoint` into ``model``, ``stateful`` and the
+    random states (numpy's from ``progress["numpy_rng"]``); returns its progress and best
+    weights."""
+    ckpt = Path(last)
+    model.load_state_dict(torch.load(ckpt / weights_file, weights_only=True))
+    saved = torch.load(ckpt / LOOP_STATE, weights_only=True)
+    for key, obj in stateful.items():
+        obj.load_state_dict(saved[key])
+    torch.set_rng_state(saved["torch_rng"])
+    if "cuda_rng" in saved and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(saved["cuda_rng"])
+    progress = read_json(ckpt / TRAINER_STATE_NAME)
+    rng.bit_generator.state = progress["numpy_rng"]
+    return progress, saved["best"]

@@ -298,7 +298,7 @@ KILL_POINTS = [
     ("evaluate", "sidrec.core.io:replace_dir", 1, "before"),
     ("rl", "transformers:Trainer._save_checkpoint", 1, "after"),
     ("rl", "sidrec.core.io:replace_dir", 1, "before"),
-    ("sft_tree", "sidrec.sft.tree:_save_checkpoint", 2, "after"),
+    ("sft_tree", "sidrec.sft.tree:save_loop_checkpoint", 2, "after"),
     ("sft_tree", "torch:save", 5, "after"),  # checkpoint 3's weights written, not its state
     ("sft_tree", "sidrec.core.io:replace_dir", 1, "before"),
     ("evaluate_tree", "sidrec.evaluate.generative:rank_tree", 1, "after"),

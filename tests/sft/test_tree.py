@@ -169,30 +169,43 @@ def test_rl_refuses_a_tree_model(tree_model: Path, small_run: dict, tmp_path: Pa
     assert not (tmp_path / "rl").exists()
 
 
+@pytest.mark.parametrize("extra", [(), ("tree.lr_factor=0.5", "tree.ema=0.9")])
 def test_an_interrupted_tree_run_resumes_to_the_same_weights(
-    small_run: dict, tree_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    small_run: dict,
+    tree_model: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    extra: tuple[str, ...],
 ) -> None:
-    out = tmp_path / "sft"
-    save = tree_stage._save_checkpoint
+    # with the plateau decay and the weight average, their states come back from the
+    # checkpoint too; the reference is an uninterrupted run with the same settings
+    out, root = tmp_path / "sft", f"output_root={tmp_path}"
+    reference = tree_model
+    if extra:
+        reference = tmp_path / "reference"
+        assert _train(small_run, reference, root, *extra) == 0
+        log = read_json(reference / "train_log.json")
+        assert log[0]["lr"] == 0.001 and all(r["lr"] <= 0.001 for r in log)
+    save = tree_stage.save_loop_checkpoint
 
-    def stop_after_two(work: Path, model: TreeSID, opt, progress: dict, best: dict) -> None:  # noqa: ANN001
-        save(work, model, opt, progress, best)
-        if progress["epoch"] == 2:
+    def stop_after_two(work: Path, step: int, *args: object) -> None:
+        save(work, step, *args)
+        if step == 2:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(tree_stage, "_save_checkpoint", stop_after_two)
-    assert _train(small_run, out, f"output_root={tmp_path}") != 0  # interrupted
+    monkeypatch.setattr(tree_stage, "save_loop_checkpoint", stop_after_two)
+    assert _train(small_run, out, root, *extra) != 0  # interrupted
     monkeypatch.undo()
-    assert _train(small_run, out, f"output_root={tmp_path}") == 2  # refused without --resume
-    assert _train(small_run, out, f"output_root={tmp_path}", "--resume") == 0
+    assert _train(small_run, out, root, *extra) == 2  # refused without --resume
+    assert _train(small_run, out, root, *extra, "--resume") == 0
     assert read_json(out / "manifest.json")["resumed_from"] == "checkpoint-2"
-    logs = [read_json(d / "train_log.json") for d in (out, tree_model)]
+    logs = [read_json(d / "train_log.json") for d in (out, reference)]
     assert [r["epoch"] for r in logs[0]] == [r["epoch"] for r in logs[1]] == [1, 2, 3]
     for a, b in zip(*logs, strict=True):
         assert a == pytest.approx(b, rel=1e-5, abs=1e-6)
     # the same weights up to float rounding (CPU scatter-adds, reloaded optimizer moments:
     # seen 1e-6)
-    x, y = (torch.load(d / "tree.pt", weights_only=True) for d in (out, tree_model))
+    x, y = (torch.load(d / "tree.pt", weights_only=True) for d in (out, reference))
     assert x.keys() == y.keys()
     for k in x:
         torch.testing.assert_close(x[k], y[k], rtol=0, atol=1e-5)
@@ -218,6 +231,8 @@ def test_a_sasrec_teacher_is_distilled(small_run: dict, tmp_path: Path) -> None:
     [
         ("tree.hidden=0", "tree.hidden=0"),
         ("tree.dropout=1.0", "tree.dropout in"),
+        ("tree.lr_factor=0", "tree.lr_factor in (0, 1]"),
+        ("tree.ema=1.0", "tree.ema in [0, 1)"),
         ("tree.position=alibi", "tree.position one of"),
         ("tree.heads=3", "split into tree.heads"),
         ("model.family=tree5", "model.family must be one of"),
