@@ -23,18 +23,25 @@ def run_rl(
 ) -> dict:
     """``sidrec rl`` for the resolved config ``cfg``; a path not given comes from
     ``paths.*`` (embeddings, examples and SASRec only where a reward or task uses them)."""
+    from sidrec.core.tree_model import is_tree_model
     from sidrec.rl.train import TITLE_TASKS, train_rl
 
     r = cfg["rl"]
+    model = model or stage_path(cfg, "sft")
     grpo = r["algo"] == "grpo"
     if embeddings is None and grpo and r["rewards"]["semantic"]:
         embeddings = stage_path(cfg, "embeddings")
     if sasrec is None and grpo and r["rewards"]["sasrec"]:
         sasrec = stage_path(cfg, "sasrec")
+    if is_tree_model(model):
+        from sidrec.rl.tree import train_tree_rl
+
+        data, out = data or stage_path(cfg, "data"), out or stage_path(cfg, "rl")
+        return train_tree_rl(model, data, out, cfg, sasrec, resume, overwrite)
     if examples is None and any(r["tasks"].get(t, 0) > 0 for t in TITLE_TASKS):
         examples = stage_path(cfg, "examples")
     return train_rl(
-        model or stage_path(cfg, "sft"),
+        model,
         data or stage_path(cfg, "data"),
         out or stage_path(cfg, "rl"),
         cfg,

@@ -421,6 +421,8 @@ def _check(cfg: dict[str, Any], embeddings: Path | None, sasrec: Path | None) ->
         raise SidrecError(f"rl.temperature must be > 0, got {r['temperature']}")
     if r["sync_ref_model"] and r["beta"] == 0:
         raise SidrecError("rl.sync_ref_model needs a reference model: set rl.beta > 0")
+    if r["force_target"]:
+        raise SidrecError("rl.force_target needs a tree model; an LM's groups are its beams")
 
 
 def _reward_inputs(

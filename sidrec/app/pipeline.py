@@ -282,8 +282,6 @@ def run_pipeline(
     :data:`ACTIONS` decides each stage in range (default: reuse a current output, build or
     resume the rest); ``runs`` collects a :class:`StageRun` per stage."""
     _check_bounds(start, until)
-    if _rl_enabled(cfg) and not _lm(cfg):
-        raise SidrecError("rl.enabled: GRPO and DPO train LM models; model.family tree needs false")
     runs = [] if runs is None else runs
     outputs: dict[str, Path] = {}
     begun = start is None

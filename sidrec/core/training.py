@@ -340,11 +340,11 @@ def restore_loop_checkpoint(
     weights_file: str,
     model: torch.nn.Module,
     stateful: dict[str, Any],
-    rng: np.random.Generator,
+    rng: np.random.Generator | None = None,
 ) -> tuple[dict[str, Any], Weights]:
     """Load a checkpoint of :func:`save_loop_checkpoint` into ``model``, ``stateful`` and the
-    random states (numpy's from ``progress["numpy_rng"]``); returns its progress and best
-    weights."""
+    random states (``rng``'s, when given, from ``progress["numpy_rng"]``); returns its
+    progress and best weights."""
     ckpt = Path(last)
     model.load_state_dict(torch.load(ckpt / weights_file, weights_only=True))
     saved = torch.load(ckpt / LOOP_STATE, weights_only=True)
@@ -354,5 +354,6 @@ def restore_loop_checkpoint(
     if "cuda_rng" in saved and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(saved["cuda_rng"])
     progress = read_json(ckpt / TRAINER_STATE_NAME)
-    rng.bit_generator.state = progress["numpy_rng"]
+    if rng is not None:
+        rng.bit_generator.state = progress["numpy_rng"]
     return progress, saved["best"]

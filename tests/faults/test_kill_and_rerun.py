@@ -209,6 +209,10 @@ def _evaluate_tree(p: dict, out: Path) -> list[str]:
     return [*_evaluate(p, out)[:4], str(p["sft_tree"]), *_evaluate(p, out)[5:]]
 
 
+def _rl_tree(p: dict, out: Path) -> list[str]:
+    return [*_rl(p, out)[:4], str(p["sft_tree"]), *_rl(p, out)[5:]]
+
+
 COMMANDS = {
     "data": _data,
     "embed": _embed,
@@ -219,6 +223,7 @@ COMMANDS = {
     "rl": _rl,
     "sft_tree": _sft_tree,
     "evaluate_tree": _evaluate_tree,
+    "rl_tree": _rl_tree,
 }
 STAGES = list(COMMANDS)
 
@@ -248,12 +253,13 @@ def _same_output(stage: str, got: Path, want: Path) -> None:
     elif stage in ("sft", "rl"):
         _same_weights(got, want)
         assert read_json(got / "prompting.json") == read_json(want / "prompting.json")
-    elif stage == "sft_tree":
-        # the same epochs; losses and weights up to float rounding (two processes' CPU
+    elif stage in ("sft_tree", "rl_tree"):
+        # the same epochs (steps); losses and weights up to float rounding (two processes' CPU
         # scatter-adds and reloaded optimizer moments differ in the last bits: losses ~1e-7,
         # weights ~1e-6)
         got_log, want_log = (read_json(d / "train_log.json") for d in (got, want))
-        assert [r["epoch"] for r in got_log] == [r["epoch"] for r in want_log]
+        key = "epoch" if stage == "sft_tree" else "step"
+        assert [r[key] for r in got_log] == [r[key] for r in want_log]
         for a, b in zip(got_log, want_log, strict=True):
             assert a == pytest.approx(b, rel=1e-5, abs=1e-6)
         x, y = (torch.load(d / "tree.pt", weights_only=True) for d in (got, want))
@@ -303,6 +309,8 @@ KILL_POINTS = [
     ("sft_tree", "sidrec.core.io:replace_dir", 1, "before"),
     ("evaluate_tree", "sidrec.evaluate.generative:rank_tree", 1, "after"),
     ("evaluate_tree", "sidrec.core.io:replace_dir", 1, "before"),
+    ("rl_tree", "sidrec.rl.tree:save_loop_checkpoint", 2, "after"),
+    ("rl_tree", "sidrec.core.io:replace_dir", 1, "before"),
 ]
 
 
@@ -326,7 +334,7 @@ def test_a_killed_stage_reruns_to_the_same_result(
     _same_output(stage, out, ref[stage])
     leftovers = [p.name for p in tmp_path.iterdir() if ".tmp-" in p.name]
     assert leftovers == [] and not work_dir(out).exists()
-    if stage == "sft_tree" and target.endswith("save"):
+    if stage in ("sft_tree", "rl_tree") and target.endswith(("save", "checkpoint")):
         assert read_json(out / "manifest.json")["resumed_from"] == f"checkpoint-{checkpoints[-1]}"
     if stage in ("sft", "rl"):
         manifest = read_json(out / "manifest.json")

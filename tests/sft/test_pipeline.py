@@ -10,7 +10,6 @@ from transformers import AutoModelForCausalLM
 
 from sidrec.app.pipeline import StageRun, format_summary, run_pipeline
 from sidrec.core.config import load_config
-from sidrec.core.errors import SidrecError
 from sidrec.core.io import read_json
 from sidrec.core.model_dir import load_tokenizer
 from sidrec.core.prompts import PromptSpec
@@ -115,14 +114,27 @@ def test_a_tree_pipeline_distils_the_sasrec_it_trains_first(tmp_path: Path) -> N
     assert manifest["family"] == "tree" and manifest["teacher"] == str(outputs["sasrec"])
     results = read_json(outputs["evaluate"] / "results.json")
     assert results["family"] == "tree" and results["users"] == 64
-    with pytest.raises(SidrecError, match="GRPO and DPO train LM models"):
-        run_pipeline(
-            load_config(
-                REPO / "configs" / "demo.yaml",
-                [*tiny_demo(tmp_path), *TINY_MODEL, *tree, *fast[:2], "rl.enabled=true"],
-            ),
-            log=logs.append,
-        )
+    # with RL on, the finished stages are reused and the tree model's RL and its evaluation run
+    rl = ["rl.enabled=true", "rl.max_steps=4", "rl.eval_steps=2", "rl.num_generations=4"]
+    logs.clear()
+    outputs = run_pipeline(
+        load_config(
+            REPO / "configs" / "demo.yaml",
+            [
+                *tiny_demo(tmp_path),
+                *TINY_MODEL,
+                *tree,
+                *fast[:2],
+                *rl,
+                "rl.per_device_batch_size=32",
+            ],
+        ),
+        log=logs.append,
+    )
+    assert list(outputs)[-4:] == ["rl", "evaluate_rl", "analyze", "suggest"]
+    assert read_json(outputs["rl"] / "manifest.json")["family"] == "tree"
+    assert read_json(outputs["evaluate_rl"] / "results.json")["family"] == "tree"
+    assert any(line.startswith("[sft] complete and unchanged") for line in logs)
 
 
 def test_beauty_config_trains_on_whole_sequences(
