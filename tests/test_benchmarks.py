@@ -219,3 +219,25 @@ def test_gpu_check_runs_its_parts_on_cpu(
     for head in ("full", "restricted"):  # whole_search checked every SID is in the catalog
         assert report["decode"][f"ours_{head}_ms_per_step"] > 0
     assert "smollm2" not in report
+
+
+def test_beauty_rl_report_for_the_tree_family(tmp_path: Path) -> None:
+    """``benchmarks/beauty.py --rl`` on the demo profile's tree model shrunk to seconds: the
+    SFT and SFT+RL rows, paired intervals at 10 and 20, the goal computed from them."""
+    bench = _load("beauty")
+    tiny = [*tiny_demo(tmp_path), "tree.epochs=2", "tree.hidden=16", "swanlab.mode=disabled"]
+    tiny += ["rl.max_steps=4", "rl.eval_steps=2", "rl.save_steps=2", "rl.num_generations=4"]
+    tiny += ["rl.per_device_batch_size=32", "rl.learning_rate=0.01"]
+    report = bench.run(REPO / "configs" / "demo.yaml", tiny, rl=True, sasrec=False)["rl"]
+    assert set(report["change_ci95"]) == {"R@10", "N@10", "R@20", "N@20"}
+    for k, ci in report["change_ci95"].items():
+        assert ci["ci95_low"] <= ci["difference"] <= ci["ci95_high"], k
+    gain = report["sft_rl"]["NDCG@10"] / report["sft"]["NDCG@10"] - 1
+    assert report["ndcg10_relative_gain"] == pytest.approx(gain, abs=1e-3)
+    assert report["steps"] == 4 and report["valid_ndcg10_best"] >= report["valid_ndcg10_first"]
+    met = (
+        report["ndcg10_relative_gain"] >= 0.03
+        and report["change_ci95"]["N@10"]["ci95_low"] > 0
+        and min(report["change_ci95"][k]["ci95_high"] for k in ("R@10", "R@20")) >= 0
+    )
+    assert report["goal"]["met"] == met and report["goal"]["under_45_minutes"]
