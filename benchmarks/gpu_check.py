@@ -50,7 +50,9 @@ SID_TOKENS = 3 * 256
 def industrial_lengths(path: Path | None = None) -> np.ndarray:
     """The token length of every Industrial valid row's training example (prompt + answer);
     ``path`` default :data:`INDUSTRIAL_VALID`."""
-    hist = pl.read_csv(path or INDUSTRIAL_VALID, columns=["history_item_id"])["history_item_id"].to_list()
+    hist = pl.read_csv(path or INDUSTRIAL_VALID, columns=["history_item_id"])[
+        "history_item_id"
+    ].to_list()
     items = np.array([min(len(ast.literal_eval(h)), 10) for h in hist])
     return INSTRUCTION + 3 * items + 3 + 1
 

@@ -37,7 +37,10 @@ import redis
 
 from sidrec.core.manifest import git_commit, machine, print_report
 from sidrec.serve.cli import histories
+from sidrec.serve.service import TOKEN_ENV
 
+# the replicas' write token, for this run only
+TOKEN = "serve-load-benchmark"
 MODES = {"micro_batching_on": {"max_batch": 32, "max_wait_ms": 5.0}, "off": {"max_batch": 1}}
 
 
@@ -66,8 +69,9 @@ def _replicas(model: Path, url: str, mode: dict[str, Any], logs: Path) -> list[t
         args = [sys.executable, "-m", "sidrec.app.cli", "serve", "--model", str(model)]
         args += ["--port", str(port), "--redis-url", url, "serve.threads=1"]
         args += [f"serve.{k}={v}" for k, v in mode.items()]
+        env = {**os.environ, TOKEN_ENV: TOKEN}
         with open(logs / f"replica-{r}.log", "w") as log:  # the child keeps its own handle
-            proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+            proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
         procs.append((proc, f"http://127.0.0.1:{port}"))
     for _, base in procs:
         _wait(lambda b=base: httpx.get(f"{b}/health").status_code == 200, f"replica {base}")
@@ -100,7 +104,8 @@ async def _load(
         out[kind].append((ms, r.json()))
 
     start = time.perf_counter()
-    async with httpx.AsyncClient(timeout=120) as client:
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    async with httpx.AsyncClient(timeout=120, headers=auth) as client:
         await asyncio.gather(*(one(client, k, i, n) for n, (k, i) in enumerate(tasks)))
     return {"seconds": time.perf_counter() - start, "failures": failures, **out}
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +23,8 @@ def month_bounds(st_year: int, st_month: int, ed_year: int, ed_month: int) -> tu
     for month in (st_month, ed_month):
         if not 1 <= month <= 12:
             raise SidrecError(f"month must be 1..12, got {month}")
-    start = datetime(st_year, st_month, 1, tzinfo=timezone.utc)
-    end = datetime(ed_year + ed_month // 12, ed_month % 12 + 1, 1, tzinfo=timezone.utc)
+    start = datetime(st_year, st_month, 1, tzinfo=UTC)
+    end = datetime(ed_year + ed_month // 12, ed_month % 12 + 1, 1, tzinfo=UTC)
     if end <= start:
         raise SidrecError(f"the window {st_year}-{st_month:02d}..{ed_year}-{ed_month:02d} is empty")
     return int(start.timestamp()), int(end.timestamp())

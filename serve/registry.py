@@ -19,8 +19,24 @@ import threading
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any, NamedTuple
+from urllib.parse import urlsplit, urlunsplit
 
 from sidrec.core.errors import SidrecError
+
+
+def redact(url: str) -> str:
+    """``url`` with its credentials (user and password) replaced by ``***``.
+
+    Example:
+        >>> redact("redis://user:secret@10.0.0.5:6379/0")
+        'redis://***@10.0.0.5:6379/0'
+        >>> redact("redis://127.0.0.1:6379/0")
+        'redis://127.0.0.1:6379/0'
+    """
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]))
 
 
 class RegistryUnavailable(SidrecError):
@@ -136,7 +152,7 @@ class RedisRegistry:
     def __init__(self, url: str, n_base: int, namespace: str, timeout: float = 1.0) -> None:
         import redis
 
-        self.url, self.n_base = url, n_base
+        self.url, self.n_base = redact(url), n_base  # shown in errors: no credentials
         self.errors = (redis.ConnectionError, redis.TimeoutError)
         self.client = redis.Redis.from_url(
             url, socket_timeout=timeout, socket_connect_timeout=timeout

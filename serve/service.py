@@ -6,6 +6,9 @@
   request decodes ``serve.num_beams`` beams, so an answer does not depend on its batch.
 - ``POST /items {"source_id", "title", ...}`` (or ``"text"``, or ``"embedding"``): the item gets
   a SID from the frozen quantizer and the registry, and the next request can recommend it.
+  A write: it needs ``Authorization: Bearer <token>`` (``$SIDREC_ADMIN_TOKEN`` or
+  ``serve.admin_token_file``; 401 without it, 403 when wrong, when no token is configured or
+  with ``serve.read_only``).
 - ``GET /health``, ``GET /metrics`` (requests, errors, batch sizes, latency percentiles).
 
 Decoding and encoding run on one worker thread, one batch at a time. Before each batch the
@@ -17,11 +20,14 @@ registrations answer 503 and recommendations go on over the items already known.
 from __future__ import annotations
 
 import asyncio
+import hmac
+import os
 import time
 from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -39,6 +45,28 @@ from sidrec.serve.registry import PrefixFull, Registered, RegistryUnavailable
 
 # after the registry failed, how long recommendations go on without asking it again
 RETRY_SECONDS = 1.0
+# the environment variable holding the write token (else serve.admin_token_file)
+TOKEN_ENV = "SIDREC_ADMIN_TOKEN"
+
+
+class Unauthorized(SidrecError):
+    """A write without credentials (401)."""
+
+
+class Forbidden(SidrecError):
+    """A write this replica refuses: wrong token, no token configured, or read-only (403)."""
+
+
+def write_token(serve: dict[str, Any]) -> str | None:
+    """The token writes must carry: ``$SIDREC_ADMIN_TOKEN``, else the first line of
+    ``serve.admin_token_file``; None when neither is set (writes refused)."""
+    token = os.environ.get(TOKEN_ENV, "").strip()
+    if not token and serve["admin_token_file"]:
+        path = Path(serve["admin_token_file"]).expanduser()
+        if not path.is_file():
+            raise SidrecError(f"serve.admin_token_file: {path} does not exist")
+        token = (path.read_text(encoding="utf-8").splitlines() or [""])[0].strip()
+    return token or None
 
 
 class UnknownUser(SidrecError):
@@ -78,6 +106,7 @@ class Metrics:
         self.statuses: Counter[str] = Counter()
         self.batches: Counter[int] = Counter()
         self.latency: dict[str, deque[float]] = {}
+        self.batcher_restarts = 0
         self.started = time.time()
 
     def record(self, route: str, status: int, seconds: float) -> None:
@@ -89,6 +118,7 @@ class Metrics:
         sizes = np.repeat(list(self.batches), list(self.batches.values()))
         return {
             "uptime_seconds": round(time.time() - self.started, 1),
+            "batcher_restarts": self.batcher_restarts,
             "requests": dict(self.requests),
             "statuses": dict(self.statuses),
             "batches": {
@@ -199,6 +229,7 @@ class Service:
         self.retry_at = 0.0
         self.registry_error: str | None = None
         self.encoder: Any = None
+        self.token = write_token(s)
         self.metrics = Metrics()
         self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sidrec-serve")
 
@@ -301,6 +332,22 @@ class Service:
         self.sync(strict=True)  # this replica recommends it from the next request on
         return got
 
+    def authorize(self, header: str | None) -> None:
+        """Refuse a write unless ``header`` (the request's Authorization) carries this
+        replica's token, compared in constant time."""
+        if self.cfg["serve"]["read_only"]:
+            raise Forbidden("this replica is read-only (serve.read_only): writes are refused")
+        if self.token is None:
+            raise Forbidden(
+                f"writes are off: set {TOKEN_ENV} (or serve.admin_token_file) on the replica and "
+                "send it as 'Authorization: Bearer <token>'"
+            )
+        scheme, _, given = (header or "").partition(" ")
+        if scheme.lower() != "bearer" or not given:
+            raise Unauthorized("a write needs 'Authorization: Bearer <token>'")
+        if not hmac.compare_digest(given.strip().encode(), self.token.encode()):
+            raise Forbidden("the write token is wrong")
+
     def health(self) -> dict[str, Any]:
         try:
             self.registry.ping()
@@ -316,7 +363,14 @@ class Service:
         }
 
 
-ERRORS = ((RegistryUnavailable, 503), (PrefixFull, 409), (UnknownUser, 404), (SidrecError, 422))
+ERRORS = (
+    (RegistryUnavailable, 503),
+    (PrefixFull, 409),
+    (UnknownUser, 404),
+    (Unauthorized, 401),
+    (Forbidden, 403),
+    (SidrecError, 422),
+)
 
 
 def create_app(service: Service) -> FastAPI:
@@ -325,17 +379,24 @@ def create_app(service: Service) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> Any:
-        batcher = MicroBatcher(
+        app.state.batcher = MicroBatcher(
             service.recommend_batch,
             service.worker,
             s["max_batch"],
             s["max_wait_ms"] / 1000,
             lambda n: service.metrics.batches.update([n]),
         )
-        app.state.batcher = batcher
-        task = asyncio.create_task(batcher.run())
+        app.state.batcher_task = asyncio.create_task(app.state.batcher.run())
         yield
-        task.cancel()
+        app.state.batcher_task.cancel()
+
+    def batcher(app: FastAPI) -> MicroBatcher:
+        """The micro-batcher, its task restarted (and counted) if it died."""
+        task = app.state.batcher_task
+        if task.done():
+            service.metrics.batcher_restarts += 1
+            app.state.batcher_task = asyncio.create_task(app.state.batcher.run())
+        return app.state.batcher
 
     app = FastAPI(title="sidrec", lifespan=lifespan)
 
@@ -346,19 +407,22 @@ def create_app(service: Service) -> FastAPI:
         service.metrics.record(request.url.path, response.status_code, time.perf_counter() - start)
         return response
 
+    def answer(status: int) -> Callable:
+        challenge = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        return lambda _, e: JSONResponse({"detail": str(e)}, status, headers=challenge)
+
     for kind, status in ERRORS:
-        app.add_exception_handler(
-            kind, lambda _, e, status=status: JSONResponse({"detail": str(e)}, status_code=status)
-        )
+        app.add_exception_handler(kind, answer(status))
 
     @app.post("/recommend")
     async def recommend(req: RecommendRequest, request: Request) -> dict[str, Any]:
         history = service.history(req)
-        items = await request.app.state.batcher.submit((history, req.k))
+        items = await batcher(request.app).submit((history, req.k))
         return {"user_id": req.user_id, "recommendations": items}
 
     @app.post("/items")
-    async def items(req: ItemRequest) -> dict[str, Any]:
+    async def items(req: ItemRequest, request: Request) -> dict[str, Any]:
+        service.authorize(request.headers.get("authorization"))
         loop = asyncio.get_running_loop()
         got = await loop.run_in_executor(service.worker, service.register, req)
         return got._asdict()

@@ -11,7 +11,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -138,7 +138,7 @@ def tiny_model(small_run: dict[str, Path], tmp_path_factory: pytest.TempPathFact
 
 
 def timestamp(year: int, month: int, day: int = 15) -> int:
-    return int(datetime(year, month, day, tzinfo=timezone.utc).timestamp())
+    return int(datetime(year, month, day, tzinfo=UTC).timestamp())
 
 
 def write_gz(path: Path, rows: list[dict]) -> None:

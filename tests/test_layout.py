@@ -8,10 +8,9 @@ import ast
 import re
 import subprocess
 import sys
+import tomllib
 from importlib.metadata import packages_distributions
 from pathlib import Path
-
-import tomllib
 
 REPO = Path(__file__).resolve().parents[1]
 # folder -> the package it becomes (pyproject.toml's package-dir)
@@ -158,3 +157,15 @@ def test_every_package_is_in_the_wheel() -> None:
             rel = init.parent.relative_to(REPO / folder).parts
             found.add(".".join((package, *rel)))
     assert found == listed
+
+
+def test_the_minimum_python_is_the_one_the_code_needs_and_ci_runs() -> None:
+    # 3.11: asyncio.wait_for raises the built-in TimeoutError that the service's batcher
+    # catches (on 3.10 it raised asyncio.TimeoutError, and every /recommend hung)
+    from sidrec.app.preflight import MIN_PYTHON
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())
+    wanted = project["project"]["requires-python"]
+    assert wanted == ">=" + ".".join(map(str, MIN_PYTHON)) == ">=3.11"
+    assert project["tool"]["ruff"]["target-version"] == "py311"
+    assert sys.version_info[:2] >= MIN_PYTHON  # CI runs a version the project allows

@@ -21,7 +21,7 @@ from sidrec.core.errors import InputError
 from sidrec.data.amazon18 import DOWNLOAD_URL, raw_files
 from sidrec.sft.models import OFFLINE_MODELS
 
-MIN_PYTHON = (3, 10)
+MIN_PYTHON = (3, 11)
 HUB = "https://huggingface.co"
 TIMEOUT_S = 5.0
 OFFLINE_HINT = (

@@ -9,6 +9,7 @@ Run with ``pytest -m faults`` (``make test-faults``).
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -23,6 +24,7 @@ import redis
 from conftest import free_port, start_redis
 
 pytestmark = pytest.mark.faults
+TOKEN = "fault-suite-token"  # the replicas' write token (SIDREC_ADMIN_TOKEN)
 
 
 def _replica(model: Path, url: str, logs: Path) -> tuple[subprocess.Popen, str]:
@@ -30,7 +32,10 @@ def _replica(model: Path, url: str, logs: Path) -> tuple[subprocess.Popen, str]:
     args = [sys.executable, "-m", "sidrec.app.cli", "serve", "--model", str(model)]
     with open(logs, "w") as log:
         proc = subprocess.Popen(
-            [*args, "--port", str(port), "--redis-url", url], stdout=log, stderr=subprocess.STDOUT
+            [*args, "--port", str(port), "--redis-url", url],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "SIDREC_ADMIN_TOKEN": TOKEN},
         )
     base = f"http://127.0.0.1:{port}"
     for _ in range(600):
@@ -48,7 +53,7 @@ def test_redis_killed_mid_run(demo_model: dict, tmp_path: Path) -> None:
     url = f"redis://127.0.0.1:{port}/0"
     server = start_redis(tmp_path / "redis", port)
     proc, base = _replica(demo_model["model"], url, tmp_path / "replica.log")
-    c = httpx.Client(base_url=base, timeout=30)
+    c = httpx.Client(base_url=base, timeout=30, headers={"Authorization": f"Bearer {TOKEN}"})
     sids: dict[str, str] = {}  # source id -> SID, every registration that succeeded
     statuses: list[int] = []
     stop = threading.Event()

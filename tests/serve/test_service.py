@@ -21,7 +21,20 @@ from sidrec.core.embeddings import load_embeddings
 from sidrec.core.errors import SidrecError
 from sidrec.core.sids import parse_sid, sid_string
 from sidrec.serve.cli import load_service
-from sidrec.serve.service import Service, create_app
+from sidrec.serve.service import TOKEN_ENV, Service, create_app
+
+TOKEN = "test-write-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture(autouse=True)
+def _write_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(TOKEN_ENV, TOKEN)
+
+
+def _client(svc: Service) -> TestClient:
+    """A client that sends the write token."""
+    return TestClient(create_app(svc), headers=AUTH)
 
 
 def _service(demo_model: dict, *overrides: str) -> Service:
@@ -39,7 +52,7 @@ def test_registered_items_are_recommendable_at_once_and_bad_input_is_refused(
     svc = _service(demo_model, "serve.registry=memory")
     n = len(svc.rec.titles)
     user = next(iter(svc.histories))
-    with TestClient(create_app(svc)) as c:
+    with _client(svc) as c:
         # 200 beams over a 150-item catalog: every item is in the list, new ones too
         first = c.post("/recommend", json={"history": [3, 7], "k": 200}).json()["recommendations"]
         assert sorted(r["item_id"] for r in first) == list(range(n))
@@ -107,7 +120,7 @@ def test_a_full_prefix_is_refused(demo_model: dict, redis_url: str, kind: str) -
     prefix = tuple(svc.frozen.ranked_last(np.array([vector]), "x")[0][0].tolist())
     held = svc.base_per_prefix[sid_string(prefix)]
     svc.capacity = held + 2
-    with TestClient(create_app(svc)) as c:
+    with _client(svc) as c:
         sids = [
             c.post("/items", json={"source_id": f"{kind}-{i}", "embedding": vector}).json()["sid"]
             for i in range(2)
@@ -128,7 +141,7 @@ def test_replicas_share_one_redis_registry(demo_model: dict, redis_url: str) -> 
             seen.add(prefix)
             vectors.append(x)
     assert len(vectors) >= 10
-    with TestClient(create_app(a)) as ca, TestClient(create_app(b)) as cb:
+    with _client(a) as ca, _client(b) as cb:
         results: list[dict[str, Any]] = []
 
         def register(i: int) -> None:
@@ -197,3 +210,78 @@ def test_service_settings_are_checked(demo_model: dict) -> None:
         with pytest.raises(SidrecError, match=match):
             _service(demo_model, "serve.registry=memory", bad)
     assert Path(demo_model["model"] / "sids" / "codebooks.npz").exists()
+
+
+def test_writes_need_the_token_and_a_read_only_replica_refuses_them(
+    demo_model: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    body = {"source_id": "W-1", "title": "Cordless drill"}
+    svc = _service(demo_model, "serve.registry=memory")
+    with TestClient(create_app(svc)) as c:
+        missing = c.post("/items", json=body)
+        assert missing.status_code == 401 and missing.headers["www-authenticate"] == "Bearer"
+        for header in ("Bearer wrong", f"Basic {TOKEN}", f"Bearer {TOKEN}x"):
+            assert c.post("/items", json=body, headers={"Authorization": header}).status_code in (
+                401,
+                403,
+            )
+        assert svc.known == 0  # nothing was registered
+        assert c.post("/items", json=body, headers=AUTH).status_code == 200
+        assert c.post("/recommend", json={"history": [1, 2], "k": 3}).status_code == 200  # reads
+    # no token configured: writes are off (secure by default); a token file works instead
+    monkeypatch.delenv(TOKEN_ENV)
+    with TestClient(create_app(_service(demo_model, "serve.registry=memory"))) as c:
+        off = c.post("/items", json=body, headers=AUTH)
+        assert off.status_code == 403 and TOKEN_ENV in off.json()["detail"]
+    (tmp_path / "token").write_text("from-a-file\n")
+    filed = _service(
+        demo_model, "serve.registry=memory", f"serve.admin_token_file={tmp_path}/token"
+    )
+    with TestClient(create_app(filed)) as c:
+        ok = c.post("/items", json=body, headers={"Authorization": "Bearer from-a-file"})
+        assert ok.status_code == 200 and TOKEN not in ok.text
+    monkeypatch.setenv(TOKEN_ENV, TOKEN)
+    with _client(_service(demo_model, "serve.registry=memory", "serve.read_only=true")) as c:
+        refused = c.post("/items", json=body)
+        assert refused.status_code == 403 and "read-only" in refused.json()["detail"]
+
+
+def test_redis_credentials_never_reach_a_response_or_the_console(
+    demo_model: dict, capsys: Any
+) -> None:
+    from conftest import free_port
+
+    from sidrec.serve.registry import RedisRegistry
+
+    url = f"redis://user:PASSWORD@127.0.0.1:{free_port()}/0"
+    assert main(["serve", "--model", str(demo_model["model"]), "--redis-url", url]) == 2
+    err = capsys.readouterr().err
+    assert "is unreachable" in err and "PASSWORD" not in err and "***@127.0.0.1" in err
+    # a replica whose Redis went away: the 503, /health and /metrics hold no password
+    svc = _service(demo_model, "serve.registry=memory")
+    svc.registry = RedisRegistry(url, svc.n_base, "test")
+    with _client(svc) as c:
+        down = c.post("/items", json={"source_id": "R-1", "title": "drill"})
+        assert down.status_code == 503 and "unreachable" in down.json()["detail"]
+        shown = [down.text, c.get("/health").text, c.get("/metrics").text]
+    assert all("PASSWORD" not in t and "user:" not in t for t in shown)
+
+
+def test_a_dead_batcher_is_restarted_not_left_hanging(
+    demo_model: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sidrec.serve.service import MicroBatcher
+
+    real, started = MicroBatcher.run, []
+
+    async def dies_first(self: MicroBatcher) -> None:
+        started.append(1)
+        if len(started) == 1:
+            raise RuntimeError("the batcher died")
+        await real(self)
+
+    monkeypatch.setattr(MicroBatcher, "run", dies_first)
+    with _client(_service(demo_model, "serve.registry=memory")) as c:
+        answer = c.post("/recommend", json={"history": [1, 2], "k": 3})
+        assert answer.status_code == 200 and len(answer.json()["recommendations"]) == 3
+        assert c.get("/metrics").json()["batcher_restarts"] == 1 and len(started) == 2
