@@ -153,7 +153,9 @@ class RedisRegistry:
         import redis
 
         self.url, self.n_base = redact(url), n_base  # shown in errors: no credentials
-        self.errors = (redis.ConnectionError, redis.TimeoutError)
+        # every Redis failure (down, timeout, OOM, MISCONF, READONLY, NOAUTH, ...) makes the
+        # registry unavailable: registrations answer 503 and recommendations go on
+        self.errors, self.down = (redis.RedisError,), (redis.ConnectionError, redis.TimeoutError)
         self.client = redis.Redis.from_url(
             url, socket_timeout=timeout, socket_connect_timeout=timeout
         )
@@ -165,7 +167,8 @@ class RedisRegistry:
         try:
             return fn(*args)
         except self.errors as e:
-            raise RegistryUnavailable(f"the SID registry at {self.url} is unreachable ({e})") from e
+            what = "unreachable" if isinstance(e, self.down) else "failing"
+            raise RegistryUnavailable(f"the SID registry at {self.url} is {what} ({e})") from e
 
     def register(
         self,

@@ -60,9 +60,9 @@ class Forbidden(SidrecError):
 def write_token(serve: dict[str, Any]) -> str | None:
     """The token writes must carry: ``$SIDREC_ADMIN_TOKEN``, else the first line of
     ``serve.admin_token_file``; None when neither is set (writes refused)."""
-    token = os.environ.get(TOKEN_ENV, "").strip()
-    if not token and serve["admin_token_file"]:
-        path = Path(serve["admin_token_file"]).expanduser()
+    token, file = os.environ.get(TOKEN_ENV, "").strip(), serve["admin_token_file"]
+    if not token and file:
+        path = Path(file).expanduser()
         if not path.is_file():
             raise SidrecError(f"serve.admin_token_file: {path} does not exist")
         token = (path.read_text(encoding="utf-8").splitlines() or [""])[0].strip()
@@ -180,7 +180,11 @@ class MicroBatcher:
                         future.set_exception(e)
                 continue
             for (_, future), result in zip(batch, results, strict=True):
-                if not future.done():
+                if future.done():
+                    continue
+                if isinstance(result, Exception):  # this request's own error
+                    future.set_exception(result)
+                else:
                     future.set_result(result)
 
 
@@ -229,7 +233,7 @@ class Service:
         self.retry_at = 0.0
         self.registry_error: str | None = None
         self.encoder: Any = None
-        self.token = write_token(s)
+        self.token, self.read_only = write_token(s), bool(s["read_only"])
         self.metrics = Metrics()
         self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sidrec-serve")
 
@@ -268,26 +272,41 @@ class Service:
         self.known += len(new)
 
     # -- recommendations -----------------------------------------------------------------
-    def history(self, req: RecommendRequest) -> list[int]:
-        """The item ids a request asks about; raises naming unknown users or items."""
+    def history(self, req: RecommendRequest) -> list[int | str]:
+        """The history a request asks about, as given (resolved on the worker, after the
+        replica has synced); raises naming an unknown user or a ``k`` above the beams."""
         if req.k > self.cfg["serve"]["num_beams"]:
             raise SidrecError(
                 f"k={req.k} is more than the {self.cfg['serve']['num_beams']} beams decoded "
                 "(serve.num_beams)"
             )
         if req.history is not None:
-            return self.rec.resolve(req.history)
+            return req.history
         if req.user_id not in self.histories:
             raise UnknownUser(f"unknown user_id {req.user_id!r}: give its history instead")
         return self.histories[req.user_id]
 
-    def recommend_batch(self, batch: list[tuple[list[int], int]]) -> list[list[dict]]:
-        """Top items for ``(history, k)`` pairs, decoded together (on the worker thread)."""
+    def recommend_batch(
+        self, batch: list[tuple[list[int | str], int]]
+    ) -> list[list[dict] | SidrecError]:
+        """Top items for ``(history, k)`` pairs, decoded together (on the worker thread) after
+        the items other replicas registered are added, so a history may name them; a history
+        with unknown ids gets its error in its place."""
         self.sync()
+        resolved: list[list[int] | SidrecError] = []
+        for history, _ in batch:
+            try:
+                resolved.append(self.rec.resolve(history))
+            except SidrecError as e:
+                resolved.append(e)
+        good = [h for h in resolved if not isinstance(h, SidrecError)]
         # a catalog smaller than serve.num_beams: all of it
         beams = min(self.cfg["serve"]["num_beams"], self.rec.catalog_size)
-        found = self.rec.recommend([h for h, _ in batch], beams, len(batch))
-        return [items[:k] for items, (_, k) in zip(found, batch, strict=True)]
+        found = iter(self.rec.recommend(good, beams, len(good)) if good else [])
+        return [
+            h if isinstance(h, SidrecError) else next(found)[:k]
+            for h, (_, k) in zip(resolved, batch, strict=True)
+        ]
 
     # -- registration --------------------------------------------------------------------
     def _embedding(self, req: ItemRequest) -> np.ndarray:
@@ -335,7 +354,7 @@ class Service:
     def authorize(self, header: str | None) -> None:
         """Refuse a write unless ``header`` (the request's Authorization) carries this
         replica's token, compared in constant time."""
-        if self.cfg["serve"]["read_only"]:
+        if self.read_only:
             raise Forbidden("this replica is read-only (serve.read_only): writes are refused")
         if self.token is None:
             raise Forbidden(

@@ -4,6 +4,7 @@ modes and baselines that own the keys, and no key may be left unread."""
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -227,3 +228,14 @@ def test_reads_are_recorded_by_key_and_by_iteration() -> None:
     assert dict(cfg["a"]["c"]) == {"d": 2} and cfg.reads == {"a.b", "a.c.d"}
     assert cfg.get("e") == 3 and "e" in cfg.reads
     assert leaf_keys(cfg) == ["a.b", "a.c.d", "e"]
+
+
+def test_a_deep_copy_records_nothing_until_read() -> None:
+    # copy.deepcopy (sidrec update copies the config for its fine-tune) once iterated every
+    # section and so marked every key read, which let the every-key check pass unread keys
+    cfg = ReadTracker({"a": {"b": 1, "c": {"d": 2}}, "e": 3})
+    copied = copy.deepcopy(cfg)
+    assert cfg.reads == set() and copied == {"a": {"b": 1, "c": {"d": 2}}, "e": 3}
+    copied["a"]["c"]["d"] = 5  # a real copy: the original keeps its value
+    assert cfg["a"]["c"]["d"] == 2 and cfg.reads == {"a.c.d"}
+    assert copied["e"] == 3 and cfg.reads == {"a.c.d", "e"}  # the copy's reads count too

@@ -260,6 +260,11 @@ class ReadTracker(dict):
         self._read_all()
         return dict.values(self)
 
+    def __deepcopy__(self, memo: dict[int, Any]) -> ReadTracker:
+        """A copy that records nothing by being made, and whose reads count as this one's
+        (``copy.deepcopy`` would otherwise iterate every section and mark every key read)."""
+        return ReadTracker(plain(self), self.prefix, self.reads)
+
 
 def model_config(
     model: Path, profile: Path | None, overrides: list[str], overlays: list[Path] | None = None

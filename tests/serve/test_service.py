@@ -105,7 +105,9 @@ def test_registered_items_are_recommendable_at_once_and_bad_input_is_refused(
         assert (
             metrics["requests"]["/recommend"] == 11 and metrics["statuses"]["/recommend 404"] == 1
         )
-        assert metrics["batches"]["count"] == 4 and set(metrics["latency_ms"]["/recommend"]) == {
+        assert metrics["batches"]["count"] == 5 and set(
+            metrics["latency_ms"]["/recommend"]
+        ) == {  # the unknown item is resolved on the worker, after syncing
             "p50",
             "p95",
             "p99",
@@ -285,3 +287,41 @@ def test_a_dead_batcher_is_restarted_not_left_hanging(
         answer = c.post("/recommend", json={"history": [1, 2], "k": 3})
         assert answer.status_code == 200 and len(answer.json()["recommendations"]) == 3
         assert c.get("/metrics").json()["batcher_restarts"] == 1 and len(started) == 2
+
+
+def test_a_history_may_name_an_item_another_replica_just_registered(demo_model: dict) -> None:
+    a = _service(demo_model, "serve.registry=memory")
+    b = _service(demo_model, "serve.registry=memory")
+    b.registry = a.registry  # one registry, two replicas (Redis in production)
+    with _client(a) as ca, _client(b) as cb:
+        got = ca.post("/items", json={"source_id": "FRESH-1", "title": "Cordless drill"}).json()
+        answer = cb.post("/recommend", json={"history": ["FRESH-1", 3], "k": 5})
+        assert answer.status_code == 200, answer.text  # b synced before resolving the history
+        assert b.rec.by_source["FRESH-1"] == got["item_id"]
+        unknown = cb.post("/recommend", json={"history": ["NEVER-SEEN"], "k": 5})
+        assert unknown.status_code == 422 and "NEVER-SEEN" in unknown.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    "error", ["OOM command not allowed", "MISCONF snapshots", "READONLY replica", "NOAUTH"]
+)
+def test_any_redis_error_leaves_recommendations_running(demo_model: dict, error: str) -> None:
+    import redis
+
+    from sidrec.serve.registry import RedisRegistry
+
+    svc = _service(demo_model, "serve.registry=memory")
+    svc.registry = RedisRegistry("redis://127.0.0.1:6379/0", svc.n_base, "test")
+
+    def fails(*args: object, **kwargs: object) -> None:
+        raise redis.ResponseError(error)
+
+    for name in ("get", "lrange", "ping"):
+        setattr(svc.registry.client, name, fails)
+    svc.registry.script = fails
+    with _client(svc) as c:
+        assert c.post("/recommend", json={"history": [1, 2], "k": 3}).status_code == 200
+        down = c.post("/items", json={"source_id": "R-2", "title": "drill"})
+        assert down.status_code == 503 and error in down.json()["detail"]
+        assert c.post("/recommend", json={"history": [4], "k": 3}).status_code == 200
+        assert error in c.get("/health").json()["registry_status"]
