@@ -86,16 +86,24 @@ class RecommendRequest(BaseModel):
         return self
 
 
+# the longest text field (characters), category list and embedding an item may carry
+MAX_TEXT, MAX_CATEGORIES, MAX_DIM = 10_000, 100, 8_192
+
+
 class ItemRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    source_id: str = Field(min_length=1)
-    title: str = ""
-    description: str = ""
-    brand: str = ""
-    categories: list[str] = []
+    source_id: str = Field(min_length=1, max_length=512)
+    title: str = Field(default="", max_length=MAX_TEXT)
+    description: str = Field(default="", max_length=MAX_TEXT)
+    brand: str = Field(default="", max_length=MAX_TEXT)
+    categories: list[str] = Field(default=[], max_length=MAX_CATEGORIES)
     # the text to embed (default: the model's embed.template over the fields above)
-    text: str | None = None
-    embedding: list[float] | None = None
+    text: str | None = Field(default=None, max_length=MAX_TEXT)
+    embedding: list[float] | None = Field(default=None, max_length=MAX_DIM)
+
+
+class Overloaded(SidrecError):
+    """More requests waiting than ``serve.max_queue`` (429)."""
 
 
 class Metrics:
@@ -138,7 +146,8 @@ class Metrics:
 class MicroBatcher:
     """Runs ``fn`` over batches of submitted items on ``executor``: a batch starts with the
     first waiting item and takes whatever arrives within ``max_wait`` seconds, up to
-    ``max_batch`` items (``max_batch=1``: every item alone)."""
+    ``max_batch`` items (``max_batch=1``: every item alone). At most ``max_queue`` items wait
+    (0 = no bound)."""
 
     def __init__(
         self,
@@ -147,14 +156,21 @@ class MicroBatcher:
         max_batch: int,
         max_wait: float,
         on_batch: Callable[[int], None],
+        max_queue: int = 0,
     ) -> None:
         self.fn, self.executor = fn, executor
         self.max_batch, self.max_wait, self.on_batch = max_batch, max_wait, on_batch
-        self.queue: asyncio.Queue[tuple[Any, asyncio.Future]] = asyncio.Queue()
+        self.queue: asyncio.Queue[tuple[Any, asyncio.Future]] = asyncio.Queue(max_queue)
 
     async def submit(self, item: Any) -> Any:
+        """``fn``'s result for ``item``; raises :class:`Overloaded` when the queue is full."""
         future = asyncio.get_running_loop().create_future()
-        await self.queue.put((item, future))
+        try:
+            self.queue.put_nowait((item, future))
+        except asyncio.QueueFull:
+            raise Overloaded(
+                f"{self.queue.maxsize} requests are waiting (serve.max_queue): retry shortly"
+            ) from None
         return await future
 
     async def run(self) -> None:
@@ -209,6 +225,12 @@ class Service:
         histories: dict[str, list[int]] | None = None,
     ) -> None:
         s = cfg["serve"]
+        bounds = (s["max_history"], s["max_queue"], s["max_body_bytes"])
+        if min(bounds) < 1:
+            raise SidrecError(
+                "serve.max_history, serve.max_queue and serve.max_body_bytes must be >= 1, got "
+                f"{bounds}"
+            )
         if s["num_beams"] < 1 or s["max_batch"] < 1 or s["max_wait_ms"] < 0:
             raise SidrecError(
                 "serve.num_beams and serve.max_batch must be >= 1 and serve.max_wait_ms >= 0, "
@@ -281,6 +303,12 @@ class Service:
                 "(serve.num_beams)"
             )
         if req.history is not None:
+            limit = self.cfg["serve"]["max_history"]
+            if len(req.history) > limit:
+                raise SidrecError(
+                    f"the history holds {len(req.history)} items, more than serve.max_history="
+                    f"{limit}: send the most recent ones"
+                )
             return req.history
         if req.user_id not in self.histories:
             raise UnknownUser(f"unknown user_id {req.user_id!r}: give its history instead")
@@ -384,6 +412,7 @@ class Service:
 
 ERRORS = (
     (RegistryUnavailable, 503),
+    (Overloaded, 429),
     (PrefixFull, 409),
     (UnknownUser, 404),
     (Unauthorized, 401),
@@ -404,6 +433,7 @@ def create_app(service: Service) -> FastAPI:
             s["max_batch"],
             s["max_wait_ms"] / 1000,
             lambda n: service.metrics.batches.update([n]),
+            s["max_queue"],
         )
         app.state.batcher_task = asyncio.create_task(app.state.batcher.run())
         yield
@@ -422,13 +452,23 @@ def create_app(service: Service) -> FastAPI:
     @app.middleware("http")
     async def timed(request: Request, call_next: Callable) -> Any:
         start = time.perf_counter()
-        response = await call_next(request)
-        service.metrics.record(request.url.path, response.status_code, time.perf_counter() - start)
+        size = request.headers.get("content-length", "0")
+        if not size.isdigit() or int(size) > s["max_body_bytes"]:
+            response: Any = JSONResponse(
+                {"detail": f"the body is over serve.max_body_bytes={s['max_body_bytes']} bytes"},
+                413,
+            )
+        else:
+            response = await call_next(request)
+        # by route template, not raw path: unknown paths share one label
+        route = request.scope.get("route")
+        label = route.path if route is not None else "unmatched"
+        service.metrics.record(label, response.status_code, time.perf_counter() - start)
         return response
 
     def answer(status: int) -> Callable:
-        challenge = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-        return lambda _, e: JSONResponse({"detail": str(e)}, status, headers=challenge)
+        extra = {401: {"WWW-Authenticate": "Bearer"}, 429: {"Retry-After": "1"}}.get(status)
+        return lambda _, e: JSONResponse({"detail": str(e)}, status, headers=extra)
 
     for kind, status in ERRORS:
         app.add_exception_handler(kind, answer(status))
@@ -452,6 +492,7 @@ def create_app(service: Service) -> FastAPI:
 
     @app.get("/metrics")
     async def metrics() -> dict[str, Any]:
-        return {**service.metrics.summary(), **service.health()}
+        health = await asyncio.get_running_loop().run_in_executor(None, service.health)
+        return {**service.metrics.summary(), **health}
 
     return app

@@ -321,3 +321,54 @@ def test_any_redis_error_leaves_recommendations_running(demo_model: dict, error:
         assert down.status_code == 503 and error in down.json()["detail"]
         assert c.post("/recommend", json={"history": [4], "k": 3}).status_code == 200
         assert error in c.get("/health").json()["registry_status"]
+
+
+def test_requests_are_bounded_and_overload_is_shed_with_429(
+    demo_model: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    svc = _service(
+        demo_model, "serve.registry=memory", "serve.max_history=5", "serve.max_body_bytes=2000"
+    )
+    with _client(svc) as c:
+        long = c.post("/recommend", json={"history": list(range(6)), "k": 3})
+        assert long.status_code == 422 and "serve.max_history=5" in long.json()["detail"]
+        big = c.post("/items", json={"source_id": "B-1", "title": "x" * 3000})
+        assert big.status_code == 413 and svc.known == 0
+        huge = c.post("/items", json={"source_id": "B-2", "description": "y" * 20_000})
+        assert huge.status_code in (413, 422)
+        for i in range(20):  # random paths share one metrics label
+            assert c.get(f"/no/such/path/{i}").status_code == 404
+        shown = c.get("/metrics").json()
+        # (with the two bodies refused before routing)
+        assert shown["requests"]["unmatched"] == 22 and not any(
+            "/no/" in k for k in shown["requests"]
+        )
+    # a full queue answers 429 with Retry-After at once instead of waiting
+    svc = _service(demo_model, "serve.registry=memory", "serve.max_queue=1", "serve.max_batch=1")
+    release = threading.Event()
+    slow = svc.recommend_batch
+
+    def stalled(batch: list) -> list:
+        release.wait(30)
+        return slow(batch)
+
+    monkeypatch.setattr(svc, "recommend_batch", stalled)
+    app = create_app(svc)
+
+    async def flood() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            async with app.router.lifespan_context(app):
+                body = {"history": [1, 2], "k": 3}
+                tasks = [
+                    asyncio.create_task(client.post("/recommend", json=body)) for _ in range(6)
+                ]
+                await asyncio.sleep(0.5)
+                release.set()
+                return await asyncio.gather(*tasks)
+
+    answers = asyncio.run(flood())
+    codes = sorted(r.status_code for r in answers)
+    assert codes.count(200) >= 1 and 429 in codes and set(codes) <= {200, 429}
+    shed = next(r for r in answers if r.status_code == 429)
+    assert shed.headers["retry-after"] == "1" and "serve.max_queue" in shed.json()["detail"]
