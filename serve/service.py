@@ -9,7 +9,9 @@
   A write: it needs ``Authorization: Bearer <token>`` (``$SIDREC_ADMIN_TOKEN`` or
   ``serve.admin_token_file``; 401 without it, 403 when wrong, when no token is configured or
   with ``serve.read_only``).
-- ``GET /health``, ``GET /metrics`` (requests, errors, batch sizes, latency percentiles).
+- ``GET /health`` (liveness), ``GET /ready`` (503 while the batcher is down or the registry is
+  unreachable or lost data), ``GET /metrics`` (requests, errors, batch sizes, latency
+  percentiles; Prometheus' text format for a scraper's Accept header).
 
 Decoding and encoding run on one worker thread, one batch at a time. Before each batch the
 service reads the registry's catalog version and adds the items other replicas registered, so
@@ -33,7 +35,9 @@ from typing import Any
 import numpy as np
 import polars as pl
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
+from prometheus_client import Counter as PromCounter
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from sidrec.core.encoder import item_texts, load_encoder
@@ -107,7 +111,8 @@ class Overloaded(SidrecError):
 
 
 class Metrics:
-    """Request counts, status codes, batch sizes and latencies (the last 10,000 per route)."""
+    """Request counts, status codes, batch sizes and latencies: as JSON (the last 10,000
+    latencies per route) and as Prometheus collectors in their own ``registry``."""
 
     def __init__(self) -> None:
         self.requests: Counter[str] = Counter()
@@ -116,11 +121,39 @@ class Metrics:
         self.latency: dict[str, deque[float]] = {}
         self.batcher_restarts = 0
         self.started = time.time()
+        self.registry = CollectorRegistry()
+        self._requests = PromCounter(
+            "sidrec_requests", "HTTP requests", ["route", "status"], registry=self.registry
+        )
+        self._seconds = Histogram(
+            "sidrec_request_seconds", "request latency", ["route"], registry=self.registry
+        )
+        buckets = (1, 2, 4, 8, 16, 32, 64, 128)
+        self._batch = Histogram(
+            "sidrec_batch_size", "requests per batch", buckets=buckets, registry=self.registry
+        )
+        self._restarts = PromCounter(
+            "sidrec_batcher_restarts", "micro-batcher restarts", registry=self.registry
+        )
 
     def record(self, route: str, status: int, seconds: float) -> None:
         self.requests[route] += 1
         self.statuses[f"{route} {status}"] += 1
         self.latency.setdefault(route, deque(maxlen=10_000)).append(seconds * 1000)
+        self._requests.labels(route, str(status)).inc()
+        self._seconds.labels(route).observe(seconds)
+
+    def batch(self, size: int) -> None:
+        self.batches[size] += 1
+        self._batch.observe(size)
+
+    def restarted(self) -> None:
+        self.batcher_restarts += 1
+        self._restarts.inc()
+
+    def prometheus(self) -> bytes:
+        """Every collector in Prometheus' text exposition format."""
+        return generate_latest(self.registry)
 
     def summary(self) -> dict[str, Any]:
         sizes = np.repeat(list(self.batches), list(self.batches.values()))
@@ -407,6 +440,8 @@ class Service:
             "registry_status": registry,
             "items": len(self.rec.titles),
             "registered_items": self.known,
+            # why the last sync failed (registrations answer 503 until it clears)
+            "registry_error": self.registry_error,
         }
 
 
@@ -432,7 +467,7 @@ def create_app(service: Service) -> FastAPI:
             service.worker,
             s["max_batch"],
             s["max_wait_ms"] / 1000,
-            lambda n: service.metrics.batches.update([n]),
+            service.metrics.batch,
             s["max_queue"],
         )
         app.state.batcher_task = asyncio.create_task(app.state.batcher.run())
@@ -443,7 +478,7 @@ def create_app(service: Service) -> FastAPI:
         """The micro-batcher, its task restarted (and counted) if it died."""
         task = app.state.batcher_task
         if task.done():
-            service.metrics.batcher_restarts += 1
+            service.metrics.restarted()
             app.state.batcher_task = asyncio.create_task(app.state.batcher.run())
         return app.state.batcher
 
@@ -490,8 +525,24 @@ def create_app(service: Service) -> FastAPI:
     async def health() -> dict[str, Any]:
         return await asyncio.get_running_loop().run_in_executor(None, service.health)
 
+    @app.get("/ready")
+    async def ready(request: Request) -> JSONResponse:
+        """200 when this replica can take traffic: its batcher runs and its registry is
+        reachable and consistent; else 503 naming what is wrong (for a load balancer)."""
+        health = await asyncio.get_running_loop().run_in_executor(None, service.health)
+        problems = [] if health["registry_status"] == "ok" else [health["registry_status"]]
+        if request.app.state.batcher_task.done():
+            problems.append("the micro-batcher is not running")
+        if health["registry_error"]:
+            problems.append(health["registry_error"])
+        return JSONResponse({"ready": not problems, "problems": problems}, 503 if problems else 200)
+
     @app.get("/metrics")
-    async def metrics() -> dict[str, Any]:
+    async def metrics(request: Request) -> Any:
+        """JSON, or Prometheus' text format for a scraper (Accept: text/plain or OpenMetrics)."""
+        accept = request.headers.get("accept", "")
+        if "text/plain" in accept or "openmetrics" in accept:
+            return Response(service.metrics.prometheus(), media_type=CONTENT_TYPE_LATEST)
         health = await asyncio.get_running_loop().run_in_executor(None, service.health)
         return {**service.metrics.summary(), **health}
 

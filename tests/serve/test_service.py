@@ -372,3 +372,29 @@ def test_requests_are_bounded_and_overload_is_shed_with_429(
     assert codes.count(200) >= 1 and 429 in codes and set(codes) <= {200, 429}
     shed = next(r for r in answers if r.status_code == 429)
     assert shed.headers["retry-after"] == "1" and "serve.max_queue" in shed.json()["detail"]
+
+
+def test_ready_and_prometheus_metrics(demo_model: dict) -> None:
+    from conftest import free_port
+
+    from sidrec.serve.registry import RedisRegistry
+
+    svc = _service(demo_model, "serve.registry=memory")
+    with _client(svc) as c:
+        assert c.get("/ready").json() == {"ready": True, "problems": []}
+        assert c.post("/recommend", json={"history": [1, 2], "k": 3}).status_code == 200
+        text = c.get("/metrics", headers={"Accept": "text/plain"})
+        assert text.headers["content-type"].startswith("text/plain")
+        body = text.text
+        assert "# TYPE sidrec_requests_total counter" in body
+        assert 'sidrec_requests_total{route="/recommend",status="200"} 1.0' in body
+        assert (
+            "# TYPE sidrec_batch_size histogram" in body and "sidrec_batch_size_count 1.0" in body
+        )
+        assert c.get("/metrics").json()["requests"]["/recommend"] == 1  # JSON by default
+    # a registry that cannot be reached: alive (/health 200) but not ready (503, saying why)
+    svc.registry = RedisRegistry(f"redis://127.0.0.1:{free_port()}/0", svc.n_base, "test")
+    with _client(svc) as c:
+        assert c.get("/health").status_code == 200
+        not_ready = c.get("/ready")
+        assert not_ready.status_code == 503 and "unreachable" in not_ready.json()["problems"][0]
