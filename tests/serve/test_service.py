@@ -167,7 +167,10 @@ def test_replicas_share_one_redis_registry(demo_model: dict, redis_url: str) -> 
 
 
 def test_micro_batches_give_the_answers_of_single_requests(demo_model: dict) -> None:
-    svc = _service(demo_model, "serve.registry=memory", "serve.max_wait_ms=50")
+    # 20 beams over 150 items: a search that pruned by batch would show
+    svc = _service(
+        demo_model, "serve.registry=memory", "serve.max_wait_ms=50", "serve.num_beams=20"
+    )
     histories = [[i, (i * 7) % 150, (i * 13) % 150] for i in range(12)]
     app = create_app(svc)
 
@@ -183,7 +186,7 @@ def test_micro_batches_give_the_answers_of_single_requests(demo_model: dict) -> 
     answers = asyncio.run(ask())
     assert max(svc.metrics.batches) > 1  # requests were decoded together
     for history, answer in zip(histories, answers, strict=True):
-        alone = svc.rec.recommend([history], len(svc.rec.titles), 1)[0][:5]
+        alone = svc.rec.recommend([history], 20, 1)[0][:5]
         assert [r["item_id"] for r in answer] == [r["item_id"] for r in alone]
         assert np.allclose([r["score"] for r in answer], [r["score"] for r in alone], atol=1e-4)
 
