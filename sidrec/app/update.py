@@ -29,6 +29,7 @@ import io
 import math
 import shutil
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -126,9 +127,12 @@ def _check_rows(df: pl.DataFrame, path: Path, n_items: int) -> pl.DataFrame:
     return df
 
 
-def read_day(day: Path, n_items: int) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+def read_day(
+    day: Path, n_items: int, sources: Sequence[str] = ()
+) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
     """The new items, train rows and valid rows of a day directory, checked against a catalog
-    of ``n_items`` items; raises naming the file and the row."""
+    of ``n_items`` items whose source ids are ``sources``; raises naming the file and the
+    row."""
     day = require_file(day, "day directory")
     items_file = day / "items.parquet"
     items = pl.DataFrame(schema=ITEMS_SCHEMA)
@@ -150,6 +154,12 @@ def read_day(day: Path, n_items: int) -> tuple[pl.DataFrame, pl.DataFrame, pl.Da
                     f"(0..{n_items - 1}), in order",
                     row=row,
                 )
+        seen = set(sources)
+        for row, source in enumerate(items["source_id"].to_list()):
+            if not source or source in seen:
+                what = "empty" if not source else f"{source!r} is already in the catalog or the day"
+                raise InputError(items_file, f"expected a new, unique source_id: {what}", row=row)
+            seen.add(source)
     grown = n_items + items.height
     train = _check_rows(
         pl.read_parquet(require_file(day / "train.parquet", "day's train rows")),
@@ -380,9 +390,13 @@ def _apply(cfg: dict[str, Any], s: dict[str, Any], state: Path, day: Path, name:
     point = {k: resolve_path(state, v) for k, v in s["serving"].items()}
     tree = is_tree_model(point["model"])
     if tree and u["rl"]:
-        raise SidrecError("update.rl: GRPO trains LM models; a tree model updates with rl false")
+        raise SidrecError(
+            "update.rl: the update's GRPO step trains LM models; a tree model updates with rl false"
+        )
     old_items = pl.read_parquet(point["items"]).select(list(ITEMS_SCHEMA)).cast(ITEMS_SCHEMA)
-    new_items, day_train, day_valid = read_day(day, old_items.height)
+    new_items, day_train, day_valid = read_day(
+        day, old_items.height, old_items["source_id"].to_list()
+    )
     out = state / "days" / name
     work = state / "work" / name
     for stale in (out, work):  # what an interrupted run of this day left: start it cleanly

@@ -145,6 +145,16 @@ def test_bad_days_are_refused_naming_the_file_and_row(demo_model: dict, tmp_path
     items.with_columns(pl.Series("item_id", [150, 160])).write_parquet(day / "items.parquet")
     with pytest.raises(SidrecError, match="items.parquet, row 1: expected item_id 151"):
         run_update(model, day, state, cfg)
+    # a source id twice in the day, or one the catalog already holds
+    first = items["source_id"][0]
+    twice = items.with_columns(pl.Series("source_id", [first, first]))
+    twice.write_parquet(day / "items.parquet")
+    with pytest.raises(SidrecError, match=f"items.parquet, row 1: .*{first!r} is already"):
+        run_update(model, day, state, cfg)
+    own = pl.read_parquet(model / "items.parquet")["source_id"][3]
+    items.with_columns(pl.Series("source_id", [own, "x"])).write_parquet(day / "items.parquet")
+    with pytest.raises(SidrecError, match=f"items.parquet, row 0: .*{own!r} is already"):
+        run_update(model, day, state, cfg)
     items.write_parquet(day / "items.parquet")
     (day / "valid.parquet").unlink()
     with pytest.raises(SidrecError, match="valid rows does not exist"):
@@ -173,7 +183,7 @@ def test_a_tree_model_updates_on_its_grown_catalog(demo_model: dict, tmp_path: P
     svc = load_service(model_config(model, None, ["serve.registry=memory"]), None, state, None)
     found = svc.rec.recommend([svc.rec.resolve(["NEW-150", 3])], k=153)[0]
     assert len(found) == 153 and {f["item_id"] for f in found} == set(range(153))
-    with pytest.raises(SidrecError, match="GRPO trains LM models"):
+    with pytest.raises(SidrecError, match="GRPO step trains LM models"):
         run_update(
             tmp_path / "tree",
             tmp_path / "d1",
