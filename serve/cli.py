@@ -30,6 +30,19 @@ def histories(data: Path | None, model: Path) -> dict[str, list[int]]:
     return dict(zip(seqs["user_id"].to_list(), seqs["item_ids"].to_list(), strict=True))
 
 
+def state_histories(state: Path) -> dict[str, list[int]]:
+    """Every user an update state has seen, with the latest history it holds for each (the
+    base model's training data, then each day's, a later day's sequence replacing an
+    earlier one)."""
+    from sidrec.core.state import history_dirs
+
+    out: dict[str, list[int]] = {}
+    for data in history_dirs(state):
+        if (data / "sequences.parquet").exists():
+            out.update(histories(data, data))
+    return out
+
+
 def load_service(
     cfg: dict[str, Any], model: Path | None, state: Path | None, data: Path | None
 ) -> Any:
@@ -53,7 +66,6 @@ def load_service(
     if state is not None:
         point = serving(state)
         model, catalog = point["model"], (point["items"], point["sid"])
-        data = data if data is not None else point["data"]
     if model is None:
         raise SidrecError("give --model DIR (or --state DIR of sidrec update)")
     rec = Recommender(model, head=cfg["decoding"]["head"], catalog=catalog)
@@ -70,7 +82,8 @@ def load_service(
                 f"{e}: start Redis (e.g. `redis-server --port 6379 --appendonly yes`) or "
                 "serve one replica without it (--registry memory)"
             ) from None
-    return Service(rec, sid_dir, registry, cfg, histories(data, model))
+    users = state_histories(state) if state is not None and data is None else histories(data, model)
+    return Service(rec, sid_dir, registry, cfg, users)
 
 
 def server(cfg: dict[str, Any], service: Any) -> Any:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from sidrec.core.errors import require_file
-from sidrec.core.io import read_json
+from sidrec.core.io import MANIFEST, read_json
 
 STATE_FILE = "state.json"
 
@@ -21,3 +21,14 @@ def serving(state: str | Path) -> dict[str, Path | None]:
     state = require_file(state, "update state directory")
     s = read_json(require_file(state / STATE_FILE, "update state (run sidrec update first)"))
     return {k: resolve_path(state, v) for k, v in s["serving"].items()}
+
+
+def history_dirs(state: str | Path) -> list[Path]:
+    """The dataset directories whose user sequences a state has seen, oldest first: the base
+    model's training data (when it is still there), then every applied day's."""
+    state = Path(state)
+    s = read_json(require_file(state / STATE_FILE, "update state (run sidrec update first)"))
+    base = Path(s["base_model"]) / MANIFEST
+    found = read_json(base).get("inputs", {}).get("data") if base.exists() else None
+    dirs = [Path(found)] if found else []
+    return [*dirs, *(state / "days" / d["day"] / "data" for d in s["days"])]

@@ -105,6 +105,13 @@ def test_days_are_promoted_or_backlogged_and_ledgered(demo_model: dict, tmp_path
     # the promoted model and its grown catalog serve the new items
     svc = load_service(model_config(model, None, ["serve.registry=memory"]), None, state, None)
     assert len(svc.rec.titles) == 155 and svc.rec.by_source["NEW-150"] == 150
+    # ... and know every user the state has seen: the base data's and each day's, a day's
+    # user with the history of its latest day
+    base = pl.read_parquet(demo_model["outputs"]["data"] / "sequences.parquet")
+    latest = pl.read_parquet(state / "days" / "d3" / "data" / "sequences.parquet")
+    assert set(base["user_id"]) | set(latest["user_id"]) <= set(svc.histories)
+    user, seq = latest["user_id"][0], latest["item_ids"][0].to_list()
+    assert svc.histories[user] == seq and len(svc.histories) > latest.height
 
 
 def test_an_interrupted_update_leaves_the_state_and_reruns_cleanly(
