@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from sidrec.core.errors import SidrecError
-from sidrec.core.io import atomic_dir, is_complete
+from sidrec.core.io import atomic_dir, is_complete, read_json, write_json
 from sidrec.core.manifest import Run
 
 
@@ -120,3 +120,31 @@ def test_overwrite_swaps_in_one_step(tmp_path: Path, monkeypatch: pytest.MonkeyP
         Run("test2", {}, {}, seed=None).finish(tmp, {})
     assert seen == [] and (out / "y.txt").exists() and not (out / "x.txt").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == [".out.lock", "out"]
+
+
+def test_published_files_are_flushed_to_disk_before_they_appear(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # what a rename publishes must survive a power loss: every file and folder is fsynced
+    # before the rename, and the parent folder's entry after it
+    synced: list[str] = []
+    real = os.fsync
+
+    def record(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", record)
+    out = tmp_path / "out"
+    with atomic_dir(out) as tmp:
+        (tmp / "sub").mkdir()
+        (tmp / "sub" / "weights.bin").write_bytes(b"x" * 10)
+        write_json(tmp / "manifest.json", {"a": 1})
+        synced.clear()
+    names = [Path(p).name for p in synced]
+    assert {"weights.bin", "manifest.json", "sub"} <= set(names)
+    assert synced[-1] == str(tmp_path)  # the parent's entry, after the rename
+    synced.clear()
+    write_json(tmp_path / "state.json", {"b": 2})
+    assert synced == [str(tmp_path / "state.json.tmp"), str(tmp_path)]
+    assert read_json(tmp_path / "state.json") == {"b": 2}

@@ -92,6 +92,24 @@ def _exchange(a: Path, b: Path) -> bool:
     return rename2(_AT_FDCWD, fs(str(a)), _AT_FDCWD, fs(str(b)), _RENAME_EXCHANGE) == 0
 
 
+def _fsync(path: Path) -> None:
+    """Flush ``path`` (a file, or a directory's entries) to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(root: Path) -> None:
+    """Flush every file and directory under ``root`` (and ``root``) to disk, so that what a
+    rename publishes survives a power loss, not only a killed process."""
+    for folder, _, files in os.walk(root):
+        for name in files:
+            _fsync(Path(folder) / name)
+        _fsync(Path(folder))
+
+
 def replace_dir(new: Path, out: Path) -> None:
     """Put directory ``new`` at ``out``, replacing what is there. Where the system can swap two
     paths atomically (Linux) ``out`` is never missing; elsewhere it is, for one rename."""
@@ -127,21 +145,31 @@ def atomic_dir(out: str | Path, overwrite: bool = False) -> Iterator[Path]:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+        fsync_tree(tmp)
         replace_dir(tmp, out)
+        _fsync(out.parent)
+
+
+def write_text_durably(path: Path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` via a temporary file, flushed to disk, and a rename
+    whose directory entry is flushed too."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.replace(path)
+    _fsync(path.parent)
 
 
 def write_json(path: Path, obj: Any) -> None:
-    """Write ``obj`` as indented UTF-8 JSON, via a temporary file and a rename."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    """Write ``obj`` as indented UTF-8 JSON, durably (:func:`write_text_durably`)."""
+    write_text_durably(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
 
 
 def write_yaml(path: Path, obj: Any) -> None:
-    """Write ``obj`` as YAML, via a temporary file and a rename."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(yaml.safe_dump(obj, sort_keys=False, allow_unicode=True), encoding="utf-8")
-    tmp.replace(path)
+    """Write ``obj`` as YAML, durably (:func:`write_text_durably`)."""
+    write_text_durably(path, yaml.safe_dump(obj, sort_keys=False, allow_unicode=True))
 
 
 def read_json(path: str | Path) -> Any:
