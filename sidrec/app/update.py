@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import hashlib
 import io
 import math
 import shutil
@@ -45,7 +46,7 @@ from sidrec.core.dataset import (
 from sidrec.core.encoder import embed_items
 from sidrec.core.errors import InputError, SidrecError, require_file
 from sidrec.core.examples import EXAMPLE_SCHEMA
-from sidrec.core.io import MANIFEST, output_lock, read_json, write_json
+from sidrec.core.io import MANIFEST, output_lock, read_json, write_json, write_text_durably
 from sidrec.core.manifest import Run
 from sidrec.core.model_dir import ITEMS_FILE, SIDS_DIR
 from sidrec.core.prompts import PromptSpec
@@ -233,13 +234,32 @@ def _write_examples(
 
 
 def _ledger(state: Path, days: list[dict[str, Any]]) -> None:
+    """Write ``updates.csv`` from the state's days (durably; rewritten on every run, so a kill
+    between ``state.json`` and the ledger heals the next time)."""
     text = io.StringIO()
     writer = csv.DictWriter(text, LEDGER_COLUMNS, lineterminator="\n")
     writer.writeheader()
     writer.writerows({k: d[k] for k in LEDGER_COLUMNS} for d in days)
-    tmp = state / f".{LEDGER_FILE}.tmp"
-    tmp.write_text(text.getvalue())
-    tmp.replace(state / LEDGER_FILE)
+    write_text_durably(state / LEDGER_FILE, text.getvalue())
+
+
+def day_hash(day: Path) -> str:
+    """The content hash of a day directory's files (names and bytes): what identifies a day."""
+    digest = hashlib.sha256()
+    for f in sorted(p for p in day.iterdir() if p.is_file()):
+        digest.update(f.name.encode() + b"\0" + f.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _applied(days: list[dict[str, Any]], name: str, digest: str) -> tuple[dict | None, str]:
+    """The day already applied with these contents (None if none), and the name to apply a
+    new one under: the folder's, or with the content hash added when a day of that name
+    with other contents (an earlier version, now corrected) was applied."""
+    for d in days:
+        if d.get("content_hash", digest if d["day"] == name else None) == digest:
+            return d, name
+    taken = {d["day"] for d in days}
+    return None, name if name not in taken else f"{name}-{digest[:8]}"
 
 
 def run_update(
@@ -255,7 +275,6 @@ def run_update(
     if u["fresh_repeats"] < 1:
         raise SidrecError(f"update.fresh_repeats must be >= 1, got {u['fresh_repeats']}")
     model, day, state = Path(model).resolve(), Path(day).resolve(), Path(state)
-    name = day.name
     with output_lock(state):
         state.mkdir(parents=True, exist_ok=True)
         file = state / STATE_FILE
@@ -265,10 +284,13 @@ def run_update(
                 f"{state} updates the model {s['base_model']}, not --model {model}; give that "
                 "one, or a new --state"
             )
-        done = next((d for d in s["days"] if d["day"] == name), None)
+        _ledger(state, s["days"])
+        done, name = _applied(s["days"], day.name, day_hash(require_file(day, "day directory")))
         if done is not None:
-            print(f"sidrec update: day {name} was applied already ({done['decision']})")
+            print(f"sidrec update: day {done['day']} was applied already ({done['decision']})")
             return done
+        if name != day.name:
+            print(f"sidrec update: {day.name} was applied with other contents; applying as {name}")
         return _apply(cfg, s, state, day, name)
 
 
@@ -445,6 +467,7 @@ def _apply(cfg: dict[str, Any], s: dict[str, Any], state: Path, day: Path, name:
         "items": items.height,
         "backlog_after": 0 if promoted else rows.backlog.height + day_train.height,
         "seconds": round(time.time() - started, 1),
+        "content_hash": day_hash(day),
     }
     run.finish(out, {k: row[k] for k in LEDGER_COLUMNS if k not in ("day", "metric")})
     serving = {"items": f"{rel}/data/{ITEMS_FILE}", "sid": f"{rel}/sid", "data": f"{rel}/data"}

@@ -6,6 +6,7 @@ bad day directories refused naming the file and the row."""
 from __future__ import annotations
 
 import csv
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -134,6 +135,24 @@ def test_an_interrupted_update_leaves_the_state_and_reruns_cleanly(
     assert main([*args, "update.max_steps=2", "update.replay_valid=10", "update.tolerance=1"]) == 0
     assert read_json(state / STATE_FILE)["days"][0]["decision"] == "promoted"
     assert not (state / "work").exists() or not any((state / "work").iterdir())
+    quick = [*args, "update.max_steps=2", "update.replay_valid=10", "update.tolerance=1"]
+    # a kill between state.json and the ledger: the next run rewrites updates.csv
+    (state / "updates.csv").unlink()
+    assert main(quick) == 0 and len((state / "updates.csv").read_text().splitlines()) == 2
+    # the same contents under another folder name are the same day
+    shutil.copytree(day, tmp_path / "d1-again")
+    assert main([*quick[:4], str(tmp_path / "d1-again"), *quick[5:]]) == 0
+    assert [d["day"] for d in read_json(state / STATE_FILE)["days"]] == ["d1"]
+    # a corrected day under the same folder name is applied, under its content hash (its two
+    # new items are in the catalog now)
+    pl.read_parquet(day / "items.parquet").head(0).write_parquet(day / "items.parquet")
+    valid = pl.read_parquet(day / "valid.parquet")
+    valid.head(valid.height - 1).write_parquet(day / "valid.parquet")
+    assert main(quick) == 0
+    days = read_json(state / STATE_FILE)["days"]
+    assert days[1]["day"] == f"d1-{days[1]['content_hash'][:8]}" and len(days) == 2
+    assert days[1]["content_hash"] != days[0]["content_hash"]
+    assert (state / "days" / days[1]["day"]).is_dir()
 
 
 def test_bad_days_are_refused_naming_the_file_and_row(demo_model: dict, tmp_path: Path) -> None:
