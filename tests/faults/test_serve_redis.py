@@ -85,9 +85,12 @@ def test_redis_killed_mid_run(demo_model: dict, tmp_path: Path) -> None:
         assert known.status_code == 200 and len(known.json()["recommendations"]) == 5
         assert "unreachable" in c.get("/health").json()["registry_status"]
 
+        pinned = dict(sids)  # what was handed out before the kill
         server = start_redis(tmp_path / "redis", port)  # the same append-only file
-        assert register("before-2").json() == {**register("before-2").json(), "created": False}
+        again = register("before-2").json()  # (register() records it: compare with the pin)
+        assert again["sid"] == pinned["before-2"] and again["created"] is False
         assert all(register(f"after-{i}").status_code == 200 for i in range(5))
+        assert {k: sids[k] for k in pinned} == pinned  # every earlier SID kept
         assert c.get("/health").json()["registry_status"] == "ok"
         assert len(set(sids.values())) == len(sids) == 10  # no SID allocated twice
 
