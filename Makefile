@@ -26,7 +26,7 @@ demo: venv
 test: venv
 	$(BIN)/python -m pytest
 
-# SIGKILL every stage and the pipeline at 32 points and re-run them (a few minutes)
+# SIGKILL every stage and the pipeline at 40 points and re-run them (a few minutes)
 test-faults: venv
 	$(BIN)/python -m pytest -m faults tests/faults
 
