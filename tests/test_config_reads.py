@@ -24,10 +24,12 @@ from sidrec.core.ranking import write_ranking
 from sidrec.core.sids import SidTable
 from sidrec.data.stage import build_from_config, export_minionerec_dir, write_imported_sids
 from sidrec.rl.train import train_rl
+from sidrec.rl.tree import train_tree_rl
 from sidrec.rq.stage import build_sids
 from sidrec.serve.cli import load_service, server
 from sidrec.sft.convert import convert
 from sidrec.sft.train import train_sft
+from sidrec.sft.tree import train_tree
 
 TINY = [
     "data.synth.n_items=120",
@@ -121,6 +123,14 @@ def test_every_default_key_is_read(tmp_path: Path) -> None:
     convert(outputs["data"], outputs["sid"], tmp_path / "seq-examples", c)
     train_sft(tmp_path / "seq-examples", tmp_path / "lora", c)
     train_sasrec(outputs["data"], stage_path(c, "sasrec"), c)
+    # the tree family distilled from that SASRec, with plateau decay and averaged weights,
+    # then GRPO over its exact groups
+    tree = ["model.family=tree", "tree.hidden=8", "tree.heads=1", "tree.epochs=1"]
+    tree += ["tree.lr_factor=0.5", "tree.ema=0.9", "swanlab.mode=disabled"]
+    c = cfg(*tree, f"tree.teacher={stage_path(c, 'sasrec')}")
+    train_tree(outputs["data"], outputs["sid"], tmp_path / "tree", c)
+    c = cfg(*tree, "rl.max_steps=1", "rl.force_target=true", "rl.valid_users=8")
+    train_tree_rl(tmp_path / "tree", outputs["data"], tmp_path / "tree-rl", c)
     c = cfg("two_tower.epochs=1", "two_tower.dim=8", "two_tower.top_k=20", "swanlab.mode=disabled")
     train_two_tower(outputs["data"], outputs["embeddings"], stage_path(c, "two_tower"), c)
     # the Wide&Deep ranker over lists that hold every other row's target
