@@ -82,6 +82,8 @@ class RecommendRequest(BaseModel):
     user_id: str | None = None
     history: list[int | str] | None = Field(default=None, min_length=1)
     k: int = Field(default=10, ge=1)
+    # leave the history's own items out (default: the model's evaluate.exclude_history)
+    exclude_history: bool | None = None
 
     @model_validator(mode="after")
     def _one_of(self) -> RecommendRequest:
@@ -348,14 +350,16 @@ class Service:
         return self.histories[req.user_id]
 
     def recommend_batch(
-        self, batch: list[tuple[list[int | str], int]]
+        self, batch: list[tuple[list[int | str], int, bool]]
     ) -> list[list[dict] | SidrecError]:
-        """Top items for ``(history, k)`` pairs, decoded together (on the worker thread) after
-        the items other replicas registered are added, so a history may name them; a history
-        with unknown ids gets its error in its place."""
+        """Top items for ``(history, k, exclude_history)`` requests, decoded together (on the
+        worker thread) after the items other replicas registered are added, so a history may
+        name them; a history with unknown ids gets its error in its place. With
+        ``exclude_history`` the history's items are dropped from the decoded beams, as
+        ``evaluate`` does (fewer than ``k`` may remain)."""
         self.sync()
         resolved: list[list[int] | SidrecError] = []
-        for history, _ in batch:
+        for history, _, _ in batch:
             try:
                 resolved.append(self.rec.resolve(history))
             except SidrecError as e:
@@ -364,10 +368,15 @@ class Service:
         # a catalog smaller than serve.num_beams: all of it
         beams = min(self.cfg["serve"]["num_beams"], self.rec.catalog_size)
         found = iter(self.rec.recommend(good, beams, len(good)) if good else [])
-        return [
-            h if isinstance(h, SidrecError) else next(found)[:k]
-            for h, (_, k) in zip(resolved, batch, strict=True)
-        ]
+        out: list[list[dict] | SidrecError] = []
+        for h, (_, k, exclude) in zip(resolved, batch, strict=True):
+            if isinstance(h, SidrecError):
+                out.append(h)
+                continue
+            items = next(found)
+            seen = set(h) if exclude else set()
+            out.append([x for x in items if x["item_id"] not in seen][:k])
+        return out
 
     # -- registration --------------------------------------------------------------------
     def _embedding(self, req: ItemRequest) -> np.ndarray:
@@ -511,7 +520,10 @@ def create_app(service: Service) -> FastAPI:
     @app.post("/recommend")
     async def recommend(req: RecommendRequest, request: Request) -> dict[str, Any]:
         history = service.history(req)
-        items = await batcher(request.app).submit((history, req.k))
+        exclude = req.exclude_history
+        if exclude is None:
+            exclude = bool(service.cfg["evaluate"]["exclude_history"])
+        items = await batcher(request.app).submit((history, req.k, exclude))
         return {"user_id": req.user_id, "recommendations": items}
 
     @app.post("/items")

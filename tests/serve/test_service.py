@@ -401,3 +401,16 @@ def test_ready_and_prometheus_metrics(demo_model: dict) -> None:
         assert c.get("/health").status_code == 200
         not_ready = c.get("/ready")
         assert not_ready.status_code == 503 and "unreachable" in not_ready.json()["problems"][0]
+
+
+def test_exclude_history_drops_the_histories_items_as_evaluation_does(demo_model: dict) -> None:
+    svc = _service(demo_model, "serve.registry=memory", "serve.num_beams=150")
+    with _client(svc) as c:
+        ask = {"history": [5, 9, 12], "k": 150}
+        kept = c.post("/recommend", json={**ask, "exclude_history": False}).json()
+        left_out = c.post("/recommend", json={**ask, "exclude_history": True}).json()
+    kept_ids = [r["item_id"] for r in kept["recommendations"]]
+    assert {5, 9, 12} <= set(kept_ids)  # every item ranked: the history's among them
+    assert [r["item_id"] for r in left_out["recommendations"]] == [
+        i for i in kept_ids if i not in {5, 9, 12}
+    ]
