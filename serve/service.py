@@ -465,6 +465,60 @@ ERRORS = (
 )
 
 
+def _add_metering(app: FastAPI, service: Service) -> None:
+    """Refuse a body over ``serve.max_body_bytes`` (413) and record every request's route
+    template, status and latency."""
+    limit = service.cfg["serve"]["max_body_bytes"]
+
+    @app.middleware("http")
+    async def timed(request: Request, call_next: Callable) -> Any:
+        start = time.perf_counter()
+        size = request.headers.get("content-length", "0")
+        if not size.isdigit() or int(size) > limit:
+            response: Any = JSONResponse(
+                {"detail": f"the body is over serve.max_body_bytes={limit} bytes"}, 413
+            )
+        else:
+            response = await call_next(request)
+        # by route template, not raw path: unknown paths share one label
+        route = request.scope.get("route")
+        label = route.path if route is not None else "unmatched"
+        service.metrics.record(label, response.status_code, time.perf_counter() - start)
+        return response
+
+
+def _add_status_routes(app: FastAPI, service: Service) -> None:
+    """``/health`` (liveness), ``/ready`` (for a load balancer) and ``/metrics``; the registry
+    is asked off the event loop."""
+
+    async def checked() -> dict[str, Any]:
+        return await asyncio.get_running_loop().run_in_executor(None, service.health)
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        return await checked()
+
+    @app.get("/ready")
+    async def ready(request: Request) -> JSONResponse:
+        """200 when this replica can take traffic: its batcher runs and its registry is
+        reachable and consistent; else 503 naming what is wrong."""
+        found = await checked()
+        problems = [] if found["registry_status"] == "ok" else [found["registry_status"]]
+        if request.app.state.batcher_task.done():
+            problems.append("the micro-batcher is not running")
+        if found["registry_error"]:
+            problems.append(found["registry_error"])
+        return JSONResponse({"ready": not problems, "problems": problems}, 503 if problems else 200)
+
+    @app.get("/metrics")
+    async def metrics(request: Request) -> Any:
+        """JSON, or Prometheus' text format for a scraper (Accept: text/plain or OpenMetrics)."""
+        accept = request.headers.get("accept", "")
+        if "text/plain" in accept or "openmetrics" in accept:
+            return Response(service.metrics.prometheus(), media_type=CONTENT_TYPE_LATEST)
+        return {**service.metrics.summary(), **await checked()}
+
+
 def create_app(service: Service) -> FastAPI:
     """The HTTP routes over ``service``."""
     s = service.cfg["serve"]
@@ -493,22 +547,7 @@ def create_app(service: Service) -> FastAPI:
 
     app = FastAPI(title="sidrec", lifespan=lifespan)
 
-    @app.middleware("http")
-    async def timed(request: Request, call_next: Callable) -> Any:
-        start = time.perf_counter()
-        size = request.headers.get("content-length", "0")
-        if not size.isdigit() or int(size) > s["max_body_bytes"]:
-            response: Any = JSONResponse(
-                {"detail": f"the body is over serve.max_body_bytes={s['max_body_bytes']} bytes"},
-                413,
-            )
-        else:
-            response = await call_next(request)
-        # by route template, not raw path: unknown paths share one label
-        route = request.scope.get("route")
-        label = route.path if route is not None else "unmatched"
-        service.metrics.record(label, response.status_code, time.perf_counter() - start)
-        return response
+    _add_metering(app, service)
 
     def answer(status: int) -> Callable:
         extra = {401: {"WWW-Authenticate": "Bearer"}, 429: {"Retry-After": "1"}}.get(status)
@@ -533,29 +572,5 @@ def create_app(service: Service) -> FastAPI:
         got = await loop.run_in_executor(service.worker, service.register, req)
         return got._asdict()
 
-    @app.get("/health")
-    async def health() -> dict[str, Any]:
-        return await asyncio.get_running_loop().run_in_executor(None, service.health)
-
-    @app.get("/ready")
-    async def ready(request: Request) -> JSONResponse:
-        """200 when this replica can take traffic: its batcher runs and its registry is
-        reachable and consistent; else 503 naming what is wrong (for a load balancer)."""
-        health = await asyncio.get_running_loop().run_in_executor(None, service.health)
-        problems = [] if health["registry_status"] == "ok" else [health["registry_status"]]
-        if request.app.state.batcher_task.done():
-            problems.append("the micro-batcher is not running")
-        if health["registry_error"]:
-            problems.append(health["registry_error"])
-        return JSONResponse({"ready": not problems, "problems": problems}, 503 if problems else 200)
-
-    @app.get("/metrics")
-    async def metrics(request: Request) -> Any:
-        """JSON, or Prometheus' text format for a scraper (Accept: text/plain or OpenMetrics)."""
-        accept = request.headers.get("accept", "")
-        if "text/plain" in accept or "openmetrics" in accept:
-            return Response(service.metrics.prometheus(), media_type=CONTENT_TYPE_LATEST)
-        health = await asyncio.get_running_loop().run_in_executor(None, service.health)
-        return {**service.metrics.summary(), **health}
-
+    _add_status_routes(app, service)
     return app
