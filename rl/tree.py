@@ -165,9 +165,10 @@ def _step_loss(
     reward = torch.as_tensor(found["total"], dtype=logp.dtype, device=logp.device)
     std = reward.std(1, keepdim=True)
     advantage = (reward - reward.mean(1, keepdim=True)) / (std + 1e-4)
-    if r["drop_zero_variance"]:
-        advantage = advantage * (std > 0)
-    loss = -(advantage * chosen).mean()
+    per_group = -(advantage * chosen).mean(1)  # (N,); 0 where every reward is equal
+    # dynamic sampling: the loss is the mean over the groups that teach something
+    keep = std.squeeze(1) > 0 if r["drop_zero_variance"] else torch.ones_like(per_group, dtype=bool)
+    loss = per_group[keep].mean() if bool(keep.any()) else per_group.sum() * 0.0
     kl = torch.zeros((), device=logp.device)
     if ref is not None:
         with torch.no_grad():
@@ -182,7 +183,7 @@ def _step_loss(
     return loss, shown
 
 
-Progress = dict[str, Any]  # JSON: step, log, best, best_step, seconds, numpy_rng
+Progress = dict[str, Any]  # JSON: step, log, best, best_step, seconds
 
 
 def _validate(model: TreeSID, valid: Any, cfg: dict[str, Any]) -> dict[str, float]:

@@ -154,3 +154,28 @@ def test_force_target_is_refused_for_an_lm() -> None:
     cfg = load_config(None, ["rl.force_target=true"])
     with pytest.raises(SidrecError, match="rl.force_target needs a tree model"):
         _check(cfg, None, None)
+
+
+def test_dynamic_sampling_averages_over_the_groups_that_teach() -> None:
+    from conftest import random_sids
+
+    from sidrec.core.tree_model import TreeSID, Trie
+
+    shape = {"hidden": 16, "layers": 1, "heads": 2, "dropout": 0.0, "position": "learned"}
+    torch.manual_seed(0)
+    model = TreeSID(60, Trie(random_sids(60, levels=3, k=4)), {**shape, "max_len": 8,
+                    "node_embeddings": True}).eval()  # fmt: skip
+    seq = torch.randint(1, 61, (12, 5))
+    with torch.no_grad():  # half the rows' targets are the model's top item: in their groups
+        top = model.item_scores(model.encode(seq)[:, -1]).argmax(1)
+    target = torch.cat([top[:6], torch.randint(0, 60, (6,))])
+    r = {"num_generations": 4, "rollout": "beam", "temperature": 1.0, "force_target": False,
+         "rewards": {"rule": 1.0}, "drop_zero_variance": False}  # fmt: skip
+    shown_as = tree_rl.representatives(model)
+    plain, log = tree_rl._step_loss(model, None, None, shown_as, seq, target, r)
+    dropped, _ = tree_rl._step_loss(
+        model, None, None, shown_as, seq, target, {**r, "drop_zero_variance": True}
+    )
+    kept = round((1 - log["zero_std"]) * 12)  # groups holding the target: rewards differ
+    assert 0 < kept < 12
+    torch.testing.assert_close(dropped, plain * 12 / kept)
