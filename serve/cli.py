@@ -39,7 +39,7 @@ def state_histories(state: Path) -> dict[str, list[int]]:
     out: dict[str, list[int]] = {}
     for data in history_dirs(state):
         if (data / "sequences.parquet").exists():
-            out.update(histories(data, data))
+            out.update(histories(data, state))  # data given: the model path is not read
     return out
 
 
