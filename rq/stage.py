@@ -125,14 +125,33 @@ def _write_extension(tmp: Path, sid: Path, new: np.ndarray, where: str | Path) -
     existing = read_sid_dir(frozen.sid)
     base, residual = frozen.codes(new, where)
     added = reassign_last_level(base, residual, frozen.books[-1], fixed=existing.codes)
+    return _write_appended(tmp, frozen, added)
+
+
+def _write_appended(tmp: Path, frozen: FrozenQuantizer, added: list[list[int]]) -> dict[str, Any]:
+    """The SID directory of ``frozen`` with the codes ``added`` after its own."""
+    existing = read_sid_dir(frozen.sid)
     report = {
         **read_json(frozen.sid / REPORT_FILE),
         "assigned_items": len(added),
-        "assigned_from": str(sid),
+        "assigned_from": str(frozen.sid),
     }
     if frozen.model is not None:
         shutil.copy2(frozen.sid / MODEL_FILE, tmp / MODEL_FILE)
     return _write(tmp, [*existing.codes, *added], frozen.books, frozen.method, report)
+
+
+def append_sids(sid: str | Path, added: list[list[int]], out: str | Path) -> dict[str, Any]:
+    """Write into ``out`` the SIDs of ``sid`` followed by the codes ``added`` (SIDs handed
+    out elsewhere, e.g. by the registry); refuses a SID the catalog already has."""
+    frozen = FrozenQuantizer(sid)
+    taken = {tuple(c) for c in read_sid_dir(frozen.sid).codes}
+    for i, codes in enumerate(added):
+        if tuple(codes) in taken:
+            raise SidrecError(f"new item {i}: its SID {codes} is already in {sid}")
+        taken.add(tuple(codes))
+    with atomic_dir(out) as tmp:
+        return _write_appended(tmp, frozen, added)
 
 
 def extend_sids(

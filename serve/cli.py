@@ -50,40 +50,39 @@ def load_service(
     unreachable Redis unless ``serve.registry`` is ``memory``."""
     import torch
 
-    from sidrec.core.model_dir import sid_hash
-    from sidrec.core.state import serving
+    from sidrec.core.state import registered_catalog, serving
     from sidrec.serve.recommend import Recommender
-    from sidrec.serve.registry import MemoryRegistry, RedisRegistry, RegistryUnavailable
+    from sidrec.serve.registry import RegistryUnavailable, open_registry
     from sidrec.serve.service import Service
 
     s = cfg["serve"]
-    url = s["redis_url"]
-    if s["registry"] not in ("redis", "memory"):
-        raise SidrecError(f"serve.registry must be redis or memory, got {s['registry']!r}")
     if s["threads"] > 0:
         torch.set_num_threads(s["threads"])
     catalog = None
+    base = model
     if state is not None:
         point = serving(state)
         model, catalog = point["model"], (point["items"], point["sid"])
+        base, kind = registered_catalog(state)
+        if kind != s["registry"]:
+            raise SidrecError(
+                f"{state} shares its item ids with a {kind} registry (update.registry): serve "
+                f"it with --registry {kind}"
+            )
     if model is None:
         raise SidrecError("give --model DIR (or --state DIR of sidrec update)")
     rec = Recommender(model, head=cfg["decoding"]["head"], catalog=catalog)
     sid_dir = catalog[1] if catalog else Path(model) / "sids"
-    n = len(rec.table.codes)
-    if s["registry"] == "memory":
-        registry: Any = MemoryRegistry(n)
-    else:
-        registry = RedisRegistry(url, n, sid_hash(rec.table)[:16])
-        try:
-            registry.ping()
-        except RegistryUnavailable as e:
-            raise SidrecError(
-                f"{e}: start Redis (e.g. `redis-server --port 6379 --appendonly yes`) or "
-                "serve one replica without it (--registry memory)"
-            ) from None
+    registry, record = open_registry(cfg, Path(base), state)
+    try:
+        registry.ping()
+    except RegistryUnavailable as e:
+        raise SidrecError(
+            f"{e}: start Redis (e.g. `redis-server --port 6379 --appendonly yes`) or "
+            "serve one replica without it (--registry memory)"
+        ) from None
     users = state_histories(state) if state is not None and data is None else histories(data, model)
-    return Service(rec, sid_dir, registry, cfg, users)
+    return Service(rec, sid_dir, registry, cfg, users, record)
 
 
 def server(cfg: dict[str, Any], service: Any) -> Any:

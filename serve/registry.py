@@ -10,18 +10,38 @@ catalog version. Two implementations with the same contract:
   prefix is full; else take the first candidate SID that no item holds, allocate the next item
   id, set both directions, append to the log, bump the version and publish it.
 - :class:`MemoryRegistry`: the same under a lock, for a single replica without Redis.
+- :class:`FileRegistry`: the same in a JSON-lines file under a file lock: the update state's
+  ``registry.jsonl``, shared by ``sidrec update`` and the replicas serving that state on one
+  host, so registered items survive restarts and updates.
+
+:class:`Allocator` turns an embedding into candidate SIDs (the frozen quantizer's prefix, the
+last level's free codes nearest first) and registers through any of them: ``serve``'s
+``POST /items`` and ``update``'s new items share it, so an id or SID is never handed out twice.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import threading
+import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit, urlunsplit
 
+import numpy as np
+
 from sidrec.core.errors import SidrecError
+from sidrec.core.model_dir import model_sids, sid_hash
+from sidrec.core.quantizer import FrozenQuantizer
+from sidrec.core.sids import code_token, sid_string
+
+# the registry of an update state served without Redis, and a replica's record of a Redis one
+REGISTRY_FILE, RECORD_FILE = "registry.jsonl", "registry.json"
 
 
 def redact(url: str) -> str:
@@ -89,6 +109,12 @@ end
 return {'full', tostring(held)}
 """
 
+# KEYS: 1 the epoch. ARGV: 1 a new random epoch, set only when there is none.
+EPOCH_LUA = """
+redis.call('SET', KEYS[1], ARGV[1], 'NX')
+return redis.call('GET', KEYS[1])
+"""
+
 
 def _entry(text: str | bytes, created: bool) -> Registered:
     e = json.loads(text)
@@ -101,7 +127,7 @@ class MemoryRegistry:
     name = "memory"
 
     def __init__(self, n_base: int) -> None:
-        self.n_base = n_base
+        self.n_base, self.identity = n_base, uuid.uuid4().hex
         self.lock = threading.Lock()
         self.by_source: dict[str, int] = {}
         self.by_sid: dict[str, int] = {}
@@ -118,29 +144,93 @@ class MemoryRegistry:
         candidates: Sequence[str],
     ) -> Registered:
         """The item of ``source_id``, registering it on the first free candidate SID."""
-        with self.lock:
+        with self._locked():
             if source_id in self.by_source:
                 return self.log[self.by_source[source_id] - self.n_base]._replace(created=False)
             held = self.per_prefix[prefix] + base_in_prefix
             free = next((s for s in candidates if s not in self.by_sid), None)
             if held >= capacity or free is None:
                 raise PrefixFull(f"SID prefix {prefix} is full: it holds {held} items")
-            item = self.n_base + len(self.log)
-            self.by_source[source_id] = self.by_sid[free] = item
-            self.per_prefix[prefix] += 1
-            self.log.append(Registered(item, free, title, source_id, True))
-            return self.log[-1]
+            got = Registered(self.n_base + len(self.log), free, title, source_id, True)
+            self._saved(got)
+            self._remember(got, prefix)
+            return got
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        with self.lock:
+            yield
+
+    def _saved(self, entry: Registered) -> None:
+        """Persist a new entry before it is handed out (nothing to do in memory)."""
+
+    def _remember(self, entry: Registered, prefix: str) -> None:
+        self.by_source[entry.source_id] = self.by_sid[entry.sid] = entry.item_id
+        self.per_prefix[prefix] += 1
+        self.log.append(entry)
 
     def version(self) -> int:
-        return len(self.log)
+        with self._locked():
+            return len(self.log)
+
+    def epoch(self) -> str:
+        """What identifies this registry's contents (a store that lost them gets a new one)."""
+        return self.identity
 
     def since(self, count: int) -> list[Registered]:
         """The registered items after the first ``count``, in item-id order."""
-        with self.lock:
+        with self._locked():
             return [r._replace(created=False) for r in self.log[count:]]
 
     def ping(self) -> None:
         return None
+
+
+class FileRegistry(MemoryRegistry):
+    """The registry in the JSON-lines file ``path``, one registered item per line: every call
+    first reads what other processes appended (under an exclusive lock on ``path.lock``), and a
+    new item is written and fsynced before it is handed out. A line cut short by a kill is
+    dropped (its item was never handed out)."""
+
+    name = "state"
+
+    def __init__(self, path: str | Path, n_base: int) -> None:
+        super().__init__(n_base)
+        self.path, self.offset = Path(path), 0
+        self.identity = str(self.path)
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.lock, open(self.path.with_name(self.path.name + ".lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                self._load()
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _load(self) -> None:
+        if not self.path.exists():
+            return
+        with open(self.path, "rb+") as f:
+            f.seek(self.offset)
+            data = f.read()
+            whole = data.rfind(b"\n") + 1
+            if whole < len(data):  # a torn last line: cut it (no writer holds the lock)
+                f.truncate(self.offset + whole)
+        for line in data[:whole].splitlines():
+            entry = _entry(line, False)
+            self._remember(entry, entry.sid.rsplit("<", 1)[0])
+        self.offset += whole
+
+    def _saved(self, entry: Registered) -> None:
+        text = json.dumps({k: v for k, v in entry._asdict().items() if k != "created"})
+        with open(self.path, "ab") as f:
+            f.write(text.encode() + b"\n")
+            f.flush()
+            os.fsync(f.fileno())
+        self.offset += len(text.encode()) + 1
 
 
 class RedisRegistry:
@@ -159,9 +249,10 @@ class RedisRegistry:
         self.client = redis.Redis.from_url(
             url, socket_timeout=timeout, socket_connect_timeout=timeout
         )
-        names = ("by_source", "by_sid", "per_prefix", "log", "version")
+        names = ("by_source", "by_sid", "per_prefix", "log", "version", "epoch")
         self.keys = [f"sidrec:{namespace}:{k}" for k in names]
         self.script = self.client.register_script(REGISTER_LUA)
+        self.epoch_script = self.client.register_script(EPOCH_LUA)
 
     def _call(self, fn: Any, *args: Any) -> Any:
         try:
@@ -191,9 +282,71 @@ class RedisRegistry:
     def version(self) -> int:
         return int(self._call(self.client.get, self.keys[4]) or 0)
 
+    def epoch(self) -> str:
+        """What identifies this registry's contents: a random token set when it was first
+        used, so a Redis that lost its data (and a new one) has another."""
+        return self._call(self.epoch_script, [self.keys[5]], [uuid.uuid4().hex]).decode()
+
     def since(self, count: int) -> list[Registered]:
         """The registered items after the first ``count``, in item-id order."""
         return [_entry(t, False) for t in self._call(self.client.lrange, self.keys[3], count, -1)]
 
     def ping(self) -> None:
         self._call(self.client.ping)
+
+
+class Allocator:
+    """Registers new items on SIDs of a catalog's frozen quantizer: an item's prefix is its
+    embedding's nearest codes, its last code the nearest one free, never a SID of the base
+    catalog (the ``base`` codes, items ``0..len(base)-1``) and at most ``capacity`` items per
+    prefix (0: the last level's codebook size)."""
+
+    def __init__(self, sid_dir: str | Path, base: Sequence[Sequence[int]], capacity: int) -> None:
+        self.frozen = FrozenQuantizer(sid_dir)
+        self.levels, size = self.frozen.books.shape[:2]
+        self.capacity = capacity or size
+        if not 1 <= self.capacity <= size:
+            raise SidrecError(
+                f"serve.prefix_capacity must be 0 (the last level's {size} codes) or 1..{size}, "
+                f"got {capacity}"
+            )
+        self.n_base = len(base)
+        self.base_sids = {sid_string(c[: self.levels]) for c in base}
+        self.base_per_prefix = Counter(sid_string(c[: self.levels - 1]) for c in base)
+
+    def register(
+        self, registry: Any, x: np.ndarray, source_id: str, title: str, where: str | Path
+    ) -> Registered:
+        """Register the item of embedding ``x`` (1, D) in ``registry`` (idempotent per source
+        id); ``where`` names the embedding in errors."""
+        if not np.isfinite(x).all():
+            raise SidrecError(f"{where} holds NaN or inf")
+        prefix, ranked = self.frozen.ranked_last(x, where)
+        head = sid_string(prefix[0].tolist())
+        last = self.levels - 1
+        candidates = [head + code_token(last, int(c)) for c in ranked[0]]
+        candidates = [c for c in candidates if c not in self.base_sids]
+        return registry.register(
+            source_id, title, head, self.base_per_prefix[head], self.capacity, candidates
+        )
+
+
+def open_registry(
+    cfg: dict[str, Any], base: Path, state: Path | None, kind: str | None = None
+) -> tuple[Any, Path | None]:
+    """The SID registry of the catalog grown from the model ``base`` (whose items are
+    ``0..N-1``; registered items follow) and where a replica records what it has seen.
+    ``kind`` (default ``serve.registry``): ``redis`` (keys named after ``base``'s SIDs, so
+    every update of that catalog shares them; the record in ``serve.registry_record``, else
+    in ``state`` or ``base``) or ``memory`` (this process; with a ``state``, the state's
+    ``registry.jsonl``, shared with ``sidrec update``)."""
+    s = cfg["serve"]
+    kind = kind or s["registry"]
+    if kind not in ("redis", "memory"):
+        raise SidrecError(f"serve.registry must be redis or memory, got {kind!r}")
+    table, _ = model_sids(base)
+    n = len(table.codes)
+    if kind == "memory":
+        return (FileRegistry(state / REGISTRY_FILE, n) if state else MemoryRegistry(n)), None
+    registry = RedisRegistry(s["redis_url"], n, sid_hash(table)[:16])
+    return registry, Path(s["registry_record"] or (state or base) / RECORD_FILE)

@@ -42,10 +42,10 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from sidrec.core.encoder import item_texts, load_encoder
 from sidrec.core.errors import SidrecError
-from sidrec.core.quantizer import FrozenQuantizer
-from sidrec.core.sids import code_token, parse_sid, sid_string
+from sidrec.core.io import read_json, write_json
+from sidrec.core.sids import parse_sid
 from sidrec.serve.recommend import Recommender
-from sidrec.serve.registry import PrefixFull, Registered, RegistryUnavailable
+from sidrec.serve.registry import Allocator, PrefixFull, Registered, RegistryUnavailable
 
 # after the registry failed, how long recommendations go on without asking it again
 RETRY_SECONDS = 1.0
@@ -245,10 +245,13 @@ class Service:
     Args:
         rec: the model and the catalog it serves.
         sid_dir: the SID directory of that catalog (its frozen quantizer codes new items).
-        registry: a :class:`~sidrec.serve.registry.MemoryRegistry` or ``RedisRegistry`` made
-            for ``len(rec.table.codes)`` base items.
+        registry: a :mod:`~sidrec.serve.registry` registry; its ``n_base`` first items are the
+            base catalog, the rest of ``rec``'s catalog its first registered items.
         cfg: a resolved config; ``serve`` is read, and ``embed`` (the model's own) for text.
         histories: user id -> item ids, for ``{"user_id": ...}`` requests.
+        record: where this replica records the registry's epoch and the registered items it
+            has seen (a Redis registry), so that any replica, a new one too, refuses to
+            allocate once the registry lost data.
     """
 
     def __init__(
@@ -258,6 +261,7 @@ class Service:
         registry: Any,
         cfg: dict[str, Any],
         histories: dict[str, list[int]] | None = None,
+        record: Path | None = None,
     ) -> None:
         s = cfg["serve"]
         bounds = (s["max_history"], s["max_queue"], s["max_body_bytes"])
@@ -273,20 +277,17 @@ class Service:
             )
         self.rec, self.registry, self.cfg = rec, registry, cfg
         self.histories = histories or {}
-        self.frozen = FrozenQuantizer(sid_dir)
-        self.levels, size = self.frozen.books.shape[:2]
-        self.capacity = s["prefix_capacity"] or size
-        if not 1 <= self.capacity <= size:
+        # items 0..n_base-1 are the base catalog's; the registry hands out n_base, n_base+1, ...
+        self.n_base = registry.n_base
+        self.known = len(rec.table.codes) - self.n_base  # registered items this replica has
+        if self.known < 0:
             raise SidrecError(
-                f"serve.prefix_capacity must be 0 (the last level's {size} codes) or 1..{size}, "
-                f"got {s['prefix_capacity']}"
+                f"the registry starts at item {self.n_base} but the catalog has "
+                f"{len(rec.table.codes)} items"
             )
-        base = rec.table.codes
-        self.n_base = len(base)
-        # taken: every SID of the model's catalog, and the prefix of one with an extra token
-        self.base_sids = {sid_string(c[: self.levels]) for c in base}
-        self.base_per_prefix = Counter(sid_string(c[: self.levels - 1]) for c in base)
-        self.known = 0  # registered items this replica has added
+        self.alloc = Allocator(sid_dir, rec.table.codes[: self.n_base], s["prefix_capacity"])
+        self.record = record
+        self.recorded = read_json(record) if record is not None and record.exists() else {}
         self.retry_at = 0.0
         self.registry_error: str | None = None
         self.encoder: Any = None
@@ -301,14 +302,11 @@ class Service:
         if not strict and time.monotonic() < self.retry_at:
             return
         try:
-            version = self.registry.version()
-            if version < self.known:
-                raise RegistryUnavailable(
-                    f"the SID registry holds {version} registered items but this replica "
-                    f"has seen {self.known}: it lost data; restore it (Redis persistence) "
-                    "before registering more"
-                )
+            version, epoch = self.registry.version(), self.registry.epoch()
+            self._check(version, epoch)
             new = self.registry.since(self.known) if version > self.known else []
+            self._add(new)
+            self._write_record(epoch)
         except RegistryUnavailable as e:
             self.registry_error = str(e)
             self.retry_at = time.monotonic() + RETRY_SECONDS
@@ -316,7 +314,31 @@ class Service:
                 raise
             return
         self.registry_error = None
-        self._add(new)
+
+    def _check(self, version: int, epoch: str) -> None:
+        """Refuse a registry that lost data: fewer items than this replica (or its record)
+        has seen, or another epoch than the recorded one."""
+        seen = max(self.known, self.recorded.get("count", 0))
+        other = self.recorded.get("epoch") not in (None, epoch)
+        if version < seen or other:
+            why = "another epoch than recorded" if other else f"{version} registered items"
+            raise RegistryUnavailable(
+                f"the SID registry lost data: it holds {why}, but {seen} were handed out "
+                f"(recorded in {self.record}); restore it from its persistence (Redis AOF/RDB) "
+                "before registering more, so that no id or SID is handed out twice"
+            )
+
+    def _write_record(self, epoch: str) -> None:
+        if self.record is None or self.known <= self.recorded.get("count", 0):
+            return
+        self.recorded = {"epoch": epoch, "count": self.known}
+        try:
+            write_json(self.record, self.recorded)
+        except OSError as e:
+            raise RegistryUnavailable(
+                f"cannot record the registry's state in {self.record} ({e}): set "
+                "serve.registry_record to a writable file"
+            ) from e
 
     def _add(self, new: list[Registered]) -> None:
         for i, r in enumerate(new):
@@ -402,21 +424,8 @@ class Service:
             i = self.rec.by_source[req.source_id]
             return Registered(i, self.rec.sids[i], self.rec.titles[i], req.source_id, False)
         self.sync(strict=True)
-        x = self._embedding(req)
-        if not np.isfinite(x).all():
-            raise SidrecError("the item's embedding holds NaN or inf")
-        prefix, ranked = self.frozen.ranked_last(x, "the item's embedding")
-        head = sid_string(prefix[0].tolist())
-        last = self.levels - 1
-        candidates = [head + code_token(last, int(c)) for c in ranked[0]]
-        candidates = [c for c in candidates if c not in self.base_sids]
-        got = self.registry.register(
-            req.source_id,
-            req.title,
-            head,
-            self.base_per_prefix[head],
-            self.capacity,
-            candidates,
+        got = self.alloc.register(
+            self.registry, self._embedding(req), req.source_id, req.title, "the item's embedding"
         )
         self.sync(strict=True)  # this replica recommends it from the next request on
         return got

@@ -4,7 +4,11 @@ A day directory holds the day's new items (``items.parquet``, optional: the cano
 columns, ``item_id`` continuing the catalog) and its interactions as examples
 (``train.parquet`` and ``valid.parquet``: ``user_id``, ``history``, ``target``). One update:
 
-1. New items get SIDs from the frozen quantizer; existing SIDs never move.
+1. New items get their ids and SIDs (coded by the frozen quantizer) from the SID registry that
+   ``sidrec serve --state`` shares (``update.registry``), and the items registered through the
+   service since the last update join the catalog with theirs: no id or SID is handed out
+   twice, and existing SIDs never move. A day's rows name its new items by the day's own ids
+   (``item_id`` continuing the catalog); they are renumbered to the registry's.
 2. Validation = the day's valid rows + ``update.replay_valid`` rows sampled from earlier days'
    (and the base dataset's) validation rows. Training = the day's rows + the backlog of
    rejected days + ``update.replay_train`` rows sampled from earlier training rows.
@@ -48,14 +52,15 @@ from sidrec.core.errors import InputError, SidrecError, require_file
 from sidrec.core.examples import EXAMPLE_SCHEMA
 from sidrec.core.io import MANIFEST, output_lock, read_json, write_json, write_text_durably
 from sidrec.core.manifest import Run
-from sidrec.core.model_dir import ITEMS_FILE, SIDS_DIR
+from sidrec.core.model_dir import ITEMS_FILE, SIDS_DIR, model_sids
 from sidrec.core.prompts import PromptSpec
-from sidrec.core.sids import read_sid_dir
-from sidrec.core.state import STATE_FILE, resolve_path
+from sidrec.core.sids import parse_sid, read_sid_dir
+from sidrec.core.state import STATE_FILE, registered_catalog, resolve_path
 from sidrec.core.training import swanlab_run
 from sidrec.core.tree_model import TREE_CONFIG, is_tree_model
 from sidrec.evaluate.generative import evaluate_model
-from sidrec.rq.stage import extend_sids
+from sidrec.rq.stage import append_sids
+from sidrec.serve.registry import Allocator, PrefixFull, RegistryUnavailable, open_registry
 from sidrec.sft.convert import finetune_examples
 from sidrec.sft.train import train_sft
 from sidrec.sft.tree import train_tree
@@ -80,14 +85,18 @@ LEDGER_COLUMNS = (
 )
 
 
-def _initial_state(model: Path) -> dict[str, Any]:
-    """A new state serving ``model`` and its own catalog; the replay buffers start from its
+def _initial_state(model: Path, registry: str) -> dict[str, Any]:
+    """A new state serving ``model`` and its own catalog, its new items registered in a
+    ``registry`` (``memory``: the state's file; ``redis``); the replay buffers start from its
     training data's train and valid rows when that dataset is still there."""
+    if registry not in ("memory", "redis"):
+        raise SidrecError(f"update.registry must be memory or redis, got {registry!r}")
     manifest = read_json(require_file(model / MANIFEST, "model manifest"))
     data = manifest.get("inputs", {}).get("data")
     data = str(Path(data).resolve()) if data and (Path(data) / "valid.parquet").exists() else None
     return {
         "base_model": str(model),
+        "registry": registry,
         "serving": {
             "model": str(model),
             "items": str(model / ITEMS_FILE),
@@ -278,7 +287,13 @@ def run_update(
     with output_lock(state):
         state.mkdir(parents=True, exist_ok=True)
         file = state / STATE_FILE
-        s = read_json(file) if file.exists() else _initial_state(require_file(model, "model"))
+        s = (
+            read_json(file)
+            if file.exists()
+            else _initial_state(require_file(model, "model"), u["registry"])
+        )
+        if "registry" not in s:
+            registered_catalog(state)  # names the problem: a state of an older sidrec
         if s["base_model"] != str(model):
             raise SidrecError(
                 f"{state} updates the model {s['base_model']}, not --model {model}; give that "
@@ -294,20 +309,67 @@ def run_update(
         return _apply(cfg, s, state, day, name)
 
 
-def _catalog(
+def _register_day(
     cfg: dict[str, Any],
-    point: dict[str, Path | None],
+    s: dict[str, Any],
+    state: Path,
+    catalog: tuple[pl.DataFrame, Path],
     new_items: pl.DataFrame,
-    day: Path,
-    sid: Path,
-) -> None:
-    """Write into ``sid`` the serving SIDs followed by the day's new items', coded by the
-    frozen quantizer from their text (embedded with the model's own ``embed`` settings)."""
-    if not new_items.height:
-        shutil.copytree(point["sid"], sid)
-        return
-    x, _, _ = embed_items(new_items, cfg["embed"])
-    extend_sids(point["sid"], x, sid, day / "items.parquet")
+    where: Path,
+    out: Path,
+) -> tuple[pl.DataFrame, dict[int, int]]:
+    """Register the day's new items (``where`` names their file) in the state's registry,
+    coded by the frozen quantizer from their text, and take every item registered since the
+    serving ``catalog`` (items table, SID directory) into it, ids and SIDs kept. Writes the
+    grown SID directory into ``out``; returns the grown items table and the item id the
+    registry gave each of the day's ids."""
+    old_items, old_sid = catalog
+    base = Path(s["base_model"])
+    registry, _ = open_registry(cfg, base, state, s["registry"])
+    have = old_items.height - registry.n_base  # registered items the catalog already holds
+    if registry.version() < have:
+        raise RegistryUnavailable(
+            f"the SID registry holds {registry.version()} items but the catalog of {state} "
+            f"took {have}: it lost data; restore it before updating"
+        )
+    alloc = Allocator(old_sid, model_sids(base)[0].codes, cfg["serve"]["prefix_capacity"])
+    ids: dict[int, int] = {}
+    if new_items.height:
+        x, _, _ = embed_items(new_items, cfg["embed"])
+        day = zip(new_items["item_id"], new_items["source_id"], new_items["title"], strict=True)
+        for row, (local, source, title) in enumerate(day):
+            try:
+                got = alloc.register(registry, x[row : row + 1], source, title, where)
+                ids[local] = got.item_id
+            except PrefixFull as e:
+                raise InputError(where, f"{e} (serve.prefix_capacity)", row=row) from None
+    entries = registry.since(have)
+    if entries and entries[0].item_id != old_items.height:
+        raise SidrecError(f"the registry's item {entries[0].item_id} is out of order")
+    append_sids(old_sid, [parse_sid(e.sid) for e in entries], out)
+    ours = {r["source_id"]: r for r in new_items.iter_rows(named=True)}
+    empty = {"description": "", "brand": "", "categories": []}
+    rows = [
+        {
+            **ours.get(e.source_id, {**empty, "title": e.title}),
+            "item_id": e.item_id,
+            "source_id": e.source_id,
+        }
+        for e in entries
+    ]
+    grown = pl.DataFrame(rows, schema=ITEMS_SCHEMA) if rows else new_items.clear()
+    return pl.concat([old_items, grown.select(list(ITEMS_SCHEMA))]), ids
+
+
+def _renumber(rows: pl.DataFrame, ids: dict[int, int]) -> pl.DataFrame:
+    """``rows`` with the day's item ids replaced by those the registry gave."""
+    if all(k == v for k, v in ids.items()):
+        return rows
+    old, new = list(ids), list(ids.values())
+    return rows.with_columns(
+        pl.col("history").list.eval(pl.element().replace(old, new)),
+        pl.col("target").replace(old, new),
+    )
 
 
 class _Rows(NamedTuple):
@@ -425,8 +487,9 @@ def _apply(cfg: dict[str, Any], s: dict[str, Any], state: Path, day: Path, name:
         shutil.rmtree(stale, ignore_errors=True)
     work.mkdir(parents=True)
     run = Run("update", cfg, {"model": str(point["model"]), "day": str(day)}, seed)
-    _catalog(cfg, point, new_items, day, work / "sid")
-    items = pl.concat([old_items, new_items])
+    catalog = (old_items, point["sid"])
+    items, ids = _register_day(cfg, s, state, catalog, new_items, day / "items.parquet", work / "sid")
+    day_train, day_valid = _renumber(day_train, ids), _renumber(day_valid, ids)
     known = len(read_sid_dir(Path(point["model"]) / SIDS_DIR).codes)
     rows = _day_rows(u, s, state, known, (day_train, day_valid), seed)
     spec = None if tree else PromptSpec.load(point["model"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sidrec.core.errors import require_file
+from sidrec.core.errors import SidrecError, require_file
 from sidrec.core.io import MANIFEST, read_json
 
 STATE_FILE = "state.json"
@@ -21,6 +21,20 @@ def serving(state: str | Path) -> dict[str, Path | None]:
     state = require_file(state, "update state directory")
     s = read_json(require_file(state / STATE_FILE, "update state (run sidrec update first)"))
     return {k: resolve_path(state, v) for k, v in s["serving"].items()}
+
+
+def registered_catalog(state: str | Path) -> tuple[Path, str]:
+    """The base model of an update state (its catalog is items ``0..N-1``; every later item
+    was handed out by the registry) and that registry's kind, ``memory`` (the state's
+    ``registry.jsonl``) or ``redis``."""
+    state = require_file(state, "update state directory")
+    s = read_json(require_file(state / STATE_FILE, "update state (run sidrec update first)"))
+    if "registry" not in s:
+        raise SidrecError(
+            f"{state} was written by an older sidrec, whose new items did not go through the "
+            "SID registry: start a new --state"
+        )
+    return Path(s["base_model"]), s["registry"]
 
 
 def history_dirs(state: str | Path) -> list[Path]:

@@ -216,3 +216,46 @@ def test_a_tree_model_updates_on_its_grown_catalog(demo_model: dict, tmp_path: P
             tmp_path / "s2",
             {**day_cfg, "update": {**day_cfg["update"], "rl": True}},
         )
+
+
+def test_registered_items_survive_updates_and_no_id_or_sid_is_handed_out_twice(
+    demo_model: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sidrec.core.embeddings import load_embeddings
+    from sidrec.serve.service import TOKEN_ENV, ItemRequest
+
+    monkeypatch.setenv(TOKEN_ENV, "t")
+    model, state = demo_model["model"], tmp_path / "state"
+    run_update(model, _day(tmp_path, "d1", demo_model, 3), state, _cfg(demo_model))
+    serve_cfg = model_config(model, None, ["serve.registry=memory"])
+    vectors = load_embeddings(demo_model["outputs"]["embeddings"])
+    svc = load_service(serve_cfg, None, state, None)
+    live = [
+        svc.register(ItemRequest(source_id=f"live-{i}", embedding=vectors[40 + i].tolist()))
+        for i in range(2)
+    ]
+    assert [r.item_id for r in live] == [153, 154]
+    # the next day names its two new items 153 and 154 (continuing the catalog it knows of);
+    # one of them is live-1, registered meanwhile
+    day = _day(tmp_path, "d2", demo_model, 2)
+    items = pl.read_parquet(day / "items.parquet")
+    items.with_columns(pl.Series("source_id", ["NEW-A", "live-1"])).write_parquet(
+        day / "items.parquet"
+    )
+    row = run_update(model, day, state, _cfg(demo_model))
+    assert row["items"] == 156
+    grown = pl.read_parquet(serving(state)["items"])
+    assert grown["source_id"].to_list()[153:] == ["live-0", "live-1", "NEW-A"]
+    sids = read_sid_dir(serving(state)["sid"]).sids
+    assert sids[153:155] == [r.sid for r in live] and len(set(sids)) == 156
+    # the day's rows follow the renumbering: its item 153 (NEW-A) is 155, its 154 is live-1
+    train = pl.read_parquet(state / "days" / "d2" / "data" / "train.parquet")
+    assert train["target"].to_list()[:2] == [155, 154]
+    # a replica started on the new state knows them all and hands out the next id
+    again = load_service(serve_cfg, None, state, None)
+    assert again.rec.by_source["live-0"] == 153 and again.rec.sids == sids
+    nxt = again.register(ItemRequest(source_id="live-2", embedding=vectors[60].tolist()))
+    assert nxt.item_id == 156 and nxt.sid not in sids
+    # a state shares its ids with one kind of registry
+    with pytest.raises(SidrecError, match="--registry memory"):
+        load_service(model_config(model, None, []), None, state, None)

@@ -32,7 +32,8 @@ def _replica(model: Path, url: str, logs: Path) -> tuple[subprocess.Popen, str]:
     args = [sys.executable, "-m", "sidrec.app.cli", "serve", "--model", str(model)]
     with open(logs, "w") as log:
         proc = subprocess.Popen(
-            [*args, "--port", str(port), "--redis-url", url],
+            [*args, "--port", str(port), "--redis-url", url]
+            + [f"serve.registry_record={logs.with_suffix('.record.json')}"],
             stdout=log,
             stderr=subprocess.STDOUT,
             env={**os.environ, "SIDREC_ADMIN_TOKEN": TOKEN},

@@ -6,6 +6,7 @@ answers that name the problem."""
 from __future__ import annotations
 
 import asyncio
+import tempfile
 import threading
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from sidrec.app.cli import main
 from sidrec.core.config import model_config
 from sidrec.core.embeddings import load_embeddings
 from sidrec.core.errors import SidrecError
+from sidrec.core.io import read_json
 from sidrec.core.sids import parse_sid, sid_string
 from sidrec.serve.cli import load_service
 from sidrec.serve.service import TOKEN_ENV, Service, create_app
@@ -38,7 +40,10 @@ def _client(svc: Service) -> TestClient:
 
 
 def _service(demo_model: dict, *overrides: str) -> Service:
-    cfg = model_config(demo_model["model"], None, ["serve.num_beams=200", *overrides])
+    # a record of its own: the model directory's would carry over to the next test's Redis
+    record = Path(tempfile.mkdtemp()) / "registry.json"
+    over = ["serve.num_beams=200", f"serve.registry_record={record}", *overrides]
+    cfg = model_config(demo_model["model"], None, over)
     return load_service(cfg, demo_model["model"], None, None)
 
 
@@ -75,7 +80,7 @@ def test_registered_items_are_recommendable_at_once_and_bad_input_is_refused(
         # an item given as an embedding gets the prefix the frozen quantizer gives it
         vector = _embedding(demo_model, 5)
         close = c.post("/items", json={"source_id": "NEW-2", "embedding": vector}).json()
-        want = svc.frozen.ranked_last(np.array([vector]), "x")[0][0].tolist()
+        want = svc.alloc.frozen.ranked_last(np.array([vector]), "x")[0][0].tolist()
         assert parse_sid(close["sid"])[:2] == want
 
         bad = {
@@ -115,9 +120,9 @@ def test_a_full_prefix_is_refused(demo_model: dict, redis_url: str, kind: str) -
     svc = _service(demo_model, f"serve.registry={kind}", f"serve.redis_url={redis_url}")
     item = 11 if kind == "memory" else 12
     vector = _embedding(demo_model, item)
-    prefix = tuple(svc.frozen.ranked_last(np.array([vector]), "x")[0][0].tolist())
-    held = svc.base_per_prefix[sid_string(prefix)]
-    svc.capacity = held + 2
+    prefix = tuple(svc.alloc.frozen.ranked_last(np.array([vector]), "x")[0][0].tolist())
+    held = svc.alloc.base_per_prefix[sid_string(prefix)]
+    svc.alloc.capacity = held + 2
     with _client(svc) as c:
         sids = [
             c.post("/items", json={"source_id": f"{kind}-{i}", "embedding": vector}).json()["sid"]
@@ -134,8 +139,8 @@ def test_replicas_share_one_redis_registry(demo_model: dict, redis_url: str) -> 
     # embeddings of ten items that code to ten prefixes with room for three more items each
     vectors, seen = [], set()
     for x in load_embeddings(demo_model["outputs"]["embeddings"]):
-        prefix = sid_string(a.frozen.ranked_last(x[None], "x")[0][0].tolist())
-        if prefix not in seen and a.base_per_prefix[prefix] <= 4:
+        prefix = sid_string(a.alloc.frozen.ranked_last(x[None], "x")[0][0].tolist())
+        if prefix not in seen and a.alloc.base_per_prefix[prefix] <= 4:
             seen.add(prefix)
             vectors.append(x)
     assert len(vectors) >= 10
@@ -414,3 +419,35 @@ def test_exclude_history_drops_the_histories_items_as_evaluation_does(demo_model
     assert [r["item_id"] for r in left_out["recommendations"]] == [
         i for i in kept_ids if i not in {5, 9, 12}
     ]
+
+
+def test_a_registry_that_lost_data_is_refused_by_every_replica_a_new_one_too(
+    demo_model: dict, redis_url: str, tmp_path: Path
+) -> None:
+    import redis
+
+    record = tmp_path / "registry.json"
+    over = [f"serve.redis_url={redis_url}", f"serve.registry_record={record}"]
+    old = _service(demo_model, *over)
+    vector = _embedding(demo_model, 20)
+    with _client(old) as c:
+        for i in range(2):
+            assert c.post("/items", json={"source_id": f"L-{i}", "embedding": vector}).is_success
+    assert read_json(record)["count"] == 2
+    redis.Redis.from_url(redis_url).flushall()  # Redis restarted without its data
+    # a replica without the record (another host) registers 3 items on the empty Redis
+    stranger = _service(demo_model, f"serve.redis_url={redis_url}")
+    with _client(stranger) as c:
+        for i in range(3):
+            assert c.post("/items", json={"source_id": f"S-{i}", "embedding": vector}).is_success
+    # the replica that stayed up, and one started afterwards, refuse: fewer items than handed
+    # out, then another epoch (3 items now, but not the same ones)
+    fresh = _service(demo_model, *over)
+    for svc in (old, fresh):
+        with _client(svc) as c:
+            refused = c.post("/items", json={"source_id": "L-9", "embedding": vector})
+            assert refused.status_code == 503 and "lost data" in refused.json()["detail"]
+            assert c.post("/recommend", json={"history": [1], "k": 3}).status_code == 200
+            ready = c.get("/ready")
+            assert ready.status_code == 503 and "lost data" in str(ready.json()["problems"])
+    assert len(fresh.rec.titles) == 150  # it took none of the stranger's items
