@@ -487,8 +487,8 @@ def _apply(cfg: dict[str, Any], s: dict[str, Any], state: Path, day: Path, name:
         shutil.rmtree(stale, ignore_errors=True)
     work.mkdir(parents=True)
     run = Run("update", cfg, {"model": str(point["model"]), "day": str(day)}, seed)
-    catalog = (old_items, point["sid"])
-    items, ids = _register_day(cfg, s, state, catalog, new_items, day / "items.parquet", work / "sid")
+    catalog, where = (old_items, point["sid"]), day / "items.parquet"
+    items, ids = _register_day(cfg, s, state, catalog, new_items, where, work / "sid")
     day_train, day_valid = _renumber(day_train, ids), _renumber(day_valid, ids)
     known = len(read_sid_dir(Path(point["model"]) / SIDS_DIR).codes)
     rows = _day_rows(u, s, state, known, (day_train, day_valid), seed)
