@@ -14,7 +14,7 @@ import json
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import polars as pl
@@ -47,9 +47,13 @@ class _LMRanker:
         )
         self.dense_depth = dense
 
-    def grow(self, table: SidTable) -> None:
-        """Serve ``table``, a catalog grown from the current one."""
-        self.index = build_decoder(self.model, self.tok, table, self.head, self.dense_depth).index
+    def grown(self, table: SidTable) -> Any:
+        """The prefix index of ``table``, a catalog grown from the current one (built aside:
+        what is served does not change until :meth:`adopt`)."""
+        return build_decoder(self.model, self.tok, table, self.head, self.dense_depth).index
+
+    def adopt(self, grown: Any) -> None:
+        self.index = grown
 
     @property
     def size(self) -> int:
@@ -83,9 +87,13 @@ class _TreeRanker:
         self.model_dir, self.device = model_dir, device
         self.model = load_tree(model_dir, table, device)
 
-    def grow(self, table: SidTable) -> None:
-        """Serve ``table``, a catalog grown from the model's own (new nodes start at zero)."""
-        self.model = load_tree(self.model_dir, table, self.device)
+    def grown(self, table: SidTable) -> Any:
+        """The model over ``table``, a catalog grown from its own (new nodes start at zero),
+        built aside: what is served does not change until :meth:`adopt`."""
+        return load_tree(self.model_dir, table, self.device)
+
+    def adopt(self, grown: Any) -> None:
+        self.model = grown
 
     @property
     def size(self) -> int:
@@ -96,6 +104,14 @@ class _TreeRanker:
     ) -> tuple[np.ndarray, np.ndarray]:
         """The top ``k`` items (N, k) and their SIDs' log-probabilities (N, k)."""
         return rank_tree(self.model, [list(h) for h in histories], k, batch_size)[:2]
+
+
+class Growth(NamedTuple):
+    """A catalog grown by ``items``: its SID table and the ranker's state over it."""
+
+    table: SidTable
+    items: list[tuple[list[int], str, str]]
+    ranker: Any
 
 
 class Recommender:
@@ -145,19 +161,29 @@ class Recommender:
         """How many items can be recommended (one per distinct SID)."""
         return self.ranker.size
 
-    def add_items(self, items: Sequence[tuple[list[int], str, str]]) -> None:
-        """Make new items recommendable: ``(codes, title, source_id)`` each, in item-id order
-        after the current catalog. Their SIDs must use the model's code tokens."""
-        if not items:
-            return
+    def grown(self, items: Sequence[tuple[list[int], str, str]]) -> Growth:
+        """The catalog with new items, ``(codes, title, source_id)`` each in item-id order after
+        the current ones (their SIDs use the model's code tokens), built aside: the slow part
+        (the prefix index, or the tree over the new SIDs) runs while this one serves on."""
         codes = [list(c) for c, _, _ in items]
-        self.table = SidTable([*self.table.codes, *codes], self.table.codebook_sizes)
-        for _, title, source in items:
+        table = SidTable([*self.table.codes, *codes], self.table.codebook_sizes)
+        return Growth(table, list(items), self.ranker.grown(table))
+
+    def adopt(self, growth: Growth) -> None:
+        """Serve ``growth`` (made by :meth:`grown` from the catalog served now): a swap."""
+        if len(growth.table.codes) != len(self.table.codes) + len(growth.items):
+            raise SidrecError("a catalog growth must extend the catalog served now")
+        for _, title, source in growth.items:
             self.by_source[source] = len(self.titles)
             self.titles.append(title)
             self.sources.append(source)
-        self.ranker.grow(self.table)
-        self.sids = self.table.sids
+        self.ranker.adopt(growth.ranker)
+        self.table, self.sids = growth.table, growth.table.sids
+
+    def add_items(self, items: Sequence[tuple[list[int], str, str]]) -> None:
+        """Make new items recommendable now (see :meth:`grown`)."""
+        if items:
+            self.adopt(self.grown(items))
 
     def resolve(self, history: Sequence[int | str]) -> list[int]:
         """Item ids of a history given as item ids (ints) or source ids (strings, e.g.

@@ -24,13 +24,14 @@ from __future__ import annotations
 import asyncio
 import hmac
 import os
+import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import polars as pl
@@ -49,6 +50,8 @@ from sidrec.serve.registry import Allocator, PrefixFull, Registered, RegistryUna
 
 # after the registry failed, how long recommendations go on without asking it again
 RETRY_SECONDS = 1.0
+# how long a registration waits for this replica to index its item
+INDEX_WAIT = 300.0
 # the environment variable holding the write token (else serve.admin_token_file)
 TOKEN_ENV = "SIDREC_ADMIN_TOKEN"
 
@@ -137,6 +140,10 @@ class Metrics:
         self._restarts = PromCounter(
             "sidrec_batcher_restarts", "micro-batcher restarts", registry=self.registry
         )
+        self._index = Histogram(
+            "sidrec_index_seconds", "catalog growth by registered items", registry=self.registry
+        )
+        self.index_builds, self.index_seconds = 0, 0.0
 
     def record(self, route: str, status: int, seconds: float) -> None:
         self.requests[route] += 1
@@ -148,6 +155,12 @@ class Metrics:
     def batch(self, size: int) -> None:
         self.batches[size] += 1
         self._batch.observe(size)
+
+    def indexed(self, items: int, seconds: float) -> None:
+        """The catalog grew by ``items`` registered items, built in ``seconds``."""
+        self.index_builds += 1
+        self.index_seconds = round(seconds, 4)
+        self._index.observe(seconds)
 
     def restarted(self) -> None:
         self.batcher_restarts += 1
@@ -162,6 +175,8 @@ class Metrics:
         return {
             "uptime_seconds": round(time.time() - self.started, 1),
             "batcher_restarts": self.batcher_restarts,
+            "index_builds": self.index_builds,
+            "last_index_seconds": self.index_seconds,
             "requests": dict(self.requests),
             "statuses": dict(self.statuses),
             "batches": {
@@ -293,20 +308,28 @@ class Service:
         self.encoder: Any = None
         self.token, self.read_only = write_token(s), bool(s["read_only"])
         self.metrics = Metrics()
+        # decoding on the worker; registrations on the writer; growing the catalog on the
+        # indexer, swapped in under `serving` between two batches
         self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sidrec-serve")
+        self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sidrec-write")
+        self.indexer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sidrec-index")
+        self.sync_lock, self.serving = threading.Lock(), threading.Lock()
+        self.indexed = threading.Condition()
+        self.pending: list[Registered] = []
+        self.adopted, self.index_error = self.known, cast(str | None, None)
 
     # -- catalog -------------------------------------------------------------------------
     def sync(self, strict: bool = False) -> None:
-        """Add the items registered since this replica last looked. When the registry is
-        unreachable this keeps the catalog as it is (``strict``: raises)."""
+        """Queue the items registered since this replica last looked for indexing. When the
+        registry is unreachable this keeps the catalog as it is (``strict``: raises)."""
         if not strict and time.monotonic() < self.retry_at:
             return
         try:
-            version, epoch = self.registry.version(), self.registry.epoch()
-            self._check(version, epoch)
-            new = self.registry.since(self.known) if version > self.known else []
-            self._add(new)
-            self._write_record(epoch)
+            with self.sync_lock:
+                version, epoch = self.registry.version(), self.registry.epoch()
+                self._check(version, epoch)
+                self._queue(self.registry.since(self.known) if version > self.known else [])
+                self._write_record(epoch)
         except RegistryUnavailable as e:
             self.registry_error = str(e)
             self.retry_at = time.monotonic() + RETRY_SECONDS
@@ -340,15 +363,56 @@ class Service:
                 "serve.registry_record to a writable file"
             ) from e
 
-    def _add(self, new: list[Registered]) -> None:
+    def _queue(self, new: list[Registered]) -> None:
+        """Take ``new`` registry entries; the indexer makes them recommendable."""
         for i, r in enumerate(new):
             if r.item_id != self.n_base + self.known + i:
                 raise SidrecError(
                     f"the registry's item {r.item_id} is out of order "
                     f"(expected {self.n_base + self.known + i})"
                 )
-        self.rec.add_items([(parse_sid(r.sid), r.title, r.source_id) for r in new])
-        self.known += len(new)
+        if new:
+            self.known += len(new)
+            self.pending.extend(new)
+            self.indexer.submit(self._index)
+
+    def _index(self) -> None:
+        """On the indexer thread: build the catalog grown by every pending item aside (the
+        slow part: the prefix index, or the tree over the new SIDs), then swap it in between
+        two batches; recommendations go on meanwhile."""
+        with self.sync_lock:
+            taken, self.pending = self.pending, []
+        if not taken:
+            return
+        start = time.perf_counter()
+        try:
+            growth = self.rec.grown([(parse_sid(r.sid), r.title, r.source_id) for r in taken])
+        except Exception as e:  # the items wait for the next try; waiters hear why
+            with self.sync_lock:
+                self.pending[:0] = taken
+            with self.indexed:
+                self.index_error = f"indexing {len(taken)} new items failed: {e}"
+                self.indexed.notify_all()
+            return
+        with self.serving:
+            self.rec.adopt(growth)
+        with self.indexed:
+            self.adopted += len(taken)
+            self.index_error = None
+            self.indexed.notify_all()
+        self.metrics.indexed(len(taken), time.perf_counter() - start)
+
+    def wait_indexed(self, count: int, timeout: float = INDEX_WAIT) -> None:
+        """Wait until the first ``count`` registered items are recommendable here."""
+        with self.indexed:
+            self.indexed.wait_for(
+                lambda: self.adopted >= count or self.index_error is not None, timeout
+            )
+            if self.adopted < count:
+                raise RegistryUnavailable(
+                    self.index_error
+                    or f"registered items are still being indexed after {timeout:.0f} s: retry"
+                )
 
     # -- recommendations -----------------------------------------------------------------
     def history(self, req: RecommendRequest) -> list[int | str]:
@@ -380,16 +444,17 @@ class Service:
         ``exclude_history`` the history's items are dropped from the decoded beams, as
         ``evaluate`` does (fewer than ``k`` may remain)."""
         self.sync()
-        resolved: list[list[int] | SidrecError] = []
-        for history, _, _ in batch:
-            try:
-                resolved.append(self.rec.resolve(history))
-            except SidrecError as e:
-                resolved.append(e)
-        good = [h for h in resolved if not isinstance(h, SidrecError)]
-        # a catalog smaller than serve.num_beams: all of it
-        beams = min(self.cfg["serve"]["num_beams"], self.rec.catalog_size)
-        found = iter(self.rec.recommend(good, beams, len(good)) if good else [])
+        with self.serving:
+            resolved = self._resolve([h for h, _, _ in batch])
+        if self.adopted < self.known and any(isinstance(h, SidrecError) for h in resolved):
+            # a history may name an item another replica registered: wait for its indexing
+            self.wait_indexed(self.known)
+        with self.serving:
+            resolved = self._resolve([h for h, _, _ in batch])
+            good = [h for h in resolved if not isinstance(h, SidrecError)]
+            # a catalog smaller than serve.num_beams: all of it
+            beams = min(self.cfg["serve"]["num_beams"], self.rec.catalog_size)
+            found = iter(self.rec.recommend(good, beams, len(good)) if good else [])
         out: list[list[dict] | SidrecError] = []
         for h, (_, k, exclude) in zip(resolved, batch, strict=True):
             if isinstance(h, SidrecError):
@@ -399,6 +464,15 @@ class Service:
             seen = set(h) if exclude else set()
             out.append([x for x in items if x["item_id"] not in seen][:k])
         return out
+
+    def _resolve(self, histories: list[list[int | str]]) -> list[list[int] | SidrecError]:
+        resolved: list[list[int] | SidrecError] = []
+        for history in histories:
+            try:
+                resolved.append(self.rec.resolve(history))
+            except SidrecError as e:
+                resolved.append(e)
+        return resolved
 
     # -- registration --------------------------------------------------------------------
     def _embedding(self, req: ItemRequest) -> np.ndarray:
@@ -419,7 +493,8 @@ class Service:
         ).astype(np.float32)
 
     def register(self, req: ItemRequest) -> Registered:
-        """Register one item (on the worker thread): idempotent per source id."""
+        """Register one item (on the writer thread, so recommendations go on): idempotent per
+        source id; returns once this replica can recommend it."""
         if req.source_id in self.rec.by_source and self.rec.by_source[req.source_id] < self.n_base:
             i = self.rec.by_source[req.source_id]
             return Registered(i, self.rec.sids[i], self.rec.titles[i], req.source_id, False)
@@ -427,7 +502,8 @@ class Service:
         got = self.alloc.register(
             self.registry, self._embedding(req), req.source_id, req.title, "the item's embedding"
         )
-        self.sync(strict=True)  # this replica recommends it from the next request on
+        self.sync(strict=True)
+        self.wait_indexed(got.item_id - self.n_base + 1)  # recommended from the next request on
         return got
 
     def authorize(self, header: str | None) -> None:
@@ -458,6 +534,9 @@ class Service:
             "registry_status": registry,
             "items": len(self.rec.titles),
             "registered_items": self.known,
+            # registered items still being indexed here, and why the last indexing failed
+            "indexing": self.known - self.adopted,
+            "index_error": self.index_error,
             # why the last sync failed (registrations answer 503 until it clears)
             "registry_error": self.registry_error,
         }
@@ -578,7 +657,7 @@ def create_app(service: Service) -> FastAPI:
     async def items(req: ItemRequest, request: Request) -> dict[str, Any]:
         service.authorize(request.headers.get("authorization"))
         loop = asyncio.get_running_loop()
-        got = await loop.run_in_executor(service.worker, service.register, req)
+        got = await loop.run_in_executor(service.writer, service.register, req)
         return got._asdict()
 
     _add_status_routes(app, service)

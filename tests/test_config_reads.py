@@ -27,6 +27,7 @@ from sidrec.rl.train import train_rl
 from sidrec.rl.tree import train_tree_rl
 from sidrec.rq.stage import build_sids
 from sidrec.serve.cli import load_service, server
+from sidrec.serve.registry import open_registry
 from sidrec.sft.convert import convert
 from sidrec.sft.train import train_sft
 from sidrec.sft.tree import train_tree
@@ -226,6 +227,9 @@ def test_every_default_key_is_read(tmp_path: Path) -> None:
     c = cfg("serve.registry=memory")
     app = server(c, load_service(c, None, tmp_path / "updates", None))
     assert (app.config.host, app.config.port) == ("127.0.0.1", 8000)
+    # the Redis registry of replicas (built without connecting) and where they record it
+    _, record = open_registry(cfg("serve.registry=redis"), outputs["sft"], None)
+    assert record == outputs["sft"] / "registry.json"
     # what the machine must have for a profile
     preflight(cfg())
     unread = sorted(set(leaf_keys(defaults())) - reads)

@@ -160,8 +160,11 @@ def test_replicas_share_one_redis_registry(demo_model: dict, redis_url: str) -> 
         sids = [r["sid"] for r in results]
         assert len(set(sids)) == 30 and not set(sids) & set(a.rec.sids[:n])
         assert sorted(r["item_id"] for r in results) == list(range(n, n + 30))
-        # each replica recommends what the other registered, from its next request on
-        for client in (ca, cb):
+        # each replica recommends what the other registered once it has looked at the
+        # registry (at its next request) and indexed the items (aside, while serving on)
+        for svc, client in ((a, ca), (b, cb)):
+            client.post("/recommend", json={"history": [1], "k": 1})
+            svc.wait_indexed(svc.known)
             ranked = client.post("/recommend", json={"history": [1], "k": 180}).json()
             assert {r["item_id"] for r in ranked["recommendations"]} == set(range(n + 30))
         # the same source id on the other replica: the same SID back
@@ -451,3 +454,32 @@ def test_a_registry_that_lost_data_is_refused_by_every_replica_a_new_one_too(
             ready = c.get("/ready")
             assert ready.status_code == 503 and "lost data" in str(ready.json()["problems"])
     assert len(fresh.rec.titles) == 150  # it took none of the stranger's items
+
+
+def test_indexing_a_registered_item_does_not_stall_recommendations(demo_model: dict) -> None:
+    import time
+
+    svc = _service(demo_model, "serve.registry=memory")
+    building, slow = threading.Event(), svc.rec.ranker.grown
+
+    def grown(table: Any) -> Any:  # an index that takes 3 s to build (a large catalog)
+        building.set()
+        time.sleep(3)
+        return slow(table)
+
+    svc.rec.ranker.grown = grown
+    with _client(svc) as c:
+        body = {"source_id": "BIG-1", "embedding": _embedding(demo_model, 30)}
+        registration = threading.Thread(target=lambda: c.post("/items", json=body))
+        registration.start()
+        assert building.wait(10)
+        start = time.perf_counter()
+        answer = c.post("/recommend", json={"history": [1, 2], "k": 5})
+        # served by the catalog as it was, while the index grows aside
+        assert answer.status_code == 200 and time.perf_counter() - start < 2
+        assert building.is_set() and registration.is_alive()
+        registration.join()
+        # the registration returned once the item was recommendable here
+        ranked = c.post("/recommend", json={"history": [1], "k": 151}).json()["recommendations"]
+        assert 150 in {r["item_id"] for r in ranked}
+        assert c.get("/metrics").json()["index_builds"] == 1
