@@ -32,14 +32,15 @@ def histories(data: Path | None, model: Path) -> dict[str, list[int]]:
 
 def state_histories(state: Path) -> dict[str, list[int]]:
     """Every user an update state has seen, with the latest history it holds for each (the
-    base model's training data, then each day's, a later day's sequence replacing an
-    earlier one)."""
-    from sidrec.core.state import history_dirs
+    base model's training data, then the state's histories, which a day's replace)."""
+    import polars as pl
+
+    from sidrec.core.state import history_files
 
     out: dict[str, list[int]] = {}
-    for data in history_dirs(state):
-        if (data / "sequences.parquet").exists():
-            out.update(histories(data, state))  # data given: the model path is not read
+    for file in history_files(state):
+        seqs = pl.read_parquet(file)
+        out.update(zip(seqs["user_id"].to_list(), seqs["item_ids"].to_list(), strict=True))
     return out
 
 

@@ -66,6 +66,7 @@ from sidrec.sft.train import train_sft
 from sidrec.sft.tree import train_tree
 
 LEDGER_FILE = "updates.csv"
+HISTORIES_FILE = "histories.parquet"
 LEDGER_COLUMNS = (
     "day",
     "metric",
@@ -446,6 +447,37 @@ def _write_buffers(out: Path, rows: _Rows, day: tuple, promoted: bool, u: dict, 
         pl.concat([rows.backlog, day_train]).write_parquet(out / "backlog.parquet")
 
 
+def _write_histories(state: Path, s: dict[str, Any], day_rows: pl.DataFrame, out: Path) -> None:
+    """Every user's latest history: the state's so far, a user of the day's own rows (not the
+    replayed ones, which are older) taking the day's."""
+    before = resolve_path(state, s.get("histories"))
+    known = pl.read_parquet(before) if before else pl.DataFrame(schema=SEQUENCES_SCHEMA)
+    merged = pl.concat([known, _sequences(day_rows)]).unique("user_id", keep="last")
+    merged.sort("user_id").write_parquet(out)
+
+
+def prune_days(state: Path, s: dict[str, Any], keep: int) -> list[str]:
+    """Delete the folders of every day but the last ``keep`` (0: keep all), except the
+    serving model when an older day promoted it; the ledger and ``state.json`` keep every
+    day's row. Returns the days pruned."""
+    if keep < 0:
+        raise SidrecError(f"update.keep_days must be >= 0, got {keep}")
+    serving = Path(s["serving"]["model"])
+    pruned = []
+    for d in s["days"][:-keep] if keep else []:
+        folder = state / "days" / d["day"]
+        if not folder.exists():
+            continue
+        for part in folder.iterdir():
+            if Path("days", d["day"], part.name) == serving:
+                continue
+            shutil.rmtree(part) if part.is_dir() else part.unlink()
+        if not any(folder.iterdir()):
+            folder.rmdir()
+        pruned.append(d["day"])
+    return pruned
+
+
 def _report(cfg: dict[str, Any], row: dict[str, Any], step: int) -> None:
     """The day's decision on SwanLab and in the terminal."""
     metric = row["metric"]
@@ -514,6 +546,7 @@ def _apply(cfg: dict[str, Any], s: dict[str, Any], state: Path, day: Path, name:
         candidate.rename(out / "model")
     rel = f"days/{name}"
     _write_buffers(out, rows, (day_train, day_valid), promoted, u, seed)
+    _write_histories(state, s, pl.concat([day_train, day_valid]), out / HISTORIES_FILE)
     row = {
         "day": name,
         "metric": u["metric"],
@@ -539,10 +572,12 @@ def _apply(cfg: dict[str, Any], s: dict[str, Any], state: Path, day: Path, name:
         "serving": {"model": f"{rel}/model" if promoted else s["serving"]["model"], **serving},
         "backlog": None if promoted else f"{rel}/backlog.parquet",
         "replay": {"valid": f"{rel}/replay_valid.parquet", "train": f"{rel}/replay_train.parquet"},
+        "histories": f"{rel}/{HISTORIES_FILE}",
         "days": [*s["days"], row],
     }
     write_json(state / STATE_FILE, s)
     _ledger(state, s["days"])
     shutil.rmtree(work, ignore_errors=True)
+    prune_days(state, s, u["keep_days"])
     _report(cfg, row, len(s["days"]))
     return row

@@ -37,12 +37,13 @@ def registered_catalog(state: str | Path) -> tuple[Path, str]:
     return Path(s["base_model"]), s["registry"]
 
 
-def history_dirs(state: str | Path) -> list[Path]:
-    """The dataset directories whose user sequences a state has seen, oldest first: the base
-    model's training data (when it is still there), then every applied day's."""
+def history_files(state: str | Path) -> list[Path]:
+    """The user sequences a state has seen, oldest first: the base model's training data's
+    (when it is still there), then the state's latest history of every user a day brought."""
     state = Path(state)
     s = read_json(require_file(state / STATE_FILE, "update state (run sidrec update first)"))
     base = Path(s["base_model"]) / MANIFEST
     found = read_json(base).get("inputs", {}).get("data") if base.exists() else None
-    dirs = [Path(found)] if found else []
-    return [*dirs, *(state / "days" / d["day"] / "data" for d in s["days"])]
+    files = [Path(found) / "sequences.parquet"] if found else []
+    latest = resolve_path(state, s.get("histories"))
+    return [f for f in [*files, *([latest] if latest else [])] if f.exists()]

@@ -259,3 +259,37 @@ def test_registered_items_survive_updates_and_no_id_or_sid_is_handed_out_twice(
     # a state shares its ids with one kind of registry
     with pytest.raises(SidrecError, match="--registry memory"):
         load_service(model_config(model, None, []), None, state, None)
+
+
+def test_old_days_are_pruned_but_the_serving_model_and_every_user_stay(
+    demo_model: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sidrec.app.update as update
+
+    model, state = demo_model["model"], tmp_path / "state"
+    keep = _cfg(demo_model, "update.keep_days=1", "update.tolerance=1")
+    run_update(model, _day(tmp_path, "d1", demo_model, 2), state, keep)
+    users_d1 = set(pl.read_parquet(state / "days" / "d1" / "data" / "sequences.parquet")["user_id"])
+    # day 2 is rejected: the model day 1 promoted serves on
+    def worse(cfg: dict, serving_model: Path, work: Path) -> tuple[float, float, Path]:
+        for part in ("eval-serving", "eval-candidate"):
+            (work / part).mkdir()
+        return 0.5, 0.0, work / "model"
+
+    monkeypatch.setattr(update, "_compare", worse)
+    strict = _cfg(demo_model, "update.keep_days=1", "update.tolerance=0")
+    assert run_update(model, _day(tmp_path, "d2", demo_model, 1), state, strict)["decision"] == (
+        "rejected"
+    )
+    assert sorted(p.name for p in (state / "days" / "d1").iterdir()) == ["model"]
+    assert serving(state)["model"] == state / "days" / "d1" / "model"
+    monkeypatch.undo()
+    svc = load_service(model_config(model, None, ["serve.registry=memory"]), None, state, None)
+    assert users_d1 <= set(svc.histories) and len(svc.rec.titles) == 153
+    with open(state / "updates.csv") as f:
+        assert [r["day"] for r in csv.DictReader(f)] == ["d1", "d2"]
+    # day 3 is promoted: day 2's folder goes, and day 1's model with it
+    run_update(model, _day(tmp_path, "d3", demo_model, 0), state, keep)
+    assert sorted(p.name for p in (state / "days").iterdir()) == ["d3"]
+    with pytest.raises(SidrecError, match="keep_days"):
+        update.prune_days(state, read_json(state / STATE_FILE), -1)
