@@ -149,13 +149,14 @@ def test_incremental_benchmark(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_serve_load_benchmark(demo_model: dict) -> None:
     bench = _load("serve_load")
-    result = bench.run(demo_model["model"], registrations=20, requests=60, concurrency=8)
-    for mode in ("micro_batching_on", "off"):
+    result = bench.run(demo_model["model"], seconds=8, clients=8, share=0.2)
+    failed = {k: v for k, v in result["results"].items() if not v["ok"]}
+    assert result["ok"] and not failed, failed
+    for mode in ("load_on", "load_off"):
         r = result["results"][mode]
-        assert r["failures"] == 0 and r["registered"] == r["distinct_sids"] == 20
-        assert r["recommended_outside_catalog"] == 0 and r["sids_clash_with_model_items"] == 0
+        assert r["registered"] > 0 and r["ids_handed_out_twice"] == r["sids_handed_out_twice"] == 0
         assert set(r["latency_ms"]["recommend"]) == {"p50", "p95", "p99"}
-    assert result["results"]["off"]["batch_size_max"] == [1, 1]
+    assert result["results"]["duplicates"]["items"] == 100
 
 
 def test_beauty_classic_table(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

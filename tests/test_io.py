@@ -146,5 +146,7 @@ def test_published_files_are_flushed_to_disk_before_they_appear(
     assert synced[-1] == str(tmp_path)  # the parent's entry, after the rename
     synced.clear()
     write_json(tmp_path / "state.json", {"b": 2})
-    assert synced == [str(tmp_path / "state.json.tmp"), str(tmp_path)]
+    assert len(synced) == 2 and synced[1] == str(tmp_path)
+    assert Path(synced[0]).name.startswith("state.json.") and synced[0].endswith(".tmp")
+    assert not list(tmp_path.glob("*.tmp"))  # renamed into place
     assert read_json(tmp_path / "state.json") == {"b": 2}

@@ -13,6 +13,7 @@ import ctypes
 import json
 import os
 import shutil
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -151,9 +152,10 @@ def atomic_dir(out: str | Path, overwrite: bool = False) -> Iterator[Path]:
 
 
 def write_text_durably(path: Path, text: str) -> None:
-    """Write ``text`` (UTF-8) to ``path`` via a temporary file, flushed to disk, and a rename
-    whose directory entry is flushed too."""
-    tmp = path.with_name(path.name + ".tmp")
+    """Write ``text`` (UTF-8) to ``path`` via a temporary file (named for this process and
+    thread, so concurrent writers never share one), flushed to disk, and a rename whose
+    directory entry is flushed too."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
     with open(tmp, "w", encoding="utf-8") as f:
         f.write(text)
         f.flush()

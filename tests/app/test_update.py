@@ -270,6 +270,7 @@ def test_old_days_are_pruned_but_the_serving_model_and_every_user_stay(
     keep = _cfg(demo_model, "update.keep_days=1", "update.tolerance=1")
     run_update(model, _day(tmp_path, "d1", demo_model, 2), state, keep)
     users_d1 = set(pl.read_parquet(state / "days" / "d1" / "data" / "sequences.parquet")["user_id"])
+
     # day 2 is rejected: the model day 1 promoted serves on
     def worse(cfg: dict, serving_model: Path, work: Path) -> tuple[float, float, Path]:
         for part in ("eval-serving", "eval-candidate"):
