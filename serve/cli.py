@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from sidrec.core.io import MANIFEST, read_json
 FLAGS = ("registry", "redis_url", "host", "port", "max_batch", "max_wait_ms", "num_beams")
 
 
-def histories(data: Path | None, model: Path) -> dict[str, list[int]]:
+def histories(data: Path | None, model: Path | None) -> dict[str, list[int]]:
     """User id -> item ids from a dataset directory's sequences (default: the model's training
     data, when it is still there)."""
     import polars as pl
@@ -44,14 +45,32 @@ def state_histories(state: Path) -> dict[str, list[int]]:
     return out
 
 
+def _state_recommender(cfg: dict[str, Any], state: Path) -> tuple[Any, Path, Path]:
+    """The recommender of what ``state`` serves, its SID directory and its base model."""
+    from sidrec.core.state import registered_catalog, serving
+    from sidrec.serve.recommend import Recommender
+
+    point = serving(state)
+    base, kind = registered_catalog(state)
+    if kind != cfg["serve"]["registry"]:
+        raise SidrecError(
+            f"{state} shares its item ids with a {kind} registry (update.registry): serve "
+            f"it with --registry {kind}"
+        )
+    catalog = (point["items"], point["sid"])
+    rec = Recommender(point["model"], head=cfg["decoding"]["head"], catalog=catalog)
+    return rec, point["sid"], base
+
+
 def load_service(
     cfg: dict[str, Any], model: Path | None, state: Path | None, data: Path | None
 ) -> Any:
     """The :class:`~sidrec.serve.service.Service` for ``sidrec serve``'s arguments; refuses an
-    unreachable Redis unless ``serve.registry`` is ``memory``."""
+    unreachable Redis unless ``serve.registry`` is ``memory``. With ``state``, the service
+    reloads what the state serves whenever ``state.json`` changes."""
     import torch
 
-    from sidrec.core.state import registered_catalog, serving
+    from sidrec.core.state import STATE_FILE
     from sidrec.serve.recommend import Recommender
     from sidrec.serve.registry import RegistryUnavailable, open_registry
     from sidrec.serve.service import Service
@@ -59,22 +78,14 @@ def load_service(
     s = cfg["serve"]
     if s["threads"] > 0:
         torch.set_num_threads(s["threads"])
-    catalog = None
-    base = model
     if state is not None:
-        point = serving(state)
-        model, catalog = point["model"], (point["items"], point["sid"])
-        base, kind = registered_catalog(state)
-        if kind != s["registry"]:
-            raise SidrecError(
-                f"{state} shares its item ids with a {kind} registry (update.registry): serve "
-                f"it with --registry {kind}"
-            )
-    if model is None:
+        rec, sid_dir, base = _state_recommender(cfg, state)
+    elif model is not None:
+        rec = Recommender(model, head=cfg["decoding"]["head"])
+        sid_dir, base = Path(model) / "sids", Path(model)
+    else:
         raise SidrecError("give --model DIR (or --state DIR of sidrec update)")
-    rec = Recommender(model, head=cfg["decoding"]["head"], catalog=catalog)
-    sid_dir = catalog[1] if catalog else Path(model) / "sids"
-    registry, record = open_registry(cfg, Path(base), state)
+    registry, record = open_registry(cfg, base, state)
     try:
         registry.ping()
     except RegistryUnavailable as e:
@@ -82,17 +93,30 @@ def load_service(
             f"{e}: start Redis (e.g. `redis-server --port 6379 --appendonly yes`) or "
             "serve one replica without it (--registry memory)"
         ) from None
-    users = state_histories(state) if state is not None and data is None else histories(data, model)
-    return Service(rec, sid_dir, registry, cfg, users, record)
+    if state is None:
+        return Service(rec, sid_dir, registry, cfg, histories(data, rec.model_dir), record)
+
+    def loader() -> tuple[Any, dict[str, list[int]]]:
+        fresh = _state_recommender(cfg, state)[0]
+        return fresh, state_histories(state) if data is None else histories(data, None)
+
+    users = state_histories(state) if data is None else histories(data, None)
+    return Service(rec, sid_dir, registry, cfg, users, record, loader, state / STATE_FILE)
 
 
 def server(cfg: dict[str, Any], service: Any) -> Any:
     """The uvicorn server of ``service`` on ``serve.host``:``serve.port``."""
     import uvicorn
 
-    from sidrec.serve.service import create_app
+    from sidrec.serve.service import ACCESS, create_app
 
     s = cfg["serve"]
+    if s["access_log"] and not ACCESS.handlers:  # one JSON line per request, on stderr
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        ACCESS.addHandler(handler)
+        ACCESS.setLevel(logging.INFO)
+        ACCESS.propagate = False
     config = uvicorn.Config(create_app(service), s["host"], s["port"], log_level="warning")
     return uvicorn.Server(config)
 

@@ -22,6 +22,7 @@ import torch
 
 from sidrec.core.decoding import beam_search, build_decoder, load_decoder
 from sidrec.core.errors import SidrecError, require_file
+from sidrec.core.io import MANIFEST, read_json
 from sidrec.core.model_dir import model_items, model_sids
 from sidrec.core.prompts import PromptSpec
 from sidrec.core.sids import SidTable
@@ -152,6 +153,11 @@ class Recommender:
                 self.model_dir, self.table, device, head, dense_depth, use_bf16(bf16)
             )
         self.sids = self.table.sids
+        manifest = self.model_dir / MANIFEST
+        # what identifies the model: its run id (the directory's name without a manifest)
+        self.version = str(
+            read_json(manifest).get("run_id") if manifest.exists() else self.model_dir.name
+        )
         self.titles = items["title"].to_list()
         self.sources = items["source_id"].to_list()
         self.by_source = {s: i for i, s in enumerate(self.sources) if s}

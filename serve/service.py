@@ -23,9 +23,12 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import json
+import logging
 import os
 import threading
 import time
+import uuid
 from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -52,6 +55,8 @@ from sidrec.serve.registry import Allocator, PrefixFull, Registered, RegistryUna
 RETRY_SECONDS = 1.0
 # how long a registration waits for this replica to index its item
 INDEX_WAIT = 300.0
+# one JSON line per request (serve.access_log)
+ACCESS = logging.getLogger("sidrec.access")
 # the environment variable holding the write token (else serve.admin_token_file)
 TOKEN_ENV = "SIDREC_ADMIN_TOKEN"
 
@@ -111,6 +116,10 @@ class ItemRequest(BaseModel):
     embedding: list[float] | None = Field(default=None, max_length=MAX_DIM)
 
 
+class DeadlineExceeded(SidrecError):
+    """No answer within ``serve.deadline_ms`` (504)."""
+
+
 class Overloaded(SidrecError):
     """More requests waiting than ``serve.max_queue`` (429)."""
 
@@ -143,7 +152,7 @@ class Metrics:
         self._index = Histogram(
             "sidrec_index_seconds", "catalog growth by registered items", registry=self.registry
         )
-        self.index_builds, self.index_seconds = 0, 0.0
+        self.index_builds, self.index_seconds, self.reloads = 0, 0.0, 0
 
     def record(self, route: str, status: int, seconds: float) -> None:
         self.requests[route] += 1
@@ -176,6 +185,7 @@ class Metrics:
             "uptime_seconds": round(time.time() - self.started, 1),
             "batcher_restarts": self.batcher_restarts,
             "index_builds": self.index_builds,
+            "reloads": self.reloads,
             "last_index_seconds": self.index_seconds,
             "requests": dict(self.requests),
             "statuses": dict(self.statuses),
@@ -237,6 +247,9 @@ class MicroBatcher:
                         batch.append(await asyncio.wait_for(self.queue.get(), left))
                 except (asyncio.QueueEmpty, TimeoutError):
                     break
+            batch = [(x, f) for x, f in batch if not f.done()]  # past their deadline
+            if not batch:
+                continue
             self.on_batch(len(batch))
             try:
                 results = await loop.run_in_executor(self.executor, self.fn, [x for x, _ in batch])
@@ -267,6 +280,8 @@ class Service:
         record: where this replica records the registry's epoch and the registered items it
             has seen (a Redis registry), so that any replica, a new one too, refuses to
             allocate once the registry lost data.
+        loader: what :meth:`reload` serves, loaded again (with ``--state``), when the file
+            ``watched`` changes (every ``serve.reload_seconds``).
     """
 
     def __init__(
@@ -277,6 +292,8 @@ class Service:
         cfg: dict[str, Any],
         histories: dict[str, list[int]] | None = None,
         record: Path | None = None,
+        loader: Callable[[], tuple[Recommender, dict[str, list[int]]]] | None = None,
+        watched: Path | None = None,
     ) -> None:
         s = cfg["serve"]
         bounds = (s["max_history"], s["max_queue"], s["max_body_bytes"])
@@ -301,7 +318,8 @@ class Service:
                 f"{len(rec.table.codes)} items"
             )
         self.alloc = Allocator(sid_dir, rec.table.codes[: self.n_base], s["prefix_capacity"])
-        self.record = record
+        self.record, self.loader, self.watched = record, loader, watched
+        self.reload_error: str | None = None
         self.recorded = read_json(record) if record is not None and record.exists() else {}
         self.retry_at = 0.0
         self.registry_error: str | None = None
@@ -381,12 +399,12 @@ class Service:
         slow part: the prefix index, or the tree over the new SIDs), then swap it in between
         two batches; recommendations go on meanwhile."""
         with self.sync_lock:
-            taken, self.pending = self.pending, []
+            taken, self.pending, rec = self.pending, [], self.rec
         if not taken:
             return
         start = time.perf_counter()
         try:
-            growth = self.rec.grown([(parse_sid(r.sid), r.title, r.source_id) for r in taken])
+            growth = rec.grown([(parse_sid(r.sid), r.title, r.source_id) for r in taken])
         except Exception as e:  # the items wait for the next try; waiters hear why
             with self.sync_lock:
                 self.pending[:0] = taken
@@ -395,12 +413,32 @@ class Service:
                 self.indexed.notify_all()
             return
         with self.serving:
+            if self.rec is not rec:  # reloaded meanwhile: the new catalog queued its own
+                return
             self.rec.adopt(growth)
         with self.indexed:
             self.adopted += len(taken)
             self.index_error = None
             self.indexed.notify_all()
         self.metrics.indexed(len(taken), time.perf_counter() - start)
+
+    def reload(self) -> None:
+        """Serve what ``loader`` gives now (a model or catalog ``sidrec update`` promoted, of
+        the same base catalog), swapped in between two batches; the items registered since
+        that catalog was made are indexed again."""
+        rec, histories = self.loader()
+        n = len(rec.table.codes)
+        if rec.table.codes[: self.n_base] != self.rec.table.codes[: self.n_base]:
+            raise SidrecError("the new catalog does not extend the base catalog served now")
+        with self.sync_lock, self.serving:
+            self.rec, self.histories = rec, histories
+            self.known = n - self.n_base
+            self.pending = []
+            with self.indexed:
+                self.adopted = self.known
+                self.indexed.notify_all()
+        self.metrics.reloads += 1
+        self.sync()
 
     def wait_indexed(self, count: int, timeout: float = INDEX_WAIT) -> None:
         """Wait until the first ``count`` registered items are recommendable here."""
@@ -522,14 +560,21 @@ class Service:
         if not hmac.compare_digest(given.strip().encode(), self.token.encode()):
             raise Forbidden("the write token is wrong")
 
+    def versions(self) -> tuple[str, int]:
+        """The served model (its run id) and the catalog's version (the items it serves)."""
+        return self.rec.version, len(self.rec.titles)
+
     def health(self) -> dict[str, Any]:
         try:
             self.registry.ping()
             registry = "ok"
         except RegistryUnavailable as e:
             registry = f"unreachable: {e}"
+        model, catalog = self.versions()
         return {
             "status": "ok",
+            "model": model,
+            "catalog_version": catalog,
             "registry": self.registry.name,
             "registry_status": registry,
             "items": len(self.rec.titles),
@@ -537,12 +582,15 @@ class Service:
             # registered items still being indexed here, and why the last indexing failed
             "indexing": self.known - self.adopted,
             "index_error": self.index_error,
+            # why the last hot reload failed (the replica serves on what it had)
+            "reload_error": self.reload_error,
             # why the last sync failed (registrations answer 503 until it clears)
             "registry_error": self.registry_error,
         }
 
 
 ERRORS = (
+    (DeadlineExceeded, 504),
     (RegistryUnavailable, 503),
     (Overloaded, 429),
     (PrefixFull, 409),
@@ -553,14 +601,24 @@ ERRORS = (
 )
 
 
+def _request_id(given: str | None) -> str:
+    """The client's ``X-Request-ID`` when it is a sane token, else a new one."""
+    if given and len(given) <= 128 and all(c.isalnum() or c in "-_.:" for c in given):
+        return given
+    return uuid.uuid4().hex
+
+
 def _add_metering(app: FastAPI, service: Service) -> None:
-    """Refuse a body over ``serve.max_body_bytes`` (413) and record every request's route
-    template, status and latency."""
+    """Refuse a body over ``serve.max_body_bytes`` (413); give every answer its request id
+    (``X-Request-ID``, the client's or a new one) and the model and catalog versions
+    (``X-Sidrec-Model``, ``X-Sidrec-Catalog``); record every request's route template, status
+    and latency, and write one access-log line per request (no body, no header values)."""
     limit = service.cfg["serve"]["max_body_bytes"]
 
     @app.middleware("http")
     async def timed(request: Request, call_next: Callable) -> Any:
         start = time.perf_counter()
+        rid = request.state.request_id = _request_id(request.headers.get("x-request-id"))
         size = request.headers.get("content-length", "0")
         if not size.isdigit() or int(size) > limit:
             response: Any = JSONResponse(
@@ -571,7 +629,26 @@ def _add_metering(app: FastAPI, service: Service) -> None:
         # by route template, not raw path: unknown paths share one label
         route = request.scope.get("route")
         label = route.path if route is not None else "unmatched"
-        service.metrics.record(label, response.status_code, time.perf_counter() - start)
+        seconds = time.perf_counter() - start
+        service.metrics.record(label, response.status_code, seconds)
+        model, catalog = service.versions()
+        response.headers.update(
+            {"X-Request-ID": rid, "X-Sidrec-Model": model, "X-Sidrec-Catalog": str(catalog)}
+        )
+        ACCESS.info(
+            json.dumps(
+                {
+                    "request_id": rid,
+                    "method": request.method,
+                    "route": label,
+                    "status": response.status_code,
+                    "ms": round(seconds * 1000, 2),
+                    "client": request.client.host if request.client else None,
+                    "model": model,
+                    "catalog": catalog,
+                }
+            )
+        )
         return response
 
 
@@ -607,6 +684,31 @@ def _add_status_routes(app: FastAPI, service: Service) -> None:
         return {**service.metrics.summary(), **await checked()}
 
 
+def _stamp(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size
+
+
+async def _watch(service: Service, every: float) -> None:
+    """Reload ``service`` whenever its watched file changes (off the event loop)."""
+    assert service.watched is not None
+    last = _stamp(service.watched)
+    while True:
+        await asyncio.sleep(every)
+        now = _stamp(service.watched)
+        if now == last:
+            continue
+        last = now
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, service.reload)
+            service.reload_error = None
+        except Exception as e:  # a half-written or bad state: serve on, say why
+            service.reload_error = f"reloading {service.watched} failed: {e}"
+
+
 def create_app(service: Service) -> FastAPI:
     """The HTTP routes over ``service``."""
     s = service.cfg["serve"]
@@ -622,8 +724,13 @@ def create_app(service: Service) -> FastAPI:
             s["max_queue"],
         )
         app.state.batcher_task = asyncio.create_task(app.state.batcher.run())
+        watcher = None
+        if service.watched is not None and s["reload_seconds"] > 0:
+            watcher = asyncio.create_task(_watch(service, s["reload_seconds"]))
         yield
         app.state.batcher_task.cancel()
+        if watcher is not None:
+            watcher.cancel()
 
     def batcher(app: FastAPI) -> MicroBatcher:
         """The micro-batcher, its task restarted (and counted) if it died."""
@@ -650,15 +757,30 @@ def create_app(service: Service) -> FastAPI:
         exclude = req.exclude_history
         if exclude is None:
             exclude = bool(service.cfg["evaluate"]["exclude_history"])
-        items = await batcher(request.app).submit((history, req.k, exclude))
-        return {"user_id": req.user_id, "recommendations": items}
+        deadline = s["deadline_ms"] / 1000 or None
+        try:
+            items = await asyncio.wait_for(
+                batcher(request.app).submit((history, req.k, exclude)), deadline
+            )
+        except TimeoutError:  # still queued: the batcher drops it; decoding: discarded
+            raise DeadlineExceeded(
+                f"no answer within serve.deadline_ms={s['deadline_ms']:g}: retry"
+            ) from None
+        model, catalog = service.versions()
+        return {
+            "user_id": req.user_id,
+            "recommendations": items,
+            "model": model,
+            "catalog_version": catalog,
+        }
 
     @app.post("/items")
     async def items(req: ItemRequest, request: Request) -> dict[str, Any]:
         service.authorize(request.headers.get("authorization"))
         loop = asyncio.get_running_loop()
         got = await loop.run_in_executor(service.writer, service.register, req)
-        return got._asdict()
+        model, catalog = service.versions()
+        return {**got._asdict(), "model": model, "catalog_version": catalog}
 
     _add_status_routes(app, service)
     return app

@@ -46,9 +46,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _update(a: argparse.Namespace) -> dict:
-    from sidrec.app.update import run_update
+    from sidrec.app.update import rollback, run_update
     from sidrec.core.config import model_config
 
+    if a.rollback:
+        return {"counts": rollback(a.state)}
+    if a.model is None or a.day is None:
+        raise SidrecError("sidrec update needs --model and --day (or --rollback)")
     cfg = model_config(a.model, a.config, a.overrides, a.overlay)
     return {"counts": run_update(a.model, a.day, a.state, cfg)}
 
@@ -58,9 +62,14 @@ def _add_update(sub: argparse._SubParsersAction) -> None:
         "update",
         help="a day's new items and interactions: fine-tune, promote only if not worse",
     )
-    p.add_argument("--model", type=Path, required=True, help="the model to start from")
-    p.add_argument("--day", type=Path, required=True, help="the day's directory")
+    p.add_argument("--model", type=Path, help="the model to start from")
+    p.add_argument("--day", type=Path, help="the day's directory")
     p.add_argument("--state", type=Path, required=True, help="the update state directory")
+    p.add_argument(
+        "--rollback",
+        action="store_true",
+        help="serve the model promoted before the serving one again (no --model, --day)",
+    )
     add_config_args(p, "a profile (default: the model's own config)")
     p.set_defaults(func=_update)
 

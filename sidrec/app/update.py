@@ -310,6 +310,33 @@ def run_update(
         return _apply(cfg, s, state, day, name)
 
 
+def rollback(state: str | Path) -> dict[str, Any]:
+    """Serve again the model promoted before the serving one (the base model before the first
+    promotion): the serving model's day is marked ``rolled back`` in the ledger and the next
+    update starts from the model restored. The catalog stays as it is (new items are served
+    by the restored model, as after a rejected day). Returns what serves now."""
+    state = Path(state)
+    with output_lock(state):
+        s = read_json(require_file(state / STATE_FILE, "update state (run sidrec update first)"))
+        current = s["serving"]["model"]
+        promoted = [d for d in s["days"] if d["decision"] == "promoted"]
+        serving_day = next((d for d in promoted if f"days/{d['day']}/model" == current), None)
+        if serving_day is None:
+            raise SidrecError(f"{state} serves its base model: there is nothing to roll back")
+        earlier = promoted[: promoted.index(serving_day)]
+        target = f"days/{earlier[-1]['day']}/model" if earlier else s["base_model"]
+        if not (state / target).exists():  # an absolute base model path stays as it is
+            raise SidrecError(
+                f"{state / target} is gone (pruned by update.keep_days?): cannot roll back to it"
+            )
+        serving_day["decision"] = "rolled back"
+        s["serving"]["model"] = target
+        write_json(state / STATE_FILE, s)
+        _ledger(state, s["days"])
+    print(f"sidrec update: rolled back day {serving_day['day']}; serving {target}")
+    return {"rolled_back": serving_day["day"], "serving": target}
+
+
 def _register_day(
     cfg: dict[str, Any],
     s: dict[str, Any],

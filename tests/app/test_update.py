@@ -294,3 +294,56 @@ def test_old_days_are_pruned_but_the_serving_model_and_every_user_stay(
     assert sorted(p.name for p in (state / "days").iterdir()) == ["d3"]
     with pytest.raises(SidrecError, match="keep_days"):
         update.prune_days(state, read_json(state / STATE_FILE), -1)
+
+
+def test_a_promoted_model_is_hot_reloaded_and_rolled_back_without_a_dropped_request(
+    demo_model: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+    import time
+
+    from fastapi.testclient import TestClient
+
+    from sidrec.app.update import rollback
+    from sidrec.serve.service import TOKEN_ENV, create_app
+
+    monkeypatch.setenv(TOKEN_ENV, "t")
+    model, state = demo_model["model"], tmp_path / "state"
+    run_update(
+        model, _day(tmp_path, "d1", demo_model, 2), state, _cfg(demo_model, "update.tolerance=1")
+    )
+    promoted = read_json(state / "days" / "d1" / "model" / "manifest.json")["run_id"]
+    base = read_json(model / "manifest.json")["run_id"]
+    cfg = model_config(model, None, ["serve.registry=memory", "serve.reload_seconds=0.1"])
+    svc = load_service(cfg, None, state, None)
+    statuses: list[int] = []
+    stop = threading.Event()
+    with TestClient(create_app(svc), headers={"Authorization": "Bearer t"}) as c:
+        assert c.get("/health").json()["model"] == promoted
+        live = c.post("/items", json={"source_id": "LIVE-1", "title": "a lamp"}).json()
+
+        def hammer() -> None:
+            while not stop.is_set():
+                statuses.append(c.post("/recommend", json={"history": [1], "k": 3}).status_code)
+
+        worker = threading.Thread(target=hammer)
+        worker.start()
+        assert rollback(state) == {"rolled_back": "d1", "serving": str(model)}
+        for _ in range(100):  # the replica swaps the base model in between two batches
+            if c.get("/health").json()["model"] == base:
+                break
+            time.sleep(0.1)
+        stop.set()
+        worker.join()
+        health = c.get("/health").json()
+        assert health["model"] == base and health["reload_error"] is None
+        assert statuses and set(statuses) == {200}  # no request dropped across the swap
+        svc.wait_indexed(svc.known)
+        # the item registered before the swap is still served, with its id
+        assert svc.rec.by_source["LIVE-1"] == live["item_id"] == 152
+        assert c.get("/metrics").json()["reloads"] >= 1
+    with open(state / "updates.csv") as f:
+        assert [r["decision"] for r in csv.DictReader(f)] == ["rolled back"]
+    with pytest.raises(SidrecError, match="nothing to roll back"):
+        rollback(state)
+    assert main(["update", "--state", str(state), "--rollback"]) == 2

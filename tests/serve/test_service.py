@@ -483,3 +483,36 @@ def test_indexing_a_registered_item_does_not_stall_recommendations(demo_model: d
         ranked = c.post("/recommend", json={"history": [1], "k": 151}).json()["recommendations"]
         assert 150 in {r["item_id"] for r in ranked}
         assert c.get("/metrics").json()["index_builds"] == 1
+
+
+def test_request_ids_versions_access_log_and_deadline(
+    demo_model: dict, caplog: pytest.LogCaptureFixture
+) -> None:
+    import json
+    import logging
+    import time
+
+    svc = _service(demo_model, "serve.registry=memory", "serve.deadline_ms=200")
+    run_id = read_json(demo_model["model"] / "manifest.json")["run_id"]
+    caplog.set_level(logging.INFO, logger="sidrec.access")
+    with _client(svc) as c:
+        r = c.post("/recommend", json={"history": [1], "k": 3}, headers={"X-Request-ID": "abc-1"})
+        assert r.headers["X-Request-ID"] == "abc-1" and r.headers["X-Sidrec-Model"] == run_id
+        assert (r.json()["model"], r.json()["catalog_version"]) == (run_id, 150)
+        assert r.headers["X-Sidrec-Catalog"] == "150"
+        bad = c.get("/health", headers={"X-Request-ID": "x" * 500})
+        assert len(bad.headers["X-Request-ID"]) == 32  # not echoed: a new one
+        made = c.post("/items", json={"source_id": "V-1", "title": "a lamp"})
+        assert made.json()["catalog_version"] == 151 == int(made.headers["X-Sidrec-Catalog"])
+        # a decode slower than the deadline: 504, and the service serves on
+        fast = svc.rec.recommend
+        svc.rec.recommend = lambda *a, **k: (time.sleep(0.5), fast(*a, **k))[1]
+        late = c.post("/recommend", json={"history": [1], "k": 3})
+        assert late.status_code == 504 and "deadline_ms" in late.json()["detail"]
+        svc.rec.recommend = fast
+        time.sleep(0.5)
+        assert c.post("/recommend", json={"history": [2], "k": 3}).status_code == 200
+    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "sidrec.access"]
+    assert [x["status"] for x in lines] == [200, 200, 200, 504, 200]
+    assert lines[0]["request_id"] == "abc-1" and lines[2]["route"] == "/items"
+    assert not any(TOKEN in r.getMessage() for r in caplog.records)  # no secret logged
