@@ -123,8 +123,15 @@ class Replicas:
             base = f"http://127.0.0.1:{port}"
             self.procs.append((proc, base))
             started.append(base)
-        for base in started:
-            _wait(lambda b=base: httpx.get(f"{b}/health").status_code == 200, f"replica {base}")
+        for n, base in enumerate(started, start=len(self.procs) - len(started)):
+            proc, log_file = self.procs[n][0], self.folder / f"replica-{n}.log"
+
+            def up(b: str = base, p: subprocess.Popen = proc, f: Path = log_file) -> bool:
+                if p.poll() is not None:
+                    raise RuntimeError(f"replica {b} exited: {f.read_text()[-2000:]}")
+                return httpx.get(f"{b}/health").status_code == 200
+
+            _wait(up, f"replica {base}")
         return started
 
     @property

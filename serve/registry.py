@@ -109,10 +109,11 @@ end
 return {'full', tostring(held)}
 """
 
-# KEYS: 1 the epoch. ARGV: 1 a new random epoch, set only when there is none.
+# KEYS: 1 the epoch, 2 the catalog version, 3 the deactivated items (set). ARGV: 1 a new
+# random epoch, set only when there is none.
 EPOCH_LUA = """
 redis.call('SET', KEYS[1], ARGV[1], 'NX')
-return redis.call('GET', KEYS[1])
+return {redis.call('GET', KEYS[1]), redis.call('GET', KEYS[2]) or '0', redis.call('SCARD', KEYS[3])}
 """
 
 
@@ -121,8 +122,18 @@ def _entry(text: str | bytes, created: bool) -> Registered:
     return Registered(int(e["item_id"]), e["sid"], e["title"], e["source_id"], created)
 
 
+class Status(NamedTuple):
+    """What a replica checks before each batch: the registered items, the registry's epoch
+    and how many items are deactivated."""
+
+    version: int
+    epoch: str
+    inactive: int
+
+
 class MemoryRegistry:
-    """The registry in this process (one replica)."""
+    """The registry in this process (one replica): registered items, deactivated items, and
+    the interactions recorded per user."""
 
     name = "memory"
 
@@ -133,6 +144,8 @@ class MemoryRegistry:
         self.by_sid: dict[str, int] = {}
         self.per_prefix: Counter[str] = Counter()
         self.log: list[Registered] = []
+        self.inactive: set[int] = set()
+        self.users: dict[str, list[int]] = {}
 
     def register(
         self,
@@ -152,22 +165,57 @@ class MemoryRegistry:
             if held >= capacity or free is None:
                 raise PrefixFull(f"SID prefix {prefix} is full: it holds {held} items")
             got = Registered(self.n_base + len(self.log), free, title, source_id, True)
-            self._saved(got)
-            self._remember(got, prefix)
+            line = {k: v for k, v in got._asdict().items() if k != "created"}
+            self._append(line)
+            self._apply(line)
             return got
+
+    def deactivate(self, item_id: int) -> bool:
+        """Stop recommending ``item_id`` for good (its id and SID stay taken); False when it
+        was inactive already."""
+        with self._locked():
+            if item_id in self.inactive:
+                return False
+            self._append({"inactive": item_id})
+            self._apply({"inactive": item_id})
+            return True
+
+    def record(self, user: str, items: Sequence[int], keep: int) -> list[int]:
+        """Append ``items`` to what ``user`` did (its newest ``keep`` kept); returns them."""
+        with self._locked():
+            line = {"user": user, "items": list(items), "keep": keep}
+            self._append(line)
+            self._apply(line)
+            return list(self.users[user])
+
+    def interactions(self, user: str) -> list[int]:
+        """The interactions recorded for ``user``, oldest first."""
+        with self._locked():
+            return list(self.users.get(user, []))
+
+    def inactive_items(self) -> set[int]:
+        with self._locked():
+            return set(self.inactive)
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
         with self.lock:
             yield
 
-    def _saved(self, entry: Registered) -> None:
-        """Persist a new entry before it is handed out (nothing to do in memory)."""
+    def _append(self, line: dict[str, Any]) -> None:
+        """Persist a change before it takes effect (nothing to do in memory)."""
 
-    def _remember(self, entry: Registered, prefix: str) -> None:
-        self.by_source[entry.source_id] = self.by_sid[entry.sid] = entry.item_id
-        self.per_prefix[prefix] += 1
-        self.log.append(entry)
+    def _apply(self, line: dict[str, Any]) -> None:
+        if "inactive" in line:
+            self.inactive.add(int(line["inactive"]))
+        elif "user" in line:
+            kept = [*self.users.get(line["user"], []), *line["items"]]
+            self.users[line["user"]] = kept[-int(line["keep"]) :]
+        else:
+            e = _entry(json.dumps(line), False)
+            self.by_source[e.source_id] = self.by_sid[e.sid] = e.item_id
+            self.per_prefix[e.sid.rsplit("<", 1)[0]] += 1  # the prefix: all but the last code
+            self.log.append(e)
 
     def version(self) -> int:
         with self._locked():
@@ -176,6 +224,10 @@ class MemoryRegistry:
     def epoch(self) -> str:
         """What identifies this registry's contents (a store that lost them gets a new one)."""
         return self.identity
+
+    def status(self) -> Status:
+        with self._locked():
+            return Status(len(self.log), self.identity, len(self.inactive))
 
     def since(self, count: int) -> list[Registered]:
         """The registered items after the first ``count``, in item-id order."""
@@ -187,12 +239,12 @@ class MemoryRegistry:
 
 
 class FileRegistry(MemoryRegistry):
-    """The registry in the JSON-lines file ``path``, one registered item per line: every call
-    first reads what other processes appended (under an exclusive lock on ``path.lock``), and a
-    new item is written and fsynced before it is handed out. A line cut short by a kill is
-    dropped (its item was never handed out)."""
+    """The registry in the JSON-lines file ``path``, one change per line (an item, a
+    deactivation, a user's interactions): every call first reads what other processes
+    appended (under an exclusive lock on ``path.lock``), and a change is written and fsynced
+    before it takes effect. A line cut short by a kill is dropped (it never took effect)."""
 
-    name = "state"
+    name = "file"
 
     def __init__(self, path: str | Path, n_base: int) -> None:
         super().__init__(n_base)
@@ -220,17 +272,16 @@ class FileRegistry(MemoryRegistry):
             if whole < len(data):  # a torn last line: cut it (no writer holds the lock)
                 f.truncate(self.offset + whole)
         for line in data[:whole].splitlines():
-            entry = _entry(line, False)
-            self._remember(entry, entry.sid.rsplit("<", 1)[0])
+            self._apply(json.loads(line))
         self.offset += whole
 
-    def _saved(self, entry: Registered) -> None:
-        text = json.dumps({k: v for k, v in entry._asdict().items() if k != "created"})
+    def _append(self, line: dict[str, Any]) -> None:
+        text = json.dumps(line, ensure_ascii=False).encode() + b"\n"
         with open(self.path, "ab") as f:
-            f.write(text.encode() + b"\n")
+            f.write(text)
             f.flush()
             os.fsync(f.fileno())
-        self.offset += len(text.encode()) + 1
+        self.offset += len(text)
 
 
 class RedisRegistry:
@@ -249,8 +300,9 @@ class RedisRegistry:
         self.client = redis.Redis.from_url(
             url, socket_timeout=timeout, socket_connect_timeout=timeout
         )
-        names = ("by_source", "by_sid", "per_prefix", "log", "version", "epoch")
+        names = ("by_source", "by_sid", "per_prefix", "log", "version", "epoch", "inactive")
         self.keys = [f"sidrec:{namespace}:{k}" for k in names]
+        self.user_key = f"sidrec:{namespace}:user:"
         self.script = self.client.register_script(REGISTER_LUA)
         self.epoch_script = self.client.register_script(EPOCH_LUA)
 
@@ -285,7 +337,32 @@ class RedisRegistry:
     def epoch(self) -> str:
         """What identifies this registry's contents: a random token set when it was first
         used, so a Redis that lost its data (and a new one) has another."""
-        return self._call(self.epoch_script, [self.keys[5]], [uuid.uuid4().hex]).decode()
+        return self.status().epoch
+
+    def status(self) -> Status:
+        """The version, epoch and deactivated count in one round trip."""
+        keys = [self.keys[5], self.keys[4], self.keys[6]]
+        epoch, version, inactive = self._call(self.epoch_script, keys, [uuid.uuid4().hex])
+        return Status(int(version), epoch.decode(), int(inactive))
+
+    def deactivate(self, item_id: int) -> bool:
+        """Stop recommending ``item_id`` for good; False when it was inactive already."""
+        return bool(self._call(self.client.sadd, self.keys[6], item_id))
+
+    def inactive_items(self) -> set[int]:
+        return {int(x) for x in self._call(self.client.smembers, self.keys[6])}
+
+    def record(self, user: str, items: Sequence[int], keep: int) -> list[int]:
+        """Append ``items`` to what ``user`` did (its newest ``keep`` kept); returns them."""
+        pipe = self.client.pipeline()
+        pipe.rpush(self.user_key + user, *items)
+        pipe.ltrim(self.user_key + user, -keep, -1)
+        pipe.lrange(self.user_key + user, 0, -1)
+        return [int(x) for x in self._call(pipe.execute)[-1]]
+
+    def interactions(self, user: str) -> list[int]:
+        """The interactions recorded for ``user``, oldest first."""
+        return [int(x) for x in self._call(self.client.lrange, self.user_key + user, 0, -1)]
 
     def since(self, count: int) -> list[Registered]:
         """The registered items after the first ``count``, in item-id order."""

@@ -34,7 +34,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import numpy as np
 import polars as pl
@@ -82,7 +82,17 @@ def write_token(serve: dict[str, Any]) -> str | None:
 
 
 class UnknownUser(SidrecError):
-    """A ``user_id`` with no known history."""
+    """A ``user_id`` with no known history (404)."""
+
+
+class UnknownItem(SidrecError):
+    """A source id the catalog does not have (404)."""
+
+
+class UserRef(NamedTuple):
+    """A request for a user's own history, looked up on the worker."""
+
+    user_id: str
 
 
 class RecommendRequest(BaseModel):
@@ -118,6 +128,13 @@ class ItemRequest(BaseModel):
 
 class DeadlineExceeded(SidrecError):
     """No answer within ``serve.deadline_ms`` (504)."""
+
+
+class InteractionsRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    user_id: str = Field(min_length=1, max_length=512)
+    # item ids (numbers) or source ids (strings), oldest first
+    items: list[int | str] = Field(min_length=1, max_length=1000)
 
 
 class Overloaded(SidrecError):
@@ -335,6 +352,7 @@ class Service:
         self.indexed = threading.Condition()
         self.pending: list[Registered] = []
         self.adopted, self.index_error = self.known, cast(str | None, None)
+        self.inactive: set[int] = set()  # deactivated items: never recommended
 
     # -- catalog -------------------------------------------------------------------------
     def sync(self, strict: bool = False) -> None:
@@ -344,8 +362,10 @@ class Service:
             return
         try:
             with self.sync_lock:
-                version, epoch = self.registry.version(), self.registry.epoch()
+                version, epoch, inactive = self.registry.status()
                 self._check(version, epoch)
+                if inactive != len(self.inactive):
+                    self.inactive = self.registry.inactive_items()
                 self._queue(self.registry.since(self.known) if version > self.known else [])
                 self._write_record(epoch)
         except RegistryUnavailable as e:
@@ -453,9 +473,9 @@ class Service:
                 )
 
     # -- recommendations -----------------------------------------------------------------
-    def history(self, req: RecommendRequest) -> list[int | str]:
-        """The history a request asks about, as given (resolved on the worker, after the
-        replica has synced); raises naming an unknown user or a ``k`` above the beams."""
+    def history(self, req: RecommendRequest) -> list[int | str] | UserRef:
+        """The history a request asks about, as given, or its user (both resolved on the
+        worker, after the replica has synced); raises naming a ``k`` above the beams."""
         if req.k > self.cfg["serve"]["num_beams"]:
             raise SidrecError(
                 f"k={req.k} is more than the {self.cfg['serve']['num_beams']} beams decoded "
@@ -469,13 +489,24 @@ class Service:
                     f"{limit}: send the most recent ones"
                 )
             return req.history
-        if req.user_id not in self.histories:
-            raise UnknownUser(f"unknown user_id {req.user_id!r}: give its history instead")
-        return self.histories[req.user_id]
+        return UserRef(req.user_id)
 
-    def recommend_batch(
-        self, batch: list[tuple[list[int | str], int, bool]]
-    ) -> list[list[dict] | SidrecError]:
+    def user_history(self, user: str) -> list[int]:
+        """What ``user`` did: its history in the served data, then the interactions recorded
+        through ``POST /interactions`` (kept while the registry is unreachable: the data's)."""
+        recorded: list[int] = []
+        if time.monotonic() >= self.retry_at:  # not while the registry is known to be down
+            try:
+                recorded = self.registry.interactions(user)
+            except RegistryUnavailable as e:
+                self.registry_error = str(e)
+                self.retry_at = time.monotonic() + RETRY_SECONDS
+        found = [*self.histories.get(user, []), *recorded]
+        if not found:
+            raise UnknownUser(f"unknown user_id {user!r}: give its history instead")
+        return found[-self.cfg["serve"]["max_history"] :]
+
+    def recommend_batch(self, batch: list[tuple[Any, int, bool]]) -> list[list[dict] | SidrecError]:
         """Top items for ``(history, k, exclude_history)`` requests, decoded together (on the
         worker thread) after the items other replicas registered are added, so a history may
         name them; a history with unknown ids gets its error in its place. With
@@ -499,14 +530,17 @@ class Service:
                 out.append(h)
                 continue
             items = next(found)
-            seen = set(h) if exclude else set()
-            out.append([x for x in items if x["item_id"] not in seen][:k])
+            # deactivated items, and with exclude_history the history's, are left out
+            dropped = self.inactive | set(h) if exclude else self.inactive
+            out.append([x for x in items if x["item_id"] not in dropped][:k])
         return out
 
-    def _resolve(self, histories: list[list[int | str]]) -> list[list[int] | SidrecError]:
+    def _resolve(self, histories: list[Any]) -> list[list[int] | SidrecError]:
         resolved: list[list[int] | SidrecError] = []
         for history in histories:
             try:
+                if isinstance(history, UserRef):
+                    history = self.user_history(history.user_id)
                 resolved.append(self.rec.resolve(history))
             except SidrecError as e:
                 resolved.append(e)
@@ -543,6 +577,26 @@ class Service:
         self.sync(strict=True)
         self.wait_indexed(got.item_id - self.n_base + 1)  # recommended from the next request on
         return got
+
+    def deactivate(self, source_id: str) -> dict[str, Any]:
+        """Stop recommending the item of ``source_id`` on every replica (on the writer
+        thread); its id and SID are never handed out again."""
+        self.sync(strict=True)
+        item = self.rec.by_source.get(source_id)
+        if item is None:
+            raise UnknownItem(f"unknown source_id {source_id!r}")
+        changed = self.registry.deactivate(item)
+        self.sync(strict=True)
+        return {"item_id": item, "source_id": source_id, "active": False, "changed": changed}
+
+    def record_interactions(self, req: InteractionsRequest) -> dict[str, Any]:
+        """Append items to a user's history (on the writer thread), shared by every replica
+        through the registry; the user's next recommendation follows them."""
+        self.sync(strict=True)
+        with self.serving:
+            ids = self.rec.resolve(req.items)
+        kept = self.registry.record(req.user_id, ids, self.cfg["serve"]["max_history"])
+        return {"user_id": req.user_id, "recorded": len(ids), "recorded_history": len(kept)}
 
     def authorize(self, header: str | None) -> None:
         """Refuse a write unless ``header`` (the request's Authorization) carries this
@@ -595,6 +649,7 @@ ERRORS = (
     (Overloaded, 429),
     (PrefixFull, 409),
     (UnknownUser, 404),
+    (UnknownItem, 404),
     (Unauthorized, 401),
     (Forbidden, 403),
     (SidrecError, 422),
@@ -781,6 +836,18 @@ def create_app(service: Service) -> FastAPI:
         got = await loop.run_in_executor(service.writer, service.register, req)
         model, catalog = service.versions()
         return {**got._asdict(), "model": model, "catalog_version": catalog}
+
+    @app.delete("/items/{source_id}")
+    async def deactivate(source_id: str, request: Request) -> dict[str, Any]:
+        service.authorize(request.headers.get("authorization"))
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(service.writer, service.deactivate, source_id)
+
+    @app.post("/interactions")
+    async def interactions(req: InteractionsRequest, request: Request) -> dict[str, Any]:
+        service.authorize(request.headers.get("authorization"))
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(service.writer, service.record_interactions, req)
 
     _add_status_routes(app, service)
     return app

@@ -110,8 +110,9 @@ def test_registered_items_are_recommendable_at_once_and_bad_input_is_refused(
         assert (
             metrics["requests"]["/recommend"] == 11 and metrics["statuses"]["/recommend 404"] == 1
         )
-        # the unknown item's request reached the worker too: it resolves after syncing
-        assert metrics["batches"]["count"] == 5
+        # the unknown item's and unknown user's requests reached the worker too: both resolve
+        # there, after syncing (a user's history includes its recorded interactions)
+        assert metrics["batches"]["count"] == 6
         assert set(metrics["latency_ms"]["/recommend"]) == {"p50", "p95", "p99"}
 
 
@@ -325,7 +326,7 @@ def test_any_redis_error_leaves_recommendations_running(demo_model: dict, error:
 
     for name in ("get", "lrange", "ping"):
         setattr(svc.registry.client, name, fails)
-    svc.registry.script = fails
+    svc.registry.script = svc.registry.epoch_script = fails
     with _client(svc) as c:
         assert c.post("/recommend", json={"history": [1, 2], "k": 3}).status_code == 200
         down = c.post("/items", json={"source_id": "R-2", "title": "drill"})
@@ -516,3 +517,56 @@ def test_request_ids_versions_access_log_and_deadline(
     assert [x["status"] for x in lines] == [200, 200, 200, 504, 200]
     assert lines[0]["request_id"] == "abc-1" and lines[2]["route"] == "/items"
     assert not any(TOKEN in r.getMessage() for r in caplog.records)  # no secret logged
+
+
+def test_deactivated_items_are_never_recommended_nor_their_sids_reused(
+    demo_model: dict, redis_url: str
+) -> None:
+    a, b = (_service(demo_model, f"serve.redis_url={redis_url}") for _ in range(2))
+    vector = _embedding(demo_model, 25)
+    base_item = a.rec.sources[7]
+    with _client(a) as ca, _client(b) as cb:
+        made = ca.post("/items", json={"source_id": "GONE-1", "embedding": vector}).json()
+        gone = ca.delete("/items/GONE-1")
+        assert gone.status_code == 200 and gone.json() == {
+            "item_id": made["item_id"],
+            "source_id": "GONE-1",
+            "active": False,
+            "changed": True,
+        }
+        assert ca.delete("/items/GONE-1").json()["changed"] is False
+        assert ca.delete(f"/items/{base_item}").json()["item_id"] == 7  # a base item too
+        assert ca.delete("/items/NEVER").status_code == 404
+        assert cb.delete("/items/GONE-1", headers={"Authorization": ""}).status_code == 401
+        for c, svc in ((ca, a), (cb, b)):  # on every replica, from its next batch on
+            c.post("/recommend", json={"history": [1], "k": 1})
+            svc.wait_indexed(svc.known)
+            got = c.post("/recommend", json={"history": [1], "k": 200}).json()["recommendations"]
+            ids = {r["item_id"] for r in got}
+            assert made["item_id"] not in ids and 7 not in ids and len(ids) == 149
+        # its source id still names it; its SID is never handed to another item
+        again = cb.post("/items", json={"source_id": "GONE-1", "title": "x"}).json()
+        assert (again["item_id"], again["created"]) == (made["item_id"], False)
+        other = cb.post("/items", json={"source_id": "NEW-2", "embedding": vector}).json()
+        assert other["sid"] != made["sid"] and other["item_id"] == made["item_id"] + 1
+
+
+def test_recorded_interactions_grow_a_users_history_on_every_replica(
+    demo_model: dict, redis_url: str
+) -> None:
+    a, b = (_service(demo_model, f"serve.redis_url={redis_url}") for _ in range(2))
+    user = next(iter(a.histories))
+    with _client(a) as ca, _client(b) as cb:
+        assert cb.post("/recommend", json={"user_id": "newcomer", "k": 3}).status_code == 404
+        r = ca.post("/interactions", json={"user_id": "newcomer", "items": [4, a.rec.sources[9]]})
+        assert r.status_code == 200 and r.json()["recorded"] == 2
+        assert cb.post("/recommend", json={"user_id": "newcomer", "k": 3}).status_code == 200
+        assert b.user_history("newcomer") == [4, 9]
+        ca.post("/interactions", json={"user_id": user, "items": [11]})
+        assert b.user_history(user) == [*a.histories[user], 11]
+        bad = ca.post("/interactions", json={"user_id": user, "items": ["NOPE"]})
+        assert bad.status_code == 422 and "NOPE" in bad.json()["detail"]
+        unauthorized = cb.post(
+            "/interactions", json={"user_id": user, "items": [1]}, headers={"Authorization": ""}
+        )
+        assert unauthorized.status_code == 401
