@@ -4,19 +4,22 @@
   by constrained beam search. Concurrent requests are micro-batched: the first request of a
   batch waits at most ``serve.max_wait_ms`` for others, up to ``serve.max_batch``. Every
   request decodes ``serve.num_beams`` beams, so an answer does not depend on its batch.
-- ``POST /items {"source_id", "title", ...}`` (or ``"text"``, or ``"embedding"``): the item gets
-  a SID from the frozen quantizer and the registry, and the next request can recommend it.
-  A write: it needs ``Authorization: Bearer <token>`` (``$SIDREC_ADMIN_TOKEN`` or
+- Writes, which need ``Authorization: Bearer <token>`` (``$SIDREC_ADMIN_TOKEN`` or
   ``serve.admin_token_file``; 401 without it, 403 when wrong, when no token is configured or
-  with ``serve.read_only``).
+  with ``serve.read_only``): ``POST /items {"source_id", "title", ...}`` (or ``"text"``, or
+  ``"embedding"``): the item gets a SID from the frozen quantizer and the registry;
+  ``DELETE /items/{source_id}``: never recommended again; ``POST /interactions``: a user's
+  history grows.
 - ``GET /health`` (liveness), ``GET /ready`` (503 while the batcher is down or the registry is
   unreachable or lost data), ``GET /metrics`` (requests, errors, batch sizes, latency
   percentiles; Prometheus' text format for a scraper's Accept header).
 
-Decoding and encoding run on one worker thread, one batch at a time. Before each batch the
-service reads the registry's catalog version and adds the items other replicas registered, so
-every replica recommends every registered item. While the registry is unreachable,
-registrations answer 503 and recommendations go on over the items already known.
+Every answer carries its request id and the model and catalog versions. Decoding runs on one
+worker thread, one batch at a time; registrations on a writer thread; growing the catalog by
+registered items on an indexer thread, swapped in between two batches. Before each batch the
+service reads the registry's version and queues the items other replicas registered, so every
+replica recommends every registered item. While the registry is unreachable, writes answer
+503 and recommendations go on over the items already known.
 """
 
 from __future__ import annotations
@@ -29,7 +32,6 @@ import os
 import threading
 import time
 import uuid
-from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -40,14 +42,14 @@ import numpy as np
 import polars as pl
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
-from prometheus_client import Counter as PromCounter
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from sidrec.core.encoder import item_texts, load_encoder
 from sidrec.core.errors import SidrecError
 from sidrec.core.io import read_json, write_json
 from sidrec.core.sids import parse_sid
+from sidrec.serve.batching import Metrics, MicroBatcher, Overloaded
 from sidrec.serve.recommend import Recommender
 from sidrec.serve.registry import Allocator, PrefixFull, Registered, RegistryUnavailable
 
@@ -135,153 +137,6 @@ class InteractionsRequest(BaseModel):
     user_id: str = Field(min_length=1, max_length=512)
     # item ids (numbers) or source ids (strings), oldest first
     items: list[int | str] = Field(min_length=1, max_length=1000)
-
-
-class Overloaded(SidrecError):
-    """More requests waiting than ``serve.max_queue`` (429)."""
-
-
-class Metrics:
-    """Request counts, status codes, batch sizes and latencies: as JSON (the last 10,000
-    latencies per route) and as Prometheus collectors in their own ``registry``."""
-
-    def __init__(self) -> None:
-        self.requests: Counter[str] = Counter()
-        self.statuses: Counter[str] = Counter()
-        self.batches: Counter[int] = Counter()
-        self.latency: dict[str, deque[float]] = {}
-        self.batcher_restarts = 0
-        self.started = time.time()
-        self.registry = CollectorRegistry()
-        self._requests = PromCounter(
-            "sidrec_requests", "HTTP requests", ["route", "status"], registry=self.registry
-        )
-        self._seconds = Histogram(
-            "sidrec_request_seconds", "request latency", ["route"], registry=self.registry
-        )
-        buckets = (1, 2, 4, 8, 16, 32, 64, 128)
-        self._batch = Histogram(
-            "sidrec_batch_size", "requests per batch", buckets=buckets, registry=self.registry
-        )
-        self._restarts = PromCounter(
-            "sidrec_batcher_restarts", "micro-batcher restarts", registry=self.registry
-        )
-        self._index = Histogram(
-            "sidrec_index_seconds", "catalog growth by registered items", registry=self.registry
-        )
-        self.index_builds, self.index_seconds, self.reloads = 0, 0.0, 0
-
-    def record(self, route: str, status: int, seconds: float) -> None:
-        self.requests[route] += 1
-        self.statuses[f"{route} {status}"] += 1
-        self.latency.setdefault(route, deque(maxlen=10_000)).append(seconds * 1000)
-        self._requests.labels(route, str(status)).inc()
-        self._seconds.labels(route).observe(seconds)
-
-    def batch(self, size: int) -> None:
-        self.batches[size] += 1
-        self._batch.observe(size)
-
-    def indexed(self, items: int, seconds: float) -> None:
-        """The catalog grew by ``items`` registered items, built in ``seconds``."""
-        self.index_builds += 1
-        self.index_seconds = round(seconds, 4)
-        self._index.observe(seconds)
-
-    def restarted(self) -> None:
-        self.batcher_restarts += 1
-        self._restarts.inc()
-
-    def prometheus(self) -> bytes:
-        """Every collector in Prometheus' text exposition format."""
-        return generate_latest(self.registry)
-
-    def summary(self) -> dict[str, Any]:
-        sizes = np.repeat(list(self.batches), list(self.batches.values()))
-        return {
-            "uptime_seconds": round(time.time() - self.started, 1),
-            "batcher_restarts": self.batcher_restarts,
-            "index_builds": self.index_builds,
-            "reloads": self.reloads,
-            "last_index_seconds": self.index_seconds,
-            "requests": dict(self.requests),
-            "statuses": dict(self.statuses),
-            "batches": {
-                "count": int(sizes.size),
-                "mean_size": round(float(sizes.mean()), 2) if sizes.size else None,
-                "max_size": int(sizes.max()) if sizes.size else None,
-                "sizes": {str(k): v for k, v in sorted(self.batches.items())},
-            },
-            "latency_ms": {
-                route: {f"p{q}": round(float(np.percentile(list(ms), q)), 2) for q in (50, 95, 99)}
-                for route, ms in self.latency.items()
-                if ms
-            },
-        }
-
-
-class MicroBatcher:
-    """Runs ``fn`` over batches of submitted items on ``executor``: a batch starts with the
-    first waiting item and takes whatever arrives within ``max_wait`` seconds, up to
-    ``max_batch`` items (``max_batch=1``: every item alone). At most ``max_queue`` items wait
-    (0 = no bound)."""
-
-    def __init__(
-        self,
-        fn: Callable[[list[Any]], list[Any]],
-        executor: ThreadPoolExecutor,
-        max_batch: int,
-        max_wait: float,
-        on_batch: Callable[[int], None],
-        max_queue: int = 0,
-    ) -> None:
-        self.fn, self.executor = fn, executor
-        self.max_batch, self.max_wait, self.on_batch = max_batch, max_wait, on_batch
-        self.queue: asyncio.Queue[tuple[Any, asyncio.Future]] = asyncio.Queue(max_queue)
-
-    async def submit(self, item: Any) -> Any:
-        """``fn``'s result for ``item``; raises :class:`Overloaded` when the queue is full."""
-        future = asyncio.get_running_loop().create_future()
-        try:
-            self.queue.put_nowait((item, future))
-        except asyncio.QueueFull:
-            raise Overloaded(
-                f"{self.queue.maxsize} requests are waiting (serve.max_queue): retry shortly"
-            ) from None
-        return await future
-
-    async def run(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            batch = [await self.queue.get()]
-            deadline = loop.time() + self.max_wait
-            while len(batch) < self.max_batch:
-                left = deadline - loop.time()
-                try:
-                    if left <= 0:
-                        batch.append(self.queue.get_nowait())
-                    else:
-                        batch.append(await asyncio.wait_for(self.queue.get(), left))
-                except (asyncio.QueueEmpty, TimeoutError):
-                    break
-            batch = [(x, f) for x, f in batch if not f.done()]  # past their deadline
-            if not batch:
-                continue
-            self.on_batch(len(batch))
-            try:
-                results = await loop.run_in_executor(self.executor, self.fn, [x for x, _ in batch])
-            except Exception as e:  # every request of a failed batch gets the error
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(e)
-                continue
-            for (_, future), result in zip(batch, results, strict=True):
-                if future.done():
-                    continue
-                if isinstance(result, Exception):  # this request's own error
-                    future.set_exception(result)
-                else:
-                    future.set_result(result)
 
 
 class Service:
@@ -739,6 +594,31 @@ def _add_status_routes(app: FastAPI, service: Service) -> None:
         return {**service.metrics.summary(), **await checked()}
 
 
+def _add_write_routes(app: FastAPI, service: Service) -> None:
+    """The routes that change what every replica serves (the write token checked first), run
+    on the writer thread."""
+
+    @app.post("/items")
+    async def items(req: ItemRequest, request: Request) -> dict[str, Any]:
+        service.authorize(request.headers.get("authorization"))
+        loop = asyncio.get_running_loop()
+        got = await loop.run_in_executor(service.writer, service.register, req)
+        model, catalog = service.versions()
+        return {**got._asdict(), "model": model, "catalog_version": catalog}
+
+    @app.delete("/items/{source_id}")
+    async def deactivate(source_id: str, request: Request) -> dict[str, Any]:
+        service.authorize(request.headers.get("authorization"))
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(service.writer, service.deactivate, source_id)
+
+    @app.post("/interactions")
+    async def interactions(req: InteractionsRequest, request: Request) -> dict[str, Any]:
+        service.authorize(request.headers.get("authorization"))
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(service.writer, service.record_interactions, req)
+
+
 def _stamp(path: Path) -> tuple[int, int] | None:
     try:
         st = path.stat()
@@ -767,6 +647,8 @@ async def _watch(service: Service, every: float) -> None:
 def create_app(service: Service) -> FastAPI:
     """The HTTP routes over ``service``."""
     s = service.cfg["serve"]
+    deadline = s["deadline_ms"] / 1000 or None  # seconds; None: no deadline
+    reload_every = s["reload_seconds"] if service.watched is not None else 0
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> Any:
@@ -780,8 +662,8 @@ def create_app(service: Service) -> FastAPI:
         )
         app.state.batcher_task = asyncio.create_task(app.state.batcher.run())
         watcher = None
-        if service.watched is not None and s["reload_seconds"] > 0:
-            watcher = asyncio.create_task(_watch(service, s["reload_seconds"]))
+        if reload_every > 0:
+            watcher = asyncio.create_task(_watch(service, reload_every))
         yield
         app.state.batcher_task.cancel()
         if watcher is not None:
@@ -812,7 +694,6 @@ def create_app(service: Service) -> FastAPI:
         exclude = req.exclude_history
         if exclude is None:
             exclude = bool(service.cfg["evaluate"]["exclude_history"])
-        deadline = s["deadline_ms"] / 1000 or None
         try:
             items = await asyncio.wait_for(
                 batcher(request.app).submit((history, req.k, exclude)), deadline
@@ -829,25 +710,6 @@ def create_app(service: Service) -> FastAPI:
             "catalog_version": catalog,
         }
 
-    @app.post("/items")
-    async def items(req: ItemRequest, request: Request) -> dict[str, Any]:
-        service.authorize(request.headers.get("authorization"))
-        loop = asyncio.get_running_loop()
-        got = await loop.run_in_executor(service.writer, service.register, req)
-        model, catalog = service.versions()
-        return {**got._asdict(), "model": model, "catalog_version": catalog}
-
-    @app.delete("/items/{source_id}")
-    async def deactivate(source_id: str, request: Request) -> dict[str, Any]:
-        service.authorize(request.headers.get("authorization"))
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(service.writer, service.deactivate, source_id)
-
-    @app.post("/interactions")
-    async def interactions(req: InteractionsRequest, request: Request) -> dict[str, Any]:
-        service.authorize(request.headers.get("authorization"))
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(service.writer, service.record_interactions, req)
-
+    _add_write_routes(app, service)
     _add_status_routes(app, service)
     return app

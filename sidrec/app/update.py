@@ -505,6 +505,24 @@ def prune_days(state: Path, s: dict[str, Any], keep: int) -> list[str]:
     return pruned
 
 
+def _counts(
+    rows: _Rows, day: tuple[pl.DataFrame, pl.DataFrame], new_items: int, items: int, promoted: bool
+) -> dict[str, int]:
+    """The ledger's row counts of a day."""
+    day_train, day_valid = day
+    return {
+        "train_rows": day_train.height,
+        "fresh_rows": rows.fresh.height,
+        "backlog_rows": rows.backlog.height,
+        "replay_train_rows": rows.train_replay.height,
+        "valid_rows": day_valid.height,
+        "replay_valid_rows": rows.valid_replay.height,
+        "new_items": new_items,
+        "items": items,
+        "backlog_after": 0 if promoted else rows.backlog.height + day_train.height,
+    }
+
+
 def _report(cfg: dict[str, Any], row: dict[str, Any], step: int) -> None:
     """The day's decision on SwanLab and in the terminal."""
     metric = row["metric"]
@@ -580,15 +598,7 @@ def _apply(cfg: dict[str, Any], s: dict[str, Any], state: Path, day: Path, name:
         "old": round(before, 6),
         "new": round(after, 6),
         "decision": "promoted" if promoted else "rejected",
-        "train_rows": day_train.height,
-        "fresh_rows": rows.fresh.height,
-        "backlog_rows": rows.backlog.height,
-        "replay_train_rows": rows.train_replay.height,
-        "valid_rows": day_valid.height,
-        "replay_valid_rows": rows.valid_replay.height,
-        "new_items": new_items.height,
-        "items": items.height,
-        "backlog_after": 0 if promoted else rows.backlog.height + day_train.height,
+        **_counts(rows, (day_train, day_valid), new_items.height, items.height, promoted),
         "seconds": round(time.time() - started, 1),
         "content_hash": day_hash(day),
     }

@@ -280,7 +280,7 @@ def test_redis_credentials_never_reach_a_response_or_the_console(
 def test_a_dead_batcher_is_restarted_not_left_hanging(
     demo_model: dict, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from sidrec.serve.service import MicroBatcher
+    from sidrec.serve.batching import MicroBatcher
 
     real, started = MicroBatcher.run, []
 
