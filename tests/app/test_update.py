@@ -218,16 +218,20 @@ def test_a_tree_model_updates_on_its_grown_catalog(demo_model: dict, tmp_path: P
         )
 
 
+@pytest.mark.parametrize("kind", ["memory", "redis"])
 def test_registered_items_survive_updates_and_no_id_or_sid_is_handed_out_twice(
-    demo_model: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    demo_model: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, redis_url: str, kind: str
 ) -> None:
     from sidrec.core.embeddings import load_embeddings
     from sidrec.serve.service import TOKEN_ENV, ItemRequest
 
     monkeypatch.setenv(TOKEN_ENV, "t")
     model, state = demo_model["model"], tmp_path / "state"
-    run_update(model, _day(tmp_path, "d1", demo_model, 3), state, _cfg(demo_model))
-    serve_cfg = model_config(model, None, ["serve.registry=memory"])
+    # memory: the state's registry.jsonl; redis: the replicas' Redis
+    shared = [f"update.registry={kind}", f"serve.redis_url={redis_url}"]
+    shared += [f"serve.registry_record={tmp_path / 'record.json'}"]
+    run_update(model, _day(tmp_path, "d1", demo_model, 3), state, _cfg(demo_model, *shared))
+    serve_cfg = model_config(model, None, [f"serve.registry={kind}", *shared])
     vectors = load_embeddings(demo_model["outputs"]["embeddings"])
     svc = load_service(serve_cfg, None, state, None)
     live = [
@@ -242,7 +246,7 @@ def test_registered_items_survive_updates_and_no_id_or_sid_is_handed_out_twice(
     items.with_columns(pl.Series("source_id", ["NEW-A", "live-1"])).write_parquet(
         day / "items.parquet"
     )
-    row = run_update(model, day, state, _cfg(demo_model))
+    row = run_update(model, day, state, _cfg(demo_model, *shared))
     assert row["items"] == 156
     grown = pl.read_parquet(serving(state)["items"])
     assert grown["source_id"].to_list()[153:] == ["live-0", "live-1", "NEW-A"]
@@ -257,8 +261,9 @@ def test_registered_items_survive_updates_and_no_id_or_sid_is_handed_out_twice(
     nxt = again.register(ItemRequest(source_id="live-2", embedding=vectors[60].tolist()))
     assert nxt.item_id == 156 and nxt.sid not in sids
     # a state shares its ids with one kind of registry
-    with pytest.raises(SidrecError, match="--registry memory"):
-        load_service(model_config(model, None, []), None, state, None)
+    other = "redis" if kind == "memory" else "memory"
+    with pytest.raises(SidrecError, match=f"--registry {kind}"):
+        load_service(model_config(model, None, [f"serve.registry={other}"]), None, state, None)
 
 
 def test_old_days_are_pruned_but_the_serving_model_and_every_user_stay(
