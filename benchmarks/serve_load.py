@@ -220,13 +220,18 @@ def _handed_out(log: list[tuple]) -> dict[str, Any]:
     }
 
 
+def _setup(ctx: dict, name: str, settings: dict[str, Any], seed: int) -> tuple[Replicas, Load]:
+    """Two fresh replicas over an emptied Redis, with their own record, and a load generator."""
+    redis.Redis.from_url(ctx["redis"].url).flushall()
+    reps = Replicas(ctx["model"], ctx["redis"].url, ctx["tmp"] / name, settings)
+    reps.start(2)
+    return reps, Load(ctx["titles"], ctx["users"], seed=seed)
+
+
 def scenario_load(ctx: dict, mode: str) -> dict[str, Any]:
     """Throughput and latency under the mixed load, micro-batching ``mode``."""
-    redis.Redis.from_url(ctx["redis"].url).flushall()
-    reps = Replicas(ctx["model"], ctx["redis"].url, ctx["tmp"] / f"load-{mode}", MODES[mode])
-    reps.start(2)
+    reps, load = _setup(ctx, f"load-{mode}", MODES[mode], seed=0)
     try:
-        load = Load(ctx["titles"], ctx["users"])
         wall = asyncio.run(load.run(reps.bases, ctx["clients"], ctx["seconds"], ctx["share"]))
         metrics = reps.metrics()
     finally:
@@ -249,10 +254,7 @@ def scenario_load(ctx: dict, mode: str) -> dict[str, Any]:
 def scenario_restart(ctx: dict) -> dict[str, Any]:
     """Redis SIGKILLed and restarted from its append-only file under load."""
     server = ctx["redis"]
-    redis.Redis.from_url(server.url).flushall()
-    reps = Replicas(ctx["model"], server.url, ctx["tmp"] / "restart", MODES["on"])
-    reps.start(2)
-    load = Load(ctx["titles"], ctx["users"], seed=1)
+    reps, load = _setup(ctx, "restart", MODES["on"], seed=1)
     marks: dict[str, float] = {}
 
     async def faults() -> None:
@@ -297,10 +299,7 @@ def scenario_restart(ctx: dict) -> dict[str, Any]:
 def scenario_empty(ctx: dict) -> dict[str, Any]:
     """Redis restarted without its data: every replica, a new one too, refuses to register."""
     server = ctx["redis"]
-    redis.Redis.from_url(server.url).flushall()
-    reps = Replicas(ctx["model"], server.url, ctx["tmp"] / "empty", MODES["on"])
-    reps.start(2)
-    load = Load(ctx["titles"], ctx["users"], seed=2)
+    reps, load = _setup(ctx, "empty", MODES["on"], seed=2)
 
     async def register(n: int, bases: list[str]) -> None:
         async with httpx.AsyncClient(timeout=60, headers=AUTH) as client:
@@ -340,10 +339,7 @@ def scenario_empty(ctx: dict) -> dict[str, Any]:
 def scenario_duplicates(ctx: dict) -> dict[str, Any]:
     """Concurrent registrations of ``distinct`` source ids, each twice (once per replica)."""
     n = ctx["distinct"]
-    redis.Redis.from_url(ctx["redis"].url).flushall()
-    reps = Replicas(ctx["model"], ctx["redis"].url, ctx["tmp"] / "duplicates", MODES["on"])
-    reps.start(2)
-    load = Load(ctx["titles"], ctx["users"], seed=3)
+    reps, load = _setup(ctx, "duplicates", MODES["on"], seed=3)
 
     async def register() -> None:
         async with httpx.AsyncClient(timeout=60, headers=AUTH) as client:
@@ -376,9 +372,7 @@ def scenario_duplicates(ctx: dict) -> dict[str, Any]:
 def scenario_overload(ctx: dict) -> dict[str, Any]:
     """A queue of 4 under ``clients`` concurrent recommendations: 429s, no timeouts."""
     settings = {"max_batch": 1, "max_queue": 4}
-    reps = Replicas(ctx["model"], ctx["redis"].url, ctx["tmp"] / "overload", settings)
-    reps.start(2)
-    load = Load(ctx["titles"], ctx["users"], seed=4)
+    reps, load = _setup(ctx, "overload", settings, seed=4)
     try:
         asyncio.run(load.run(reps.bases, ctx["clients"], min(ctx["seconds"], 20), 0.0))
     finally:
