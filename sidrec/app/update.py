@@ -355,9 +355,10 @@ def _register_day(
     base = Path(s["base_model"])
     registry, _ = open_registry(cfg, base, state, s["registry"])
     have = old_items.height - registry.n_base  # registered items the catalog already holds
-    if registry.version() < have:
+    held = registry.version()
+    if held < have:
         raise RegistryUnavailable(
-            f"the SID registry holds {registry.version()} items but the catalog of {state} "
+            f"the SID registry holds {held} items but the catalog of {state} "
             f"took {have}: it lost data; restore it before updating"
         )
     alloc = Allocator(old_sid, model_sids(base)[0].codes, cfg["serve"]["prefix_capacity"])
